@@ -1,0 +1,1 @@
+"""NerveWatch common plumbing: settings, Kafka, PostgreSQL, HTTP, metrics, logging, identity."""

@@ -1,0 +1,79 @@
+"""Process settings, read once from the environment.
+
+Every service reads the same `Settings`; a variable a service does not use is harmless.
+Names are the public configuration surface (documented in README.md and cross-checked
+against docker-compose.yml by the tests): renaming one is a breaking change.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration for all NerveWatch processes.
+
+    `DATABASE_URL` and `KAFKA_BOOTSTRAP_SERVERS` are unprefixed because that is what
+    operators expect; everything else is prefixed `NERVEWATCH_`.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="NERVEWATCH_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "NERVEWATCH_DATABASE_URL")
+    )
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "NERVEWATCH_KAFKA_BOOTSTRAP_SERVERS"),
+    )
+
+    host: str = "127.0.0.1"
+    ingest_port: int = 8080
+    scoring_port: int = 8081
+    alerts_port: int = 8082
+
+    log_level: str = "INFO"
+    data_dir: Path = Path(".nervewatch")
+
+    # Kafka
+    topic_partitions: int = Field(default=6, ge=1, le=1024)
+    topic_replication_factor: int = Field(default=1, ge=1, le=7)
+    kafka_enable_idempotence: bool = False
+    kafka_request_timeout_ms: int = Field(default=10_000, ge=1000)
+    kafka_linger_ms: int = Field(default=2, ge=0)
+    consumer_max_batch: int = Field(default=2000, ge=1, le=100_000)
+    consumer_stall_seconds: float = Field(default=60.0, gt=0)
+
+    # PostgreSQL
+    db_pool_min: int = Field(default=1, ge=0)
+    db_pool_max: int = Field(default=10, ge=1)
+
+    # Development tenant created by `nervewatch run` / `nervewatch seed-dev`
+    dev_api_key: str | None = None
+    dev_webhook_secret: str | None = None
+
+    # Alerts delivery
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    smtp_from: str = "alerts@nervewatch.local"
+    smtp_use_tls: bool = False
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    webhook_connect_timeout_s: float = Field(default=3.0, gt=0)
+    webhook_read_timeout_s: float = Field(default=10.0, gt=0)
+    delivery_max_age_s: float = Field(default=24 * 3600.0, gt=0)
+    dispatcher_poll_s: float = Field(default=1.0, gt=0)
+    sweep_interval_s: float = Field(default=30.0, gt=0)
+
+    # Shutdown
+    shutdown_timeout_s: float = Field(default=20.0, gt=0)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first call."""
+    return Settings()

@@ -1,0 +1,115 @@
+"""Events on the log. Every event carries `schema_version`; consumers reject versions they do not know.
+
+Keys are `<tenant_id>:<patient_id>` so one patient's events stay ordered on one partition.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.activity import ActivitySample, Device
+from schemas.alerts import Alert
+from schemas.checkins import CheckIn
+from schemas.common import PatientId, UtcDatetime
+from schemas.patients import Patient
+from schemas.trajectory import Signal, Trajectory, TrajectoryState
+
+SCHEMA_VERSION: Literal[1] = 1
+
+
+class Topics:
+    """Versioned topic names. A breaking event change gets a new topic version, never an edit."""
+
+    patients = "nervewatch.patients.v1"
+    checkins = "nervewatch.checkins.v1"
+    activity = "nervewatch.activity.v1"
+    trajectories = "nervewatch.trajectories.v1"
+    alerts = "nervewatch.alerts.v1"
+    dead_letters = "nervewatch.deadletters.v1"
+
+    @classmethod
+    def all(cls) -> list[str]:
+        return [cls.patients, cls.checkins, cls.activity, cls.trajectories, cls.alerts, cls.dead_letters]
+
+
+def event_key(tenant_id: str, patient_id: str) -> bytes:
+    return f"{tenant_id}:{patient_id}".encode()
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    tenant_id: str = Field(min_length=1, max_length=64)
+
+
+class PatientUpserted(_Event):
+    type: Literal["patient.upserted"] = "patient.upserted"
+    patient: Patient
+
+
+class CheckInRecorded(_Event):
+    type: Literal["checkin.recorded"] = "checkin.recorded"
+    received_at: UtcDatetime
+    checkin: CheckIn
+
+
+class ActivityRecorded(_Event):
+    type: Literal["activity.recorded"] = "activity.recorded"
+    received_at: UtcDatetime
+    patient_id: PatientId
+    device: Device
+    samples: list[ActivitySample]
+
+
+class TriggerRef(BaseModel):
+    """The newest observation behind a trajectory update."""
+
+    event_id: str
+    recorded_at: UtcDatetime
+    received_at: UtcDatetime
+
+
+class TrajectoryUpdated(_Event):
+    """Published after every trajectory recomputation; `state_changed` marks contract state changes."""
+
+    type: Literal["trajectory.updated"] = "trajectory.updated"
+    event_id: UUID
+    trajectory: Trajectory
+    previous_state: TrajectoryState | None = None
+    state_changed: bool
+    signals: list[Signal] = Field(default_factory=list)
+    trigger: TriggerRef | None = None
+    last_checkin_at: UtcDatetime | None = None
+    computed_at: UtcDatetime
+
+
+class AlertChanged(_Event):
+    type: Literal["alert.changed"] = "alert.changed"
+    event_id: UUID
+    action: str
+    actor: str
+    at: UtcDatetime
+    alert: Alert
+
+
+IngestEvent = Annotated[PatientUpserted | CheckInRecorded | ActivityRecorded, Field(discriminator="type")]
+
+
+class DeadLetter(BaseModel):
+    """A message a consumer could not process. `value_b64` keeps the original bytes: nothing vanishes."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["dead_letter"] = "dead_letter"
+    consumer_group: str
+    source_topic: str
+    partition: int
+    offset: int
+    key_b64: str | None
+    value_b64: str | None
+    reason: str
+    error: str
+    failed_at: UtcDatetime

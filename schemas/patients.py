@@ -1,0 +1,99 @@
+"""Patient enrolment payloads (`POST /v1/patients`)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, AnyHttpUrl, Field, model_validator
+
+from schemas.common import (
+    Condition,
+    Email,
+    FunctionScore,
+    MemberId,
+    PatientId,
+    Role,
+    Score0to10,
+    Severity,
+    Side,
+    StrictModel,
+    Treatment,
+    UtcDatetime,
+)
+
+
+def check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError("must be an IANA time zone name such as America/New_York") from exc
+    return value
+
+
+Timezone = Annotated[str, Field(max_length=64), AfterValidator(check_timezone)]
+
+
+class Baseline(StrictModel):
+    """Pre-treatment levels. Without it, the median of the first 7 days of check-ins is used."""
+
+    pain: Score0to10 | None = None
+    tingling: Score0to10 | None = None
+    numbness: Score0to10 | None = None
+    weakness: Score0to10 | None = None
+    grip_strength_kg: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)
+    daily_steps: int | None = Field(default=None, ge=0, le=200_000)
+    function: FunctionScore | None = None
+
+
+class Notify(StrictModel):
+    webhook_url: AnyHttpUrl | None = None
+    email: Email | None = None
+
+    @model_validator(mode="after")
+    def _some_channel(self) -> Notify:
+        if self.webhook_url is None and self.email is None:
+            raise ValueError("at least one of webhook_url or email is required")
+        if self.webhook_url is not None and len(str(self.webhook_url)) > 2048:
+            raise ValueError("webhook_url is too long")
+        return self
+
+
+class CareTeamMember(StrictModel):
+    member_id: MemberId
+    role: Role
+    min_severity: Severity = Severity.medium
+    notify: Notify
+
+
+class PatientIn(StrictModel):
+    """Enrol or update a patient. The whole record is replaced on update."""
+
+    patient_id: PatientId
+    condition: Condition
+    side: Side = Side.not_applicable
+    treatment: Treatment
+    onset_date: date | None = None
+    procedure_date: date | None = None
+    timezone: Timezone
+    baseline: Baseline | None = None
+    care_team: list[CareTeamMember] = Field(default_factory=list, max_length=50)
+
+    @model_validator(mode="after")
+    def _unique_members(self) -> PatientIn:
+        ids = [m.member_id for m in self.care_team]
+        if len(ids) != len(set(ids)):
+            raise ValueError("care_team member_id values must be unique")
+        return self
+
+
+class Patient(PatientIn):
+    """A stored patient, as returned by the API and carried on the patients topic."""
+
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+def patient_from_input(data: PatientIn, created_at: datetime, updated_at: datetime) -> Patient:
+    return Patient(**data.model_dump(), created_at=created_at, updated_at=updated_at)

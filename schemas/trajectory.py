@@ -1,0 +1,73 @@
+"""Trajectory payloads (`GET /v1/patients/{id}/trajectory`) and the trajectory signals alerts act on."""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from schemas.common import PatientId, Reason, UtcDatetime
+
+
+class TrajectoryState(StrEnum):
+    insufficient_data = "insufficient_data"
+    improving = "improving"
+    plateau = "plateau"
+    worsening = "worsening"
+    flare = "flare"
+    recovered = "recovered"
+    red_flag = "red_flag"
+
+
+class SignalCode(StrEnum):
+    """Conditions the scoring engine reports while they hold; alert kinds map onto them."""
+
+    red_flag = "red_flag"
+    regression = "regression"
+    spreading_symptoms = "spreading_symptoms"
+    persistent_flare = "persistent_flare"
+    plateau = "plateau"
+    activity_decline = "activity_decline"
+    flare_window = "flare_window"
+
+
+class Signal(BaseModel):
+    """One condition that holds as of the trajectory's `as_of`.
+
+    `event_time` is the event time of the observation that raised it (for a red flag, the
+    reporting check-in's `recorded_at`); `since` is the local date the condition started.
+    """
+
+    code: SignalCode
+    since: date | None = None
+    event_time: UtcDatetime
+    event_id: str | None = None
+    reasons: list[Reason] = Field(default_factory=list)
+
+
+class TrajectoryDay(BaseModel):
+    date: date
+    symptom_index: float | None = None
+    pain: float | None = None
+    tingling: float | None = None
+    numbness: float | None = None
+    weakness: float | None = None
+    grip_strength_kg: float | None = None
+    steps: int | None = None
+    active_minutes: int | None = None
+    sleep_minutes: int | None = None
+    pt_session: bool = False
+    checkins: int = 0
+
+
+class Trajectory(BaseModel):
+    patient_id: PatientId
+    state: TrajectoryState
+    as_of: UtcDatetime
+    symptom_index: float | None = None
+    baseline_symptom_index: float | None = None
+    change_from_baseline_pct: float | None = None
+    slope_per_week: float | None = None
+    reasons: list[Reason] = Field(default_factory=list)
+    days: list[TrajectoryDay] = Field(default_factory=list)
