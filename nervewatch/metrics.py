@@ -67,9 +67,7 @@ EVENT_CONFLICTS = Counter(
     "nervewatch_event_conflicts_total", "Duplicate event_id with different content (first kept)", ["kind"]
 )
 HELD_EVENTS = Gauge("nervewatch_scoring_held_events", "Observations held for a patient not yet enrolled")
-TRAJECTORY_STATES = Counter(
-    "nervewatch_trajectory_state_changes_total", "Trajectory state changes", ["state"]
-)
+TRAJECTORY_STATES = Counter("nervewatch_trajectory_state_changes_total", "Trajectory state changes", ["state"])
 
 ALERTS_OPENED = Counter("nervewatch_alerts_opened_total", "Alerts opened", ["kind", "severity"])
 ALERTS_RESOLVED = Counter("nervewatch_alerts_resolved_total", "Alerts resolved", ["kind", "resolution"])

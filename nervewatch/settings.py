@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     kafka_enable_idempotence: bool = False
     kafka_request_timeout_ms: int = Field(default=10_000, ge=1000)
     kafka_linger_ms: int = Field(default=2, ge=0)
+    ingest_produce_timeout_s: float = Field(default=5.0, gt=0)
     consumer_max_batch: int = Field(default=2000, ge=1, le=100_000)
     consumer_stall_seconds: float = Field(default=60.0, gt=0)
 

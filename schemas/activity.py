@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, Field, model_validator
@@ -69,6 +70,14 @@ class ActivityBatch(StrictModel):
     patient_id: PatientId
     device: Device
     samples: list[ActivitySample] = Field(min_length=1, max_length=MAX_SAMPLES)
+
+
+class ActivityEnvelope(StrictModel):
+    """The envelope of an activity post; the samples are then validated one by one."""
+
+    patient_id: PatientId
+    device: Device
+    samples: list[Any] = Field(min_length=1, max_length=MAX_SAMPLES)
 
 
 class ActivityAccepted(BaseModel):

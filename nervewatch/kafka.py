@@ -1,0 +1,344 @@
+"""Kafka plumbing: topic creation, a producer factory and an at-least-once batch consumer.
+
+Delivery contract of `BatchConsumer`:
+- records are decoded one by one; a record that cannot be decoded goes to the dead-letter topic
+  with its reason, partition and offset, and the batch goes on;
+- the decoded batch is handed to the handler, which must commit its database transaction
+  before returning; only then are the offsets committed (at-least-once: a crash in between
+  redelivers the batch, so handlers must be idempotent by event id);
+- a handler failure caused by an unreachable dependency is retried with backoff forever (the
+  partition waits, nothing is skipped); any other failure is retried, then the batch is split and
+  the record that still fails on its own is dead-lettered with reason `processing_error`;
+- `stop()` finishes the batch in flight, commits it and leaves the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from nervewatch import metrics
+from nervewatch.settings import Settings
+from schemas.events import DeadLetter, Topics
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TOPIC_EXISTS = 36
+
+
+class DecodeError(ValueError):
+    """A record that can never be processed; `reason` is a short machine code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+async def ensure_topics(settings: Settings, topics: Sequence[str] | None = None) -> None:
+    """Create missing topics with the configured partition count and replication factor."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=_bootstrap(settings), request_timeout_ms=settings.kafka_request_timeout_ms
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in (topics or Topics.all()) if t not in existing]
+        if missing:
+            resp = await admin.create_topics(
+                [NewTopic(t, settings.topic_partitions, settings.topic_replication_factor) for t in missing]
+            )
+            for topic, code, *_ in getattr(resp, "topic_errors", []):
+                if code not in (0, TOPIC_EXISTS):
+                    raise KafkaError(f"creating topic {topic} failed with error code {code}")
+            log.info("topics created", extra={"topics": ",".join(missing)})
+    finally:
+        await admin.close()
+
+
+def _bootstrap(settings: Settings) -> str:
+    if not settings.kafka_bootstrap_servers:
+        raise RuntimeError("KAFKA_BOOTSTRAP_SERVERS is not set")
+    return settings.kafka_bootstrap_servers
+
+
+def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    """A producer that waits for all in-sync replicas (`acks=all`).
+
+    Idempotence is configurable because the embedded broker does not support it.
+    """
+    options: dict[str, Any] = {
+        "bootstrap_servers": _bootstrap(settings),
+        "acks": "all",
+        "enable_idempotence": settings.kafka_enable_idempotence,
+        "linger_ms": settings.kafka_linger_ms,
+        "request_timeout_ms": settings.kafka_request_timeout_ms,
+        "max_request_size": 4 * 1024 * 1024,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+async def produce(producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes) -> None:
+    """Send one record and wait for the broker's acknowledgement."""
+    try:
+        await producer.send_and_wait(topic, value=value, key=key)
+    except Exception:
+        metrics.PRODUCE_FAILURES.labels(topic).inc()
+        raise
+    metrics.EVENTS_PRODUCED.labels(topic).inc()
+
+
+async def produce_many(producer: AIOKafkaProducer, records: Sequence[tuple[str, bytes, bytes]]) -> None:
+    """Send records (topic, key, value) pipelined; returns once every one is acknowledged."""
+    futures = [await producer.send(topic, value=value, key=key) for topic, key, value in records]
+    try:
+        await asyncio.gather(*futures)
+    except Exception:
+        for topic, _, _ in records:
+            metrics.PRODUCE_FAILURES.labels(topic).inc()
+        raise
+    for topic, _, _ in records:
+        metrics.EVENTS_PRODUCED.labels(topic).inc()
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded(Generic[T]):
+    record: ConsumerRecord
+    value: T
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors that mean "a dependency is unreachable", as opposed to "this data is bad"."""
+    import asyncpg
+
+    transient = (
+        OSError,
+        asyncio.TimeoutError,
+        KafkaError,
+        asyncpg.exceptions.PostgresConnectionError,
+        asyncpg.exceptions.CannotConnectNowError,
+        asyncpg.exceptions.InterfaceError,
+        asyncpg.exceptions.TooManyConnectionsError,
+        asyncpg.exceptions.DeadlockDetectedError,
+        asyncpg.exceptions.SerializationError,
+        asyncpg.exceptions.AdminShutdownError,
+    )
+    return isinstance(exc, transient)
+
+
+class BatchConsumer(Generic[T]):
+    """Consume `topics` in group `group_id`, decode, process in batches, then commit offsets."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        group_id: str,
+        topics: Sequence[str],
+        decode: Callable[[ConsumerRecord], T],
+        handle: Callable[[list[Decoded[T]]], Awaitable[None]],
+        producer: AIOKafkaProducer,
+    ) -> None:
+        self.settings = settings
+        self.group_id = group_id
+        self.topics = list(topics)
+        self.decode = decode
+        self.handle = handle
+        self.producer = producer
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self.last_progress = time.monotonic()
+        self.lag = 0
+        self._last_lag_check = 0.0
+        self.batches = 0
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            *self.topics,
+            bootstrap_servers=_bootstrap(self.settings),
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.settings.consumer_max_batch,
+            request_timeout_ms=max(self.settings.kafka_request_timeout_ms, 40_000),
+            session_timeout_ms=30_000,
+            heartbeat_interval_ms=3_000,
+            max_poll_interval_ms=300_000,
+        )
+
+    async def start(self) -> None:
+        self._consumer = self._new_consumer()
+        await self._consumer.start()
+        self.last_progress = time.monotonic()
+        self._task = asyncio.create_task(self._run(), name=f"consumer-{self.group_id}")
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def stalled(self) -> bool:
+        """True while the consumer holds lag but has made no progress for `consumer_stall_seconds`."""
+        stalled = self.lag > 0 and time.monotonic() - self.last_progress > self.settings.consumer_stall_seconds
+        metrics.CONSUMER_STALLED.labels(self.group_id).set(1 if stalled else 0)
+        return stalled
+
+    async def stop(self) -> None:
+        """Finish the batch in flight, commit it and leave the group."""
+        self._stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while not self._stopping.is_set():
+            try:
+                batch = await self._consumer.getmany(timeout_ms=500, max_records=self.settings.consumer_max_batch)
+            except KafkaError:
+                log.warning("fetch failed; retrying", exc_info=True)
+                await asyncio.sleep(1)
+                continue
+            records = [r for recs in batch.values() for r in recs]
+            if records:
+                await self._process(records)
+            await self._update_lag(force=not records)
+
+    async def _process(self, records: list[ConsumerRecord]) -> None:
+        started = time.perf_counter()
+        decoded: list[Decoded[T]] = []
+        for record in records:
+            metrics.EVENTS_CONSUMED.labels(self.group_id, record.topic).inc()
+            try:
+                decoded.append(Decoded(record, self.decode(record)))
+            except DecodeError as exc:
+                await self.dead_letter(record, exc.reason, str(exc))
+        if decoded:
+            await self._handle_with_retry(decoded)
+        await self._commit(records)
+        metrics.PROCESSING_LATENCY.labels(self.group_id).observe(time.perf_counter() - started)
+        metrics.CONSUMER_BATCH_SIZE.labels(self.group_id).observe(len(records))
+        self.batches += 1
+
+    async def _handle_with_retry(self, decoded: list[Decoded[T]]) -> None:
+        delay = 0.2
+        attempts = 0
+        while True:
+            try:
+                await self.handle(decoded)
+                return
+            except Exception as exc:
+                attempts += 1
+                if is_transient(exc):
+                    log.warning(
+                        "batch failed on an unreachable dependency; retrying",
+                        extra={"group": self.group_id, "attempt": attempts, "error": type(exc).__name__},
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                if attempts < 3:
+                    log.warning(
+                        "batch failed; retrying",
+                        extra={"group": self.group_id, "attempt": attempts, "error": type(exc).__name__},
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                if len(decoded) == 1:
+                    log.exception(
+                        "record failed repeatedly; dead-lettering",
+                        extra={
+                            "group": self.group_id,
+                            "topic": decoded[0].record.topic,
+                            "offset": decoded[0].record.offset,
+                        },
+                    )
+                    await self.dead_letter(decoded[0].record, "processing_error", type(exc).__name__)
+                    return
+                for item in decoded:
+                    await self._handle_with_retry([item])
+                return
+
+    async def _commit(self, records: list[ConsumerRecord]) -> None:
+        assert self._consumer is not None
+        offsets: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+        try:
+            await self._consumer.commit(offsets)
+            self.last_progress = time.monotonic()
+            metrics.CONSUMER_LAST_PROGRESS.labels(self.group_id).set(time.time())
+        except KafkaError as exc:
+            # Typically a rebalance took the partitions: the new owner re-processes idempotently.
+            log.warning("offset commit failed", extra={"group": self.group_id, "error": type(exc).__name__})
+
+    async def _update_lag(self, force: bool) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_lag_check < 1.0:
+            return
+        self._last_lag_check = now
+        assert self._consumer is not None
+        total = 0
+        for tp in self._consumer.assignment():
+            hw = self._consumer.highwater(tp)
+            if hw is None:
+                continue
+            try:
+                pos = await self._consumer.position(tp)
+            except Exception:  # partition moved away during a rebalance
+                log.debug("position unavailable", extra={"topic": tp.topic, "partition": tp.partition})
+                continue
+            lag = max(hw - pos, 0)
+            total += lag
+            metrics.CONSUMER_LAG.labels(self.group_id, tp.topic, str(tp.partition)).set(lag)
+        self.lag = total
+        if total == 0:
+            self.last_progress = now
+
+    async def dead_letter(self, record: ConsumerRecord, reason: str, error: str) -> None:
+        """Publish the record to the dead-letter topic with its reason; waits for the broker."""
+        letter = DeadLetter(
+            consumer_group=self.group_id,
+            source_topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key_b64=base64.b64encode(record.key).decode() if record.key is not None else None,
+            value_b64=base64.b64encode(record.value).decode() if record.value is not None else None,
+            reason=reason,
+            error=error[:500],
+            failed_at=datetime.now(UTC),
+        )
+        while True:
+            try:
+                await produce(self.producer, Topics.dead_letters, record.key or b"", letter.model_dump_json().encode())
+                break
+            except KafkaError:
+                log.warning("dead-letter publish failed; retrying", extra={"group": self.group_id})
+                await asyncio.sleep(1)
+        metrics.DEAD_LETTERS.labels(record.topic, reason).inc()
+        log.warning(
+            "message dead-lettered",
+            extra={
+                "group": self.group_id,
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "reason": reason,
+            },
+        )

@@ -1,0 +1,123 @@
+"""RFC 9457 problem+json responses. Details never echo request content (it may be health data)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from schemas.checkins import ItemError, RejectedItem
+from schemas.problems import Problem
+
+PROBLEM_TYPE = "application/problem+json"
+BASE = "https://nervewatch.dev/problems/"
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str | None = None,
+    *,
+    slug: str | None = None,
+    errors: Sequence[ItemError] | None = None,
+    rejected: Sequence[RejectedItem] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    body = Problem(
+        type=BASE + slug if slug else "about:blank",
+        title=title,
+        status=status,
+        detail=detail,
+        errors=list(errors) if errors is not None else None,
+        rejected=list(rejected) if rejected is not None else None,
+    )
+    return web.Response(
+        status=status,
+        body=body.model_dump_json(exclude_none=True).encode(),
+        content_type=PROBLEM_TYPE,
+        headers=headers,
+    )
+
+
+def item_errors(exc: ValidationError, prefix: Sequence[str | int] = ()) -> list[ItemError]:
+    """Validation errors as loc/msg/type, without the offending input values."""
+    return [_item_error(e, prefix) for e in exc.errors(include_input=False, include_url=False)]
+
+
+def _item_error(e: ErrorDetails, prefix: Sequence[str | int]) -> ItemError:
+    msg = e["msg"]
+    if e["type"] in ("value_error", "assertion_error"):
+        msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return ItemError(loc=[*prefix, *e["loc"]], msg=msg, type=e["type"])
+
+
+def validation_problem(exc: ValidationError, prefix: Sequence[str | int] = ()) -> web.Response:
+    errors = item_errors(exc, prefix)
+    return problem_response(
+        422,
+        "Validation failed",
+        f"{len(errors)} field(s) failed validation",
+        slug="validation",
+        errors=errors,
+    )
+
+
+def sanitized(exc: ValidationError) -> str:
+    """A log- and dead-letter-safe summary: locations and error types only."""
+    parts = [f"{'.'.join(str(p) for p in e['loc'])}:{e['type']}" for e in exc.errors(include_input=False)]
+    return "; ".join(parts)[:500]
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request's JSON body. Raises a 415 or 400 problem for the wrong type or bad JSON."""
+    ctype = request.content_type
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        raise ProblemError(415, "Unsupported media type", "send application/json", slug="media-type")
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ProblemError(400, "Malformed JSON", "the body is not valid JSON", slug="malformed-json") from None
+
+
+class ProblemError(Exception):
+    """Raise from a handler to answer with a problem+json response."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        *,
+        slug: str | None = None,
+        headers: dict[str, str] | None = None,
+        errors: Sequence[ItemError] | None = None,
+        rejected: Sequence[RejectedItem] | None = None,
+    ) -> None:
+        super().__init__(title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.slug = slug
+        self.headers = headers
+        self.errors = errors
+        self.rejected = rejected
+
+    def response(self) -> web.Response:
+        return problem_response(
+            self.status,
+            self.title,
+            self.detail,
+            slug=self.slug,
+            headers=self.headers,
+            errors=self.errors,
+            rejected=self.rejected,
+        )
+
+
+def not_found(what: str = "resource") -> ProblemError:
+    return ProblemError(404, "Not found", f"no such {what}", slug="not-found")

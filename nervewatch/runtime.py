@@ -1,0 +1,101 @@
+"""Process runtime shared by the services: connect with retries, expose readiness, clean up.
+
+Start-up blocks until PostgreSQL and the broker answer (retrying with backoff), creates missing
+topics, then returns. `close()` stops the producer and the pool; consumers and background tasks
+are stopped first by the service's own cleanup hooks (registered before this one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from nervewatch import db
+from nervewatch.identity.store import IdentityStore
+from nervewatch.kafka import ensure_topics, make_producer
+from nervewatch.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+async def retry_until_ready(what: str, attempt: Callable[[], Awaitable[T]], deadline_s: float = 120.0) -> T:
+    """Call `attempt` until it succeeds or `deadline_s` passes (then re-raise)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    delay = 0.2
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:
+            if loop.time() > end:
+                raise
+            log.warning("waiting for dependency", extra={"dependency": what, "error": type(exc).__name__})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 3.0)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    pool: asyncpg.Pool
+    producer: AIOKafkaProducer
+    identity: IdentityStore
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    async def start(cls, settings: Settings, *, pool_max: int | None = None) -> Runtime:
+        if not settings.database_url:
+            raise RuntimeError("DATABASE_URL is not set")
+        dsn = settings.database_url
+        pool = await retry_until_ready(
+            "postgresql",
+            lambda: db.create_pool(dsn, settings.db_pool_min, pool_max or settings.db_pool_max),
+        )
+        await retry_until_ready("kafka", lambda: ensure_topics(settings))
+        producer = make_producer(settings)
+        await retry_until_ready("kafka", producer.start)
+        return cls(settings=settings, pool=pool, producer=producer, identity=IdentityStore(pool))
+
+    def spawn(self, coro: Awaitable[None], name: str) -> None:
+        """Run a background loop; it is cancelled on close."""
+
+        async def wrapper() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background task crashed", extra={"task": name})
+                raise
+
+        self.background.append(asyncio.create_task(wrapper(), name=name))
+
+    async def db_ready(self) -> bool:
+        db.record_pool_metrics(self.pool)
+        return await db.ping(self.pool)
+
+    async def kafka_ready(self) -> bool:
+        client = self.producer.client
+        try:
+            return bool(await asyncio.wait_for(client.ready(client.get_random_node() or 0), timeout=2))
+        except Exception:
+            return False
+
+    async def close(self) -> None:
+        for task in self.background:
+            task.cancel()
+        for task in self.background:
+            with contextlib.suppress(BaseException):
+                await task
+        with contextlib.suppress(Exception):
+            await self.producer.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.pool.close(), timeout=10)

@@ -1,0 +1,23 @@
+"""The ingest service process: HTTP in, events on the log out. Owns schema `ingest`."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from nervewatch.http import READY_CHECKS, create_app
+from nervewatch.runtime import Runtime
+from services.ingest.handlers import IngestHandlers
+from services.ingest.patients import PatientRegistry
+
+
+def build_app(rt: Runtime) -> web.Application:
+    app = create_app("ingest", rt.identity)
+    app[READY_CHECKS].update({"database": rt.db_ready, "kafka": rt.kafka_ready})
+    handlers = IngestHandlers(rt.settings, PatientRegistry(rt.pool, rt.producer), rt.producer)
+    app.add_routes(handlers.routes())
+
+    async def close(_: web.Application) -> None:
+        await rt.close()
+
+    app.on_cleanup.append(close)
+    return app
