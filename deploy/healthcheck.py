@@ -34,10 +34,7 @@ def probe(port: int, path: str, timeout: float = 3.0) -> bool:
 
 def main(argv: list[str]) -> int:
     path = argv[1] if len(argv) > 1 else "/healthz"
-    if argv:
-        ports = [int(argv[0])]
-    else:
-        ports = [int(os.environ.get(name, default)) for name, default in DEFAULT_PORTS]
+    ports = [int(argv[0])] if argv else [int(os.environ.get(name, default)) for name, default in DEFAULT_PORTS]
     return 0 if any(probe(port, path) for port in ports) else 1
 
 

@@ -6,8 +6,14 @@ applies the returned decisions in one database transaction.
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from schemas.alerts import AlertKind, AlertStatus, Channel
 from schemas.common import Reason, Role, Severity
@@ -31,6 +37,11 @@ class AlertState:
     last_notified_at: datetime | None = None
     clear_since: datetime | None = None
     acknowledged_at: datetime | None = None
+    # The stored evidence. `UpdateAlert` replaces these wholesale and `evaluate` compares against
+    # them to recognise no-op events, so the shell must load them from the alert row.
+    summary: str = ""
+    reasons: tuple[Reason, ...] = ()
+    trajectory_state: TrajectoryState | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +106,12 @@ class OpenAlert:
 
 @dataclass(frozen=True, slots=True)
 class UpdateAlert:
-    """New evidence on an active alert. `renotify` is true only when severity rose."""
+    """New evidence on an active alert; the shell overwrites the alert's fields with these.
+
+    `renotify` is true only when severity rose or a retrospective alert was promoted.
+    `clear_since` is the new value (None clears a pending clearance). `retrospective` is the new
+    value of the flag, or None to leave it unchanged (only ever False: promotion to paging).
+    """
 
     alert_id: str
     severity: Severity
@@ -105,6 +121,7 @@ class UpdateAlert:
     event_time: datetime
     renotify: bool
     clear_since: datetime | None
+    retrospective: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +130,22 @@ class ResolveAlert:
     reason: str
 
 
+class SuppressReason(StrEnum):
+    """Why an alert was not opened. A `str`, so it fits `Suppressed.why`."""
+
+    snoozed = "snoozed"
+    inhibited_by_red_flag = "inhibited_by_red_flag"
+    flare_window = "flare_window"
+    already_resolved = "already_resolved"
+
+
 @dataclass(frozen=True, slots=True)
 class Suppressed:
-    """A condition that would have opened an alert but was held back (snooze or inhibition)."""
+    """A condition that would have opened an alert but was held back; `why` is a `SuppressReason`.
+
+    Informational only: the shell changes no alert state for it (a metric or log is enough).
+    It repeats on every event while the hold lasts, so it must not be counted as an incident.
+    """
 
     kind: AlertKind
     why: str
@@ -144,3 +174,179 @@ class Remind:
 
 
 TimerDecision = Escalate | Remind
+
+
+# --- Per-tenant policy configuration (JSON) -------------------------------------------------
+
+POLICY_KEYS = frozenset(
+    {"escalation", "repeat_interval_minutes", "quiet_hours", "timezone", "hysteresis_hours", "disengagement_days"}
+)
+MIN_REPEAT_INTERVAL = timedelta(minutes=5)
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"alert policy: {where} must be a finite number")
+    return float(value)
+
+
+def _hhmm(value: Any, where: str) -> time:
+    match = _HHMM.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"alert policy: {where} must be a 24-hour time 'HH:MM'")
+    return time(int(match.group(1)), int(match.group(2)))
+
+
+def _chain(value: Any, where: str) -> tuple[EscalationStep, ...]:
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        raise ValueError(f"alert policy: {where} must be a list of steps")
+    steps: list[EscalationStep] = []
+    for i, raw in enumerate(value):
+        at = f"{where}[{i}]"
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"alert policy: {at} must be an object with after_minutes and roles")
+        extra = sorted(set(raw) - {"after_minutes", "roles"})
+        if extra:
+            raise ValueError(f"alert policy: {at} has unknown keys {extra}")
+        if "after_minutes" not in raw or "roles" not in raw:
+            raise ValueError(f"alert policy: {at} needs after_minutes and roles")
+        minutes = _number(raw["after_minutes"], f"{at}.after_minutes")
+        if minutes <= 0:
+            raise ValueError(f"alert policy: {at}.after_minutes must be greater than 0")
+        after = timedelta(minutes=minutes)
+        if steps and after <= steps[-1].after:
+            raise ValueError(
+                f"alert policy: {at}.after_minutes must be greater than the previous step's "
+                "(steps count from the alert's opening, in increasing order)"
+            )
+        roles_raw = raw["roles"]
+        if not isinstance(roles_raw, Sequence) or isinstance(roles_raw, str) or not roles_raw:
+            raise ValueError(f"alert policy: {at}.roles must be a non-empty list of roles")
+        roles: list[Role] = []
+        for name in roles_raw:
+            try:
+                role = Role(name)
+            except ValueError:
+                allowed = ", ".join(r.value for r in Role)
+                raise ValueError(f"alert policy: {at}.roles has unknown role {name!r} (one of {allowed})") from None
+            if role in roles:
+                raise ValueError(f"alert policy: {at}.roles lists {role.value} twice")
+            roles.append(role)
+        steps.append(EscalationStep(after, tuple(roles)))
+    return tuple(steps)
+
+
+def policy_from_dict(d: Mapping[str, Any]) -> AlertPolicy:
+    """Build a tenant's `AlertPolicy` from its stored JSON configuration.
+
+    Every key is optional; a missing key keeps the product default. Keys (see docs/alerting.md):
+    `escalation` ({severity: [{"after_minutes": n, "roles": [...]}, ...]}, merged per severity
+    over the default chains; `[]` disables a severity's chain), `repeat_interval_minutes` (>= 5),
+    `quiet_hours` ({"start": "HH:MM", "end": "HH:MM"} local, may wrap midnight; null disables),
+    `timezone` (IANA name), `hysteresis_hours` (>= 0), `disengagement_days` (>= 1).
+    The 72-hour retrospective threshold is fixed by the public contract and not configurable.
+
+    Raises ValueError naming the offending key on unknown keys or invalid values.
+    """
+    if not isinstance(d, Mapping):
+        raise ValueError("alert policy: configuration must be a JSON object")
+    unknown = sorted(str(k) for k in d if k not in POLICY_KEYS)
+    if unknown:
+        raise ValueError(f"alert policy: unknown keys {unknown} (allowed: {sorted(POLICY_KEYS)})")
+    defaults = AlertPolicy()
+    escalation = dict(defaults.escalation)
+    if "escalation" in d:
+        raw = d["escalation"]
+        if not isinstance(raw, Mapping):
+            raise ValueError("alert policy: escalation must be an object keyed by severity")
+        for name, chain in raw.items():
+            try:
+                severity = Severity(name)
+            except ValueError:
+                allowed = ", ".join(s.value for s in Severity)
+                raise ValueError(f"alert policy: escalation has unknown severity {name!r} (one of {allowed})") from None
+            steps = _chain(chain, f"escalation.{severity.value}")
+            if steps:
+                escalation[severity] = steps
+            else:
+                escalation.pop(severity, None)
+    repeat = defaults.repeat_interval
+    if "repeat_interval_minutes" in d:
+        repeat = timedelta(minutes=_number(d["repeat_interval_minutes"], "repeat_interval_minutes"))
+        if repeat < MIN_REPEAT_INTERVAL:
+            raise ValueError("alert policy: repeat_interval_minutes must be at least 5")
+    start, end = defaults.quiet_hours_start, defaults.quiet_hours_end
+    if "quiet_hours" in d:
+        qh = d["quiet_hours"]
+        if qh is None:
+            start = end = None
+        elif isinstance(qh, Mapping) and set(qh) == {"start", "end"}:
+            start, end = _hhmm(qh["start"], "quiet_hours.start"), _hhmm(qh["end"], "quiet_hours.end")
+            if start == end:
+                raise ValueError("alert policy: quiet_hours.start and quiet_hours.end must differ")
+        else:
+            raise ValueError('alert policy: quiet_hours must be null or {"start": "HH:MM", "end": "HH:MM"}')
+    timezone = defaults.timezone
+    if "timezone" in d:
+        timezone = d["timezone"]
+        if not isinstance(timezone, str) or not timezone:
+            raise ValueError("alert policy: timezone must be an IANA time zone name")
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"alert policy: timezone {timezone!r} is not a known IANA time zone") from None
+    hysteresis = defaults.hysteresis
+    if "hysteresis_hours" in d:
+        hours = _number(d["hysteresis_hours"], "hysteresis_hours")
+        if hours < 0:
+            raise ValueError("alert policy: hysteresis_hours must not be negative")
+        hysteresis = timedelta(hours=hours)
+    disengagement = defaults.disengagement_after
+    if "disengagement_days" in d:
+        days = _number(d["disengagement_days"], "disengagement_days")
+        if days < 1:
+            raise ValueError("alert policy: disengagement_days must be at least 1")
+        disengagement = timedelta(days=days)
+    return AlertPolicy(
+        escalation=escalation,
+        repeat_interval=repeat,
+        quiet_hours_start=start,
+        quiet_hours_end=end,
+        timezone=timezone,
+        hysteresis=hysteresis,
+        retrospective_after=defaults.retrospective_after,
+        disengagement_after=disengagement,
+    )
+
+
+def _plain(value: timedelta, unit: timedelta) -> int | float:
+    amount = value / unit
+    return int(amount) if amount == int(amount) else amount
+
+
+def policy_to_dict(policy: AlertPolicy) -> dict[str, Any]:
+    """The JSON configuration of `policy`, every key explicit; `policy_from_dict` reads it back.
+
+    Severities without a chain are written as `[]` so the result does not depend on defaults.
+    """
+    quiet: dict[str, str] | None = None
+    if policy.quiet_hours_start is not None and policy.quiet_hours_end is not None:
+        quiet = {
+            "start": policy.quiet_hours_start.strftime("%H:%M"),
+            "end": policy.quiet_hours_end.strftime("%H:%M"),
+        }
+    return {
+        "escalation": {
+            s.value: [
+                {"after_minutes": _plain(step.after, timedelta(minutes=1)), "roles": [r.value for r in step.roles]}
+                for step in policy.escalation.get(s, ())
+            ]
+            for s in Severity
+        },
+        "repeat_interval_minutes": _plain(policy.repeat_interval, timedelta(minutes=1)),
+        "quiet_hours": quiet,
+        "timezone": policy.timezone,
+        "hysteresis_hours": _plain(policy.hysteresis, timedelta(hours=1)),
+        "disengagement_days": _plain(policy.disengagement_after, timedelta(days=1)),
+    }

@@ -1,62 +1,890 @@
 """The pure scoring engine: profile, daily series and event-time clock in; assessment out.
 
-Skeleton version: symptom index, `red_flag` and `insufficient_data` only. Deterministic: the
-result depends only on the arguments.
+Deterministic: the result depends only on the arguments (days are de-duplicated by date and
+sorted, so input order does not matter). No I/O, no clock, no randomness. Work is linear in the
+number of days apart from fixed-size windows. Definitions and sources: docs/clinical-logic.md.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from schemas.common import Reason
 from schemas.trajectory import Signal, SignalCode, TrajectoryState
-from services.scoring.model import Assessment, DayRecord, PatientProfile
+from services.scoring.config import ScoringConfig, config_for
+from services.scoring.daily import local_day
+from services.scoring.model import Assessment, Baseline, DayRecord, PatientProfile
 
-RED_FLAG_WINDOW = timedelta(hours=72)
-
-
-def symptom_index(day: DayRecord) -> float | None:
-    """0-100 composite of the day's reported symptoms (mean of the 0-10 scales, times 10)."""
-    parts = [v for v in (day.pain, day.tingling, day.numbness, day.weakness) if v is not None]
-    return round(10.0 * sum(parts) / len(parts), 1) if parts else None
+_DEFAULT = ScoringConfig()
+_ITEMS = ("pain", "tingling", "numbness", "weakness")
 
 
-def score(profile: PatientProfile, days: Sequence[DayRecord], as_of: datetime) -> Assessment:
-    ordered = sorted(days, key=lambda d: d.date)
-    index = {d.date: si for d in ordered if (si := symptom_index(d)) is not None}
-    latest = next((index[d.date] for d in reversed(ordered) if d.date in index), None)
-    first = [index[d] for d in sorted(index)[:7]]
-    baseline = round(sum(first) / len(first), 1) if first else None
-    signals: list[Signal] = []
-    reasons: list[Reason] = []
-    for d in ordered:
-        if d.red_flags and d.red_flag_recorded_at and as_of - d.red_flag_recorded_at <= RED_FLAG_WINDOW:
-            detail = "red flag reported: " + ", ".join(d.red_flags)
-            reasons.append(Reason(code="red_flag_reported", detail=detail))
-            signals.append(
-                Signal(
-                    code=SignalCode.red_flag,
-                    since=d.date,
-                    event_time=d.red_flag_recorded_at,
-                    event_id=d.red_flag_event_id,
-                    reasons=[Reason(code="red_flag_reported", detail=detail)],
+def symptom_index(day: DayRecord, config: ScoringConfig | None = None) -> float | None:
+    """0-100 composite of the day's 0-10 symptom items, None if no item was reported.
+
+    Weighted mean of pain, tingling, numbness and weakness (weights from `config`, renormalised
+    over the items present), times 10, rounded to 0.1.
+    """
+    return _index(day.pain, day.tingling, day.numbness, day.weakness, config or _DEFAULT)
+
+
+def _index(
+    pain: float | None, tingling: float | None, numbness: float | None, weakness: float | None, cfg: ScoringConfig
+) -> float | None:
+    num = den = 0.0
+    for value, weight in (
+        (pain, cfg.weight_pain),
+        (tingling, cfg.weight_tingling),
+        (numbness, cfg.weight_numbness),
+        (weakness, cfg.weight_weakness),
+    ):
+        if value is not None:
+            num += weight * value
+            den += weight
+    return round(10.0 * num / den, 1) if den > 0 else None
+
+
+def _median(values: Sequence[float]) -> float:
+    s = sorted(values)
+    n = len(s)
+    mid = n // 2
+    return s[mid] if n % 2 else (s[mid - 1] + s[mid]) / 2.0
+
+
+def _theil_sen(xs: Sequence[int], ys: Sequence[float]) -> float | None:
+    """Median of pairwise slopes (per day); None with fewer than two distinct x."""
+    slopes = [
+        (ys[j] - ys[i]) / (xs[j] - xs[i]) for i in range(len(xs)) for j in range(i + 1, len(xs)) if xs[j] != xs[i]
+    ]
+    return _median(slopes) if slopes else None
+
+
+def _fmt(x: float) -> str:
+    return f"{round(x, 1):g}"
+
+
+def _zone(key: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(key)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _event_time(rec: DayRecord, fallback: datetime) -> datetime:
+    return rec.last_recorded_at or rec.last_sample_end or rec.device_grip_recorded_at or fallback
+
+
+@dataclass(slots=True)
+class _Episode:
+    """A windowed condition: detected on ordinal `detected` (scored-day position `pos`)."""
+
+    start: int
+    detected: int
+    ref: float
+    end: int | None = None
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class _Flare:
+    trigger: int
+    trigger_kind: str
+    onset: int
+    prior: float
+    peak: float
+    end: int | None = None
+    persistent_on: int | None = None
+    weakness_rise: bool = False
+    judge_from: int = 0
+
+
+class _Series:
+    """Scored days, smoothed values and trailing levels of one patient."""
+
+    def __init__(self, recs: list[DayRecord], cfg: ScoringConfig) -> None:
+        self.recs = [r for r in recs if (r.pain, r.tingling, r.numbness, r.weakness) != (None, None, None, None)]
+        self.ords = [r.date.toordinal() for r in self.recs]
+        self.vals = [_index(r.pain, r.tingling, r.numbness, r.weakness, cfg) or 0.0 for r in self.recs]
+        self.ewma: list[float] = []
+        prev_o = 0
+        e = 0.0
+        for i, (o, x) in enumerate(zip(self.ords, self.vals, strict=True)):
+            e = x if i == 0 else e + (1.0 - (1.0 - cfg.ewma_alpha) ** (o - prev_o)) * (x - e)
+            self.ewma.append(e)
+            prev_o = o
+        self.first = self.ords[0] if self.ords else 0
+        self.last = self.ords[-1] if self.ords else -1
+        self._levels: list[float | None] = []
+        lo = hi = 0
+        w = cfg.level_window_days
+        for o in range(self.first, self.last + 1):
+            while hi < len(self.ords) and self.ords[hi] <= o:
+                hi += 1
+            while self.ords[lo] <= o - w:
+                lo += 1
+            self._levels.append(_median(self.vals[lo:hi]) if hi - lo >= cfg.level_min_days else None)
+
+    def level(self, o: int) -> float | None:
+        """Median index over the `level_window_days` ending on ordinal `o` (None if too few days)."""
+        return self._levels[o - self.first] if self.first <= o <= self.last else None
+
+    def window(self, lo: int, hi: int) -> tuple[int, int]:
+        """Positions [a, b) of scored days with ordinals in [lo, hi]."""
+        return bisect_left(self.ords, lo), bisect_right(self.ords, hi)
+
+
+def _dedupe(days: Sequence[DayRecord], today: date) -> list[DayRecord]:
+    best: dict[date, DayRecord] = {}
+    for d in days:
+        if d.date > today:
+            continue
+        cur = best.get(d.date)
+        if cur is None or _rank(d) > _rank(cur):
+            best[d.date] = d
+    return [best[k] for k in sorted(best)]
+
+
+def _rank(d: DayRecord) -> tuple[int, datetime, str, int]:
+    floor = datetime.min.replace(tzinfo=ZoneInfo("UTC"))
+    return (d.checkins, d.last_received_at or floor, d.last_event_id or "", d.steps or 0)
+
+
+def score(
+    profile: PatientProfile, days: Sequence[DayRecord], as_of: datetime, config: ScoringConfig | None = None
+) -> Assessment:
+    """Assess a patient as of event time `as_of` from their daily records.
+
+    `days` may be in any order and overlap (de-duplicated by date, the record with most check-ins,
+    then newest receipt, wins); days after the local date of `as_of` are ignored. `config` None means
+    `config_for(profile.condition, profile.treatment)`. Every assessment carries at least one reason;
+    signals are reported on every call while their condition holds.
+    """
+    cfg = config if config is not None else config_for(profile.condition, profile.treatment)
+    return _Engine(profile, days, as_of, cfg).run()
+
+
+class _Engine:
+    def __init__(self, profile: PatientProfile, days: Sequence[DayRecord], as_of: datetime, cfg: ScoringConfig):
+        self.p = profile
+        self.cfg = cfg
+        self.as_of = as_of
+        self.tz = _zone(profile.timezone)
+        self.today = local_day(as_of, self.tz)
+        self.recs = _dedupe(days, self.today)
+        self.by_ord = {r.date.toordinal(): r for r in self.recs}
+        self.s = _Series(self.recs, cfg)
+        self.proc = profile.procedure_date.toordinal() if profile.procedure_date else None
+        self.reasons: list[Reason] = []
+        self.signals: list[Signal] = []
+
+    # ----- helpers -------------------------------------------------------------------------
+    def in_dip(self, o: int) -> bool:
+        return self.proc is not None and self.proc <= o < self.proc + self.cfg.postop_dip_days
+
+    def date_of(self, o: int) -> date:
+        return date.fromordinal(o)
+
+    def signal(self, code: SignalCode, since: int, raised_on: int, reasons: list[Reason]) -> None:
+        rec = self.by_ord.get(raised_on)
+        event_time = _event_time(rec, self.as_of) if rec else self.as_of
+        self.signals.append(
+            Signal(
+                code=code,
+                since=self.date_of(since),
+                event_time=event_time,
+                event_id=rec.last_event_id if rec else None,
+                reasons=reasons,
+            )
+        )
+
+    # ----- baseline ----------------------------------------------------------------------------
+    def baseline_index(self) -> tuple[float | None, str]:
+        b = self.p.baseline
+        if b is not None:
+            bi = _index(b.pain, b.tingling, b.numbness, b.weakness, self.cfg)
+            if bi is not None:
+                return bi, "enrolment baseline"
+        first = self.s.vals[: self.cfg.baseline_days]
+        if not first:
+            return None, "no data"
+        return round(_median(first), 1), f"median of first {len(first)} scored days"
+
+    def item_baseline(self, name: str) -> float | None:
+        b: Baseline | None = self.p.baseline
+        value = getattr(b, name) if b is not None else None
+        if value is not None:
+            return float(value)
+        vals = [v for r in self.s.recs if (v := getattr(r, name)) is not None][: self.cfg.baseline_days]
+        return _median(vals) if vals else None
+
+    # ----- conditions --------------------------------------------------------------------------
+    def red_flag(self) -> Signal | None:
+        window = timedelta(hours=self.cfg.red_flag_window_hours)
+        hits = [
+            r
+            for r in self.recs
+            if r.red_flags
+            and r.red_flag_recorded_at is not None
+            and timedelta(0) <= self.as_of - r.red_flag_recorded_at <= window
+        ]
+        if not hits:
+            return None
+        first = hits[0]
+        flags = sorted({f for r in hits for f in r.red_flags})
+        assert first.red_flag_recorded_at is not None
+        hours = (self.as_of - first.red_flag_recorded_at).total_seconds() / 3600.0
+        reason = Reason(
+            code="red_flag_reported",
+            detail=f"red flag reported: {', '.join(flags)} ({_fmt(hours)} h before as_of, window "
+            f"{_fmt(self.cfg.red_flag_window_hours)} h)",
+        )
+        return Signal(
+            code=SignalCode.red_flag,
+            since=first.date,
+            event_time=first.red_flag_recorded_at,
+            event_id=first.red_flag_event_id,
+            reasons=[reason],
+        )
+
+    def spreading(self) -> tuple[_Episode | None, DayRecord | None]:
+        """Open from the first day spreading is reported until `spreading_clear_days` later check-in
+        days without it; the returned record is the episode's first reporting day."""
+        active: DayRecord | None = None
+        clear = 0
+        for r in self.recs:
+            if r.numbness_spreading:
+                if active is None:
+                    active = r
+                clear = 0
+            elif active is not None and r.checkins > 0:
+                clear += 1
+                if clear >= self.cfg.spreading_clear_days:
+                    active, clear = None, 0
+        if active is None:
+            return None, None
+        o = active.date.toordinal()
+        return _Episode(start=o, detected=o, ref=0.0), active
+
+    def triggers(self) -> list[tuple[int, str]]:
+        out: dict[int, str] = {}
+        steps = [(r.date.toordinal(), float(r.steps)) for r in self.recs if r.steps is not None]
+        s_ords = [o for o, _ in steps]
+        for r in self.recs:
+            if r.pt_session:
+                t = local_day(r.pt_session_ended_at, self.tz) if r.pt_session_ended_at else r.date
+                out.setdefault(t.toordinal(), "physical-therapy session")
+        k = self.cfg.activity_reference_days
+        for idx, (o, v) in enumerate(steps):
+            a = bisect_left(s_ords, o - k)
+            prior = [sv for _, sv in steps[a:idx]]
+            if len(prior) >= 4 and v >= self.cfg.active_day_ratio * _median(prior) > 0:
+                out.setdefault(o, "unusually active day")
+        return sorted(out.items())
+
+    def flares(self, det: float) -> list[_Flare]:
+        """Flare episodes: a rise of >= `det` on a scored day within `flare_trigger_days` of a trigger.
+
+        An open episode ends (settles) when the median of the last 3 days' index is within det/2 of
+        the pre-trigger level. It is persistent (not settled) when, from `judge_from` (onset + 72 h)
+        on, the last two scored days are both still >= det above that level, or when it is still
+        more than det/2 above it `flare_window_days` after onset. A further trigger while the episode
+        is open moves `judge_from` later, but never past onset + `flare_window_days`.
+        """
+        s, cfg = self.s, self.cfg
+        trig = self.triggers()
+        t_ords = [t for t, _ in trig]
+        episodes: list[_Flare] = []
+        ep: _Flare | None = None
+        for i, o in enumerate(s.ords):
+            k = bisect_right(t_ords, o) - 1
+            recent = trig[k] if k >= 0 and t_ords[k] >= o - cfg.flare_trigger_days else None
+            if ep is None:
+                if recent is None:
+                    continue
+                prior = s.level(recent[0] - 1)
+                if prior is None or s.vals[i] < prior + det:
+                    continue
+                ep = _Flare(trigger=recent[0], trigger_kind=recent[1], onset=o, prior=prior, peak=s.vals[i])
+                ep.judge_from = o + cfg.flare_judge_after_days
+                ep.weakness_rise = self.weakness_rise(i, o)
+                episodes.append(ep)
+                continue
+            ep.peak = max(ep.peak, s.vals[i])
+            a, _ = s.window(o - 2, o)
+            if _median(s.vals[a : i + 1]) <= ep.prior + det / 2:
+                ep.end = o
+                ep = None
+                continue
+            if ep.persistent_on is not None:
+                continue
+            if recent is not None and recent[0] > ep.trigger:
+                ep.trigger, ep.trigger_kind = recent
+                cap = ep.onset + cfg.flare_window_days
+                ep.judge_from = min(cap, max(ep.judge_from, recent[0] + 1 + cfg.flare_judge_after_days))
+            if o >= ep.judge_from:
+                a2, _ = s.window(ep.judge_from - 1, o)
+                last_two = s.vals[max(a2, i - 1) : i + 1]
+                if len(last_two) == 2 and min(last_two) >= ep.prior + det:
+                    ep.persistent_on = o
+                    continue
+            if o >= ep.onset + cfg.flare_window_days:
+                a3, _ = s.window(o - 2, o)
+                if _median(s.vals[a3 : i + 1]) > ep.prior + det / 2:
+                    ep.persistent_on = o
+        return episodes
+
+    def weakness_rise(self, i: int, o: int) -> bool:
+        """Weakness on the flare's onset day (and the next `flare_trigger_days`) up by the configured
+        amount vs the median of the 7 scored days before onset: a new neurological sign."""
+        s, cfg = self.s, self.cfg
+        before = [v for r in s.recs[max(0, i - 7) : i] if (v := r.weakness) is not None]
+        _, b = s.window(o, o + cfg.flare_trigger_days)
+        during = [v for r in s.recs[i:b] if (v := r.weakness) is not None]
+        return bool(before and during) and _median(during) >= _median(before) + cfg.flare_weakness_rise
+
+    def reference(self, o: int) -> float | None:
+        cfg = self.cfg
+        levels = [
+            lv
+            for k in range(cfg.reference_weeks)
+            if (lv := self.s.level(o - cfg.reference_gap_days - 7 * k)) is not None
+        ]
+        return min(levels) if levels else None
+
+    def cover_end(self, fl: _Flare) -> int:
+        """Last ordinal on which a rise is attributed to flare `fl` rather than to regression."""
+        if fl.persistent_on is not None:
+            return fl.persistent_on - 1
+        if fl.end is not None:
+            return fl.end + self.cfg.flare_grace_days
+        return fl.onset + self.cfg.flare_cover_days
+
+    def regression(
+        self, det: float, mcid: float, baseline: float | None, flares: list[_Flare]
+    ) -> tuple[_Episode | None, list[bool]]:
+        """Sustained deterioration; also returns, per scored day, whether an episode was active.
+
+        A day is elevated when its smoothed index is >= `det` above the best recent level (A), or its
+        raw index is back within det/2 of the baseline after an improvement of >= 1 MCID (B). An
+        episode starts outside flare cover on an elevated day when >= `worsening_min_days` of the last
+        `worsening_last_days` scored days (within `worsening_window_days`) are elevated; or, flare or
+        not, when the last `worsening_min_days` scored days (within 5 days) are all B-days. It ends
+        when the 7-day level is back within det/2 of the frozen reference.
+        Nothing is assessed inside the post-procedure dip window.
+        """
+        s, cfg = self.s, self.cfg
+        covers = [(fl.onset, self.cover_end(fl)) for fl in flares if not fl.weakness_rise]
+        el_a = [False] * len(s.ords)
+        el_b = [False] * len(s.ords)
+        active_days = [False] * len(s.ords)
+        ep: _Episode | None = None
+        for i, o in enumerate(s.ords):
+            if self.in_dip(o):
+                ep = None
+                continue
+            if ep is not None:
+                lv = s.level(o)
+                cur = lv if lv is not None else s.ewma[i]
+                if cur < ep.ref + det / 2:
+                    ep = None
+                else:
+                    active_days[i] = True
+                    continue
+            ref = self.reference(o)
+            if ref is None:
+                continue
+            e = s.ewma[i]
+            el_a[i] = e >= ref + det
+            el_b[i] = baseline is not None and ref <= baseline - mcid and s.vals[i] >= baseline - det / 2
+            if not (el_a[i] or el_b[i]):
+                continue
+            n = cfg.worsening_min_days
+            a = max(s.window(o - cfg.worsening_window_days + 1, o)[0], i + 1 - cfg.worsening_last_days)
+            span = i + 1 - a
+            back = i + 1 >= n and s.ords[i + 1 - n] > o - 5 and all(el_b[i + 1 - n : i + 1])
+            covered = any(lo <= o <= hi for lo, hi in covers)
+            both = [x or y for x, y in zip(el_a[a : i + 1], el_b[a : i + 1], strict=True)]
+            flags = el_b[a : i + 1] if covered else both
+            count = sum(flags)
+            if back or (not covered and count >= n):
+                start = s.ords[a + flags.index(True)]
+                ep = _Episode(start=start, detected=o, ref=ref)
+                ep.detail = (
+                    f"smoothed index {_fmt(e)} vs best recent level {_fmt(ref)}, elevated on {count} of "
+                    f"{span} days since {self.date_of(start).isoformat()} (deterioration MCID {_fmt(det)})"
+                )
+                active_days[i] = True
+        return ep, active_days
+
+    def grip(self) -> tuple[_Episode | None, list[tuple[int, float]]]:
+        cfg = self.cfg
+        readings: list[tuple[int, float]] = []
+        for r in self.recs:
+            g = r.device_grip_strength_kg if r.device_grip_strength_kg is not None else r.grip_strength_kg
+            if g is not None:
+                readings.append((r.date.toordinal(), g))
+        ords = [o for o, _ in readings]
+        ep: _Episode | None = None
+        for k, (o, _) in enumerate(readings):
+            if self.in_dip(o):
+                ep = None
+                continue
+            a = max(bisect_left(ords, o - 6), k + 1 - cfg.grip_readings)
+            recent = [g for _, g in readings[a : k + 1]]
+            if len(recent) < cfg.grip_min_readings:
+                continue
+            cur = _median(recent)
+            if ep is not None:
+                if cur >= ep.ref - cfg.grip_mcid_kg / 2:
+                    ep = None
+                continue
+            weekly = []
+            for w in range(cfg.reference_weeks):
+                hi = o - cfg.reference_gap_days - 7 * w
+                lo_i, hi_i = bisect_left(ords, hi - 6), bisect_right(ords, hi)
+                if hi_i > lo_i:
+                    weekly.append(_median([g for _, g in readings[lo_i:hi_i]]))
+            if weekly and cur <= max(weekly) - cfg.grip_mcid_kg:
+                ref = max(weekly)
+                ep = _Episode(start=readings[a][0], detected=o, ref=ref)
+                ep.detail = f"grip {_fmt(ref)} -> {_fmt(cur)} kg (MCID {_fmt(cfg.grip_mcid_kg)} kg)"
+        return ep, readings
+
+    def activity(self) -> tuple[_Episode | None, float | None, float | None]:
+        cfg = self.cfg
+        steps = [(r.date.toordinal(), float(r.steps)) for r in self.recs if r.steps is not None]
+        if not steps:
+            return None, None, None
+        ords = [o for o, _ in steps]
+        base: float | None
+        if self.p.baseline is not None and self.p.baseline.daily_steps is not None:
+            base = float(self.p.baseline.daily_steps)
+        else:
+            first = [v for o, v in steps if o < ords[0] + 14]
+            base = _median(first) if len(first) >= 5 else None
+        if not base:
+            return None, base, None
+        limit = (1.0 - cfg.activity_decline_pct / 100.0) * base
+        ep: _Episode | None = None
+        run_start: int | None = None
+        run = 0
+        recent_level: float | None = None
+        for k, (o, _) in enumerate(steps):
+            a = bisect_left(ords, o - cfg.activity_recent_days + 1)
+            if k + 1 - a < cfg.activity_min_days:
+                continue
+            recent_level = _median([v for _, v in steps[a : k + 1]])
+            if self.in_dip(o):
+                ep, run, run_start = None, 0, None
+                continue
+            if ep is not None:
+                if recent_level >= (1.0 - cfg.activity_decline_pct / 200.0) * base:
+                    ep, run, run_start = None, 0, None
+                continue
+            if recent_level <= limit:
+                run += 1
+                run_start = o if run_start is None else run_start
+                if run >= cfg.activity_sustain_days:
+                    ep = _Episode(start=run_start, detected=o, ref=base)
+                    pct = 100.0 * (base - recent_level) / base
+                    ep.detail = (
+                        f"daily steps {_fmt(base)} -> {_fmt(recent_level)} (7-day median, -{_fmt(pct)}%, "
+                        f"threshold {_fmt(cfg.activity_decline_pct)}%)"
+                    )
+            else:
+                run, run_start = 0, None
+        return ep, base, recent_level
+
+    # ----- measures ----------------------------------------------------------------------------
+    def measure_reasons(self, span_days: int, readings: list[tuple[int, float]]) -> list[Reason]:
+        s, cfg = self.s, self.cfg
+        out: list[Reason] = []
+        a, _ = s.window(s.last - cfg.level_window_days + 1, s.last)
+        for name in _ITEMS:
+            base = self.item_baseline(name)
+            recent = [v for r in s.recs[a:] if (v := getattr(r, name)) is not None]
+            if base is None or not recent:
+                continue
+            cur = _median(recent)
+            mcid = max(cfg.item_mcid, cfg.item_mcid_pct / 100.0 * base)
+            change = cur - base
+            tail = f"{name} {_fmt(base)} -> {_fmt(cur)} over {span_days} days (MCID {_fmt(mcid)})"
+            if change <= -mcid:
+                out.append(Reason(code=f"{name}_improved_mcid", detail=tail))
+            elif change >= max(1.0, mcid * cfg.deterioration_ratio):
+                out.append(Reason(code=f"{name}_worsened", detail=tail))
+            else:
+                out.append(Reason(code=f"{name}_unchanged", detail=tail))
+        if readings:
+            b = self.p.baseline
+            gb = b.grip_strength_kg if b is not None and b.grip_strength_kg is not None else None
+            if gb is None:
+                gb = _median([g for _, g in readings[: cfg.baseline_days]])
+            cur = _median([g for _, g in readings[-cfg.grip_readings :]])
+            tail = f"grip {_fmt(gb)} -> {_fmt(cur)} kg (MCID {_fmt(cfg.grip_mcid_kg)} kg)"
+            if cur - gb >= cfg.grip_mcid_kg:
+                out.append(Reason(code="grip_improved_mcid", detail=tail))
+            elif gb - cur >= cfg.grip_mcid_kg:
+                out.append(Reason(code="grip_declined_mcid", detail=tail))
+            else:
+                out.append(Reason(code="grip_unchanged", detail=tail))
+        out.extend(self.function_reasons())
+        return out
+
+    def function_reasons(self) -> list[Reason]:
+        cfg = self.cfg
+        scored = [(r, r.function_instrument, r.function_score) for r in self.recs if r.function_score is not None]
+        if not scored:
+            return []
+        _, inst, latest = scored[-1]
+        if inst is None or latest is None:
+            return []
+        b = self.p.baseline
+        base: float | None = None
+        if b is not None and b.function_instrument == inst and b.function_score is not None:
+            base = b.function_score
+        else:
+            same = [v for _, i, v in scored if i == inst and v is not None][: cfg.baseline_days]
+            base = _median(same) if same else None
+        out: list[Reason] = []
+        mcid = cfg.function_mcid(inst)
+        if base is not None and mcid is not None:
+            better = base - latest if inst not in ("lefs", "psfs") else latest - base
+            tail = f"{inst} {_fmt(base)} -> {_fmt(latest)} (MCID {_fmt(mcid)})"
+            if better >= mcid:
+                out.append(Reason(code="function_improved_mcid", detail=tail))
+            elif better <= -mcid * cfg.deterioration_ratio:
+                out.append(Reason(code="function_worsened", detail=tail))
+            else:
+                out.append(Reason(code="function_unchanged", detail=tail))
+        cut = cfg.function_pass_threshold(inst)
+        if cut is not None and latest < cut:
+            out.append(
+                Reason(
+                    code="function_acceptable_state",
+                    detail=f"{inst} {_fmt(latest)} below acceptable-state cut-off {_fmt(cut)}",
                 )
             )
-    state = TrajectoryState.red_flag if signals else TrajectoryState.insufficient_data
-    if not signals:
-        reasons.append(Reason(code="insufficient_data", detail=f"{len(index)} scored days"))
-    change = None
-    if latest is not None and baseline:
-        change = round(100.0 * (latest - baseline) / baseline, 1)
-    return Assessment(
-        state=state,
-        as_of=as_of,
-        symptom_index=latest,
-        baseline_symptom_index=baseline,
-        change_from_baseline_pct=change,
-        slope_per_week=None,
-        reasons=tuple(reasons),
-        signals=tuple(signals),
-        day_index=index,
-    )
+        return out
+
+    def function_acceptable(self) -> bool:
+        """False only if the newest function score (within 28 days) is at or above its PASS cut-off."""
+        for r in reversed(self.recs):
+            if r.function_score is not None:
+                if r.date.toordinal() < self.s.last - 28:
+                    return True
+                cut = self.cfg.function_pass_threshold(r.function_instrument)
+                return cut is None or r.function_score < cut
+        return True
+
+    # ----- plateau / recovered ----------------------------------------------------------------
+    def plateau(
+        self, mcid: float, baseline: float | None, regress_days: list[bool]
+    ) -> tuple[int, int, float, float] | None:
+        """(since, raised_on, record level, current level) when the plateau condition holds."""
+        s, cfg = self.s, self.cfg
+        start = self.proc if self.proc is not None and self.proc <= s.last else s.first
+        record: float | None = None
+        record_ord = start
+        best: float | None = None
+        for i, o in enumerate(s.ords):
+            if o < start:
+                continue
+            lv = s.level(o)
+            if lv is None:
+                continue
+            best = lv if best is None else min(best, lv)
+            if regress_days[i] or record is None or lv <= record - mcid / 2:
+                record, record_ord = lv, o
+        cur = s.level(s.last)
+        if record is None or cur is None or self.in_dip(s.last) or s.last - record_ord < cfg.plateau_days:
+            return None
+        if cur <= cfg.recovered_index:
+            return None
+        a, _ = s.window(s.last - cfg.slope_long_days + 1, s.last)
+        slope = _theil_sen(s.ords[a:], s.vals[a:])
+        if slope is not None and slope * cfg.slope_long_days <= -mcid * cfg.plateau_max_trend:
+            return None
+        improved_once = baseline is not None and best is not None and best <= baseline - mcid / 2
+        eligible = max(record_ord + cfg.plateau_days, start + (0 if improved_once else cfg.review_after_days))
+        if self.proc is not None and self.proc <= s.last:
+            eligible = max(eligible, self.proc + cfg.postop_dip_days)
+        if s.last < eligible:
+            return None
+        raised = s.ords[bisect_left(s.ords, eligible)]
+        return record_ord, raised, record, cur
+
+    def recovered(self) -> int | None:
+        s, cfg = self.s, self.cfg
+        since: int | None = None
+        for o in s.ords:
+            lv = s.level(o)
+            if lv is None:
+                continue
+            if lv > cfg.recovered_index:
+                since = None
+            elif since is None:
+                since = o
+        if since is None or s.last - since + 1 < cfg.recovered_days or s.ewma[-1] > cfg.recovered_index:
+            return None
+        return since if self.function_acceptable() else None
+
+    # ----- main -----------------------------------------------------------------------------------
+    def run(self) -> Assessment:
+        s, cfg = self.s, self.cfg
+        day_index = {r.date: v for r, v in zip(s.recs, s.vals, strict=True)}
+        red = self.red_flag()
+        if red is not None:
+            self.signals.append(red)
+        spread_ep, spread_rec = self.spreading()
+        if spread_ep is not None and spread_rec is not None:
+            reason = Reason(
+                code="numbness_spreading",
+                detail=f"numbness beyond the usual nerve territory reported on {spread_rec.date.isoformat()}",
+            )
+            self.signals.append(
+                Signal(
+                    code=SignalCode.spreading_symptoms,
+                    since=spread_rec.date,
+                    event_time=spread_rec.spreading_recorded_at or _event_time(spread_rec, self.as_of),
+                    event_id=spread_rec.spreading_event_id,
+                    reasons=[reason],
+                )
+            )
+        grip_ep, readings = self.grip()
+        act_ep, _, _ = self.activity()
+
+        if not s.ords:
+            return self.without_checkins(day_index, red, spread_ep, grip_ep, act_ep)
+
+        baseline, base_src = self.baseline_index()
+        mcid = cfg.index_mcid(baseline)
+        det = cfg.deterioration_mcid(mcid)
+        flares = self.flares(det)
+        reg_ep, reg_days = self.regression(det, mcid, baseline, flares)
+        flares = [fl for fl in flares if not reg_days[bisect_left(s.ords, fl.onset)]]
+        current = round(s.ewma[-1], 1)
+        a, _ = s.window(s.last - cfg.slope_long_days + 1, s.last)
+        slope = _theil_sen(s.ords[a:], s.vals[a:]) if len(s.ords) - a >= cfg.slope_min_points else None
+        slope_week = round(7.0 * slope, 2) if slope is not None else None
+
+        state_reasons: list[Reason] = []
+        state: TrajectoryState | None = None
+        if red is not None:
+            state = TrajectoryState.red_flag
+            state_reasons.extend(red.reasons)
+        neuro = spread_ep is not None or grip_ep is not None
+        if state is None and neuro:
+            state = TrajectoryState.worsening
+            if spread_ep is not None:
+                state_reasons.append(
+                    Reason(code="numbness_spreading", detail="numbness spreading beyond one nerve territory")
+                )
+        # Regression signal: sustained index deterioration and/or grip drop.
+        reg_reasons: list[Reason] = []
+        reg_since: int | None = None
+        reg_raised: int | None = None
+        if reg_ep is not None:
+            reg_reasons.append(Reason(code="sustained_worsening", detail=reg_ep.detail))
+            if baseline is not None and s.ewma[-1] >= baseline - det / 2:
+                reg_reasons.append(
+                    Reason(
+                        code="back_to_baseline",
+                        detail=f"smoothed index {_fmt(s.ewma[-1])} back near baseline {_fmt(baseline)}",
+                    )
+                )
+            reg_since, reg_raised = reg_ep.start, reg_ep.detected
+        if grip_ep is not None:
+            reg_reasons.append(Reason(code="grip_drop", detail=grip_ep.detail))
+            if reg_raised is None or grip_ep.detected < reg_raised:
+                reg_since, reg_raised = grip_ep.start, grip_ep.detected
+        if act_ep is not None and reg_reasons:
+            reg_reasons.append(Reason(code="activity_declined", detail=act_ep.detail))
+        if reg_reasons and reg_since is not None and reg_raised is not None:
+            self.signal(SignalCode.regression, reg_since, reg_raised, reg_reasons)
+            if state is None:
+                state = TrajectoryState.worsening
+            state_reasons.extend(r for r in reg_reasons if r.code != "activity_declined")
+        elif grip_ep is not None:
+            state_reasons.append(Reason(code="grip_drop", detail=grip_ep.detail))
+
+        fl = flares[-1] if flares else None
+        fl_open = fl is not None and fl.end is None and s.last <= fl.onset + cfg.flare_cover_days
+        if fl is not None and fl.persistent_on is not None and fl.end is None:
+            detail = (
+                f"flare after {fl.trigger_kind} on {self.date_of(fl.trigger).isoformat()}: index {_fmt(fl.prior)} -> "
+                f"{_fmt(s.vals[-1])}, not settled after {s.last - fl.onset} days (deterioration MCID {_fmt(det)})"
+            )
+            self.signal(
+                SignalCode.persistent_flare,
+                fl.persistent_on,
+                fl.persistent_on,
+                [Reason(code="flare_not_settled", detail=detail)],
+            )
+            if state is None:
+                state = TrajectoryState.worsening
+                state_reasons.append(Reason(code="flare_not_settled", detail=detail))
+        elif fl is not None and fl_open and not neuro and not fl.weakness_rise:
+            detail = (
+                f"index {_fmt(fl.prior)} -> {_fmt(fl.peak)} within {fl.onset - fl.trigger} days of "
+                f"{fl.trigger_kind} on {self.date_of(fl.trigger).isoformat()}, expected to settle within 72 h"
+            )
+            reason = Reason(code="flare_after_activity", detail=detail)
+            if s.last <= fl.trigger + cfg.flare_window_days and reg_ep is None:
+                self.signal(SignalCode.flare_window, fl.onset, fl.onset, [reason])
+            if state is None:
+                state = TrajectoryState.flare
+                state_reasons.append(reason)
+        elif fl is not None and fl_open and fl.weakness_rise and state is None:
+            state = TrajectoryState.worsening
+            state_reasons.append(
+                Reason(code="weakness_rise", detail="weakness rose with a post-activity flare (new neurological sign)")
+            )
+
+        if act_ep is not None:
+            self.signal(
+                SignalCode.activity_decline,
+                act_ep.start,
+                act_ep.detected,
+                [Reason(code="activity_declined", detail=act_ep.detail)],
+            )
+
+        plateau = self.plateau(mcid, baseline, reg_days)
+        if plateau is not None and state is None:
+            since, raised, rec_level, cur_level = plateau
+            detail = (
+                f"7-day median index {_fmt(rec_level)} -> {_fmt(cur_level)} over {s.last - since} days since "
+                f"{self.date_of(since).isoformat()}, less than half an MCID ({_fmt(mcid / 2)}) of improvement"
+            )
+            self.signal(SignalCode.plateau, since, raised, [Reason(code="plateau", detail=detail)])
+
+        n = len(s.ords)
+        stale = (self.today.toordinal() - s.last) > cfg.stale_after_days
+        improving = baseline is not None and (
+            s.ewma[-1] <= baseline - mcid / 2 or (slope is not None and slope * cfg.slope_long_days <= -mcid / 2)
+        )
+        if state is None and n < cfg.min_scored_days:
+            state = TrajectoryState.insufficient_data
+            state_reasons.append(
+                Reason(code="insufficient_data", detail=f"{n} scored days (need {cfg.min_scored_days})")
+            )
+        if state is None and stale:
+            state = TrajectoryState.insufficient_data
+            state_reasons.append(
+                Reason(
+                    code="no_recent_checkins",
+                    detail=f"last check-in {self.today.toordinal() - s.last} days ago (limit {cfg.stale_after_days})",
+                )
+            )
+        if state is None and self.in_dip(s.last):
+            assert self.proc is not None
+            state_reasons.append(
+                Reason(
+                    code="postop_recovery_window",
+                    detail=f"day {s.last - self.proc} of the {cfg.postop_dip_days}-day expected post-procedure "
+                    "recovery window; worsening vs best level not assessed",
+                )
+            )
+            state = TrajectoryState.improving if improving else TrajectoryState.insufficient_data
+        if state is None:
+            rec_since = self.recovered()
+            if rec_since is not None:
+                state = TrajectoryState.recovered
+                state_reasons.append(
+                    Reason(
+                        code="recovered",
+                        detail=f"7-day median index at or below {_fmt(cfg.recovered_index)} for "
+                        f"{s.last - rec_since + 1} days (need {cfg.recovered_days})",
+                    )
+                )
+        if state is None and plateau is not None:
+            state = TrajectoryState.plateau
+            if not any(sig.code is SignalCode.plateau for sig in self.signals):
+                state_reasons.append(
+                    Reason(
+                        code="plateau_within_expected_recovery_time",
+                        detail=f"no meaningful improvement yet; review point is day {cfg.review_after_days}",
+                    )
+                )
+            else:
+                state_reasons.extend(next(sig for sig in self.signals if sig.code is SignalCode.plateau).reasons)
+        if state is None and improving:
+            state = TrajectoryState.improving
+        if state is None:
+            state = TrajectoryState.insufficient_data
+            state_reasons.append(
+                Reason(
+                    code="trend_not_established",
+                    detail=f"no meaningful change yet over {s.last - s.first + 1} days (plateau needs "
+                    f"{cfg.plateau_days} days without improvement)",
+                )
+            )
+        if state is TrajectoryState.improving and baseline is not None:
+            state_reasons.append(
+                Reason(
+                    code="improving",
+                    detail=f"smoothed index {_fmt(baseline)} -> {_fmt(current)} (index MCID {_fmt(mcid)}, "
+                    f"slope {_fmt(slope_week) if slope_week is not None else 'n/a'} per week)",
+                )
+            )
+        if baseline is not None:
+            state_reasons.append(
+                Reason(code="baseline", detail=f"baseline index {_fmt(baseline)} ({base_src}), index MCID {_fmt(mcid)}")
+            )
+        state_reasons.extend(self.measure_reasons(s.last - s.first, readings))
+        self.reasons = state_reasons
+        change = round(100.0 * (current - baseline) / baseline, 1) if baseline else None
+        return self.assessment(state, current, baseline, change, slope_week, day_index)
+
+    def without_checkins(
+        self,
+        day_index: dict[date, float],
+        red: Signal | None,
+        spread_ep: _Episode | None,
+        grip_ep: _Episode | None,
+        act_ep: _Episode | None,
+    ) -> Assessment:
+        if act_ep is not None:
+            reason = Reason(code="activity_declined", detail=act_ep.detail)
+            self.signal(SignalCode.activity_decline, act_ep.start, act_ep.detected, [reason])
+        if grip_ep is not None:
+            reason = Reason(code="grip_drop", detail=grip_ep.detail)
+            self.signal(SignalCode.regression, grip_ep.start, grip_ep.detected, [reason])
+        if red is not None:
+            state = TrajectoryState.red_flag
+            self.reasons.extend(red.reasons)
+        elif spread_ep is not None or grip_ep is not None:
+            state = TrajectoryState.worsening
+            self.reasons.extend(
+                r for sig in self.signals if sig.code is not SignalCode.activity_decline for r in sig.reasons
+            )
+        else:
+            state = TrajectoryState.insufficient_data
+        self.reasons.append(Reason(code="insufficient_data", detail=f"0 scored days (need {self.cfg.min_scored_days})"))
+        return self.assessment(state, None, None, None, None, day_index)
+
+    def assessment(
+        self,
+        state: TrajectoryState,
+        current: float | None,
+        baseline: float | None,
+        change: float | None,
+        slope_week: float | None,
+        day_index: dict[date, float],
+    ) -> Assessment:
+        """Signals sorted by code so the output does not depend on evaluation order."""
+        return Assessment(
+            state=state,
+            as_of=self.as_of,
+            symptom_index=current,
+            baseline_symptom_index=baseline,
+            change_from_baseline_pct=change,
+            slope_per_week=slope_week,
+            reasons=tuple(self.reasons),
+            signals=tuple(sorted(self.signals, key=lambda g: g.code.value)),
+            day_index=day_index,
+        )

@@ -78,7 +78,9 @@ class DayRecord:
 
     Symptom fields are the day's aggregate (see `daily.aggregate_day`); None means not reported.
     `events` lists (event_id, recorded_at, received_at) of the day's check-ins, oldest first, so
-    signals can name the observation that raised them.
+    signals can name the observation that raised them. `device_grip_recorded_at` is the end of the
+    dynamometer sample behind `device_grip_strength_kg`; `last_sample_end` the newest wearable sample
+    end of the day (event times for signals raised by device data).
     """
 
     date: date
@@ -111,6 +113,8 @@ class DayRecord:
     last_event_id: str | None = None
     last_recorded_at: datetime | None = None
     last_received_at: datetime | None = None
+    device_grip_recorded_at: datetime | None = None
+    last_sample_end: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

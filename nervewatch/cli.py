@@ -1,0 +1,209 @@
+"""The `nervewatch` command: run services, migrate, seed, run everything locally, simulate, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from nervewatch.logs import setup_logging
+from nervewatch.settings import Settings, get_settings
+
+SERVICES = ("ingest", "scoring", "alerts")
+
+
+def _ports(settings: Settings) -> dict[str, int]:
+    return {"ingest": settings.ingest_port, "scoring": settings.scoring_port, "alerts": settings.alerts_port}
+
+
+async def _serve(service: str, settings: Settings) -> None:
+    from aiohttp import web
+
+    from nervewatch.http import serve
+    from nervewatch.runtime import Runtime
+
+    rt = await Runtime.start(settings)
+    app: web.Application
+    if service == "ingest":
+        from services.ingest.app import build_app as build_ingest
+
+        app = build_ingest(rt)
+    elif service == "scoring":
+        from services.scoring.app import build_app as build_scoring
+
+        app = await build_scoring(rt)
+    else:
+        from services.alerts.app import build_app as build_alerts
+
+        app = await build_alerts(rt)
+    await serve(app, settings.host, _ports(settings)[service], settings.shutdown_timeout_s)
+
+
+async def _migrate(settings: Settings) -> list[str]:
+    from nervewatch.db import migrate
+    from nervewatch.runtime import retry_until_ready
+
+    assert settings.database_url, "DATABASE_URL is not set"
+    dsn = settings.database_url
+    return await retry_until_ready("postgresql", lambda: migrate(dsn))
+
+
+async def _seed_dev(settings: Settings) -> tuple[str, str]:
+    from nervewatch.db import create_pool
+    from nervewatch.identity.store import IdentityStore, generate_key, seed_dev_tenant
+
+    assert settings.database_url, "DATABASE_URL is not set"
+    key = settings.dev_api_key
+    if not key:
+        saved = settings.data_dir / "dev_api_key"
+        if saved.exists():
+            key = saved.read_text().strip()
+        else:
+            key = generate_key()
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            saved.write_text(key)
+            saved.chmod(0o600)
+    pool = await create_pool(settings.database_url, 1, 2)
+    try:
+        return await seed_dev_tenant(IdentityStore(pool), key, settings.dev_webhook_secret)
+    finally:
+        await pool.close()
+
+
+def wait_ready(urls: Sequence[str], timeout_s: float = 90.0) -> None:
+    """Block until every `/readyz` URL answers 200."""
+    end = time.monotonic() + timeout_s
+    pending = list(urls)
+    while pending:
+        url = pending[0]
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310  (local http URL)
+                if resp.status == 200:
+                    pending.pop(0)
+                    continue
+        except OSError:
+            pass
+        if time.monotonic() > end:
+            raise TimeoutError(f"not ready: {url}")
+        time.sleep(0.2)
+
+
+def _run_local(settings: Settings) -> int:
+    """Embedded stack + migrations + dev tenant + the three services as child processes."""
+    from nervewatch.devstack import start_embedded
+
+    started = time.monotonic()
+    stack = start_embedded(settings.data_dir, settings.database_url, settings.kafka_bootstrap_servers)
+    env = dict(os.environ, DATABASE_URL=stack.database_url, KAFKA_BOOTSTRAP_SERVERS=stack.bootstrap)
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        local = Settings(database_url=stack.database_url, kafka_bootstrap_servers=stack.bootstrap)
+        asyncio.run(_migrate(local))
+        key, secret = asyncio.run(_seed_dev(settings.model_copy(update={"database_url": stack.database_url})))
+        for service in SERVICES:
+            children.append(subprocess.Popen([sys.executable, "-m", "nervewatch.cli", "serve", service], env=env))
+        ports = _ports(settings)
+        wait_ready([f"http://127.0.0.1:{ports[s]}/readyz" for s in SERVICES])
+        print(_banner(ports, key, secret, time.monotonic() - started), flush=True)
+        stop = {"now": False}
+
+        def on_signal(*_: object) -> None:
+            stop["now"] = True
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        while not stop["now"]:
+            if any(c.poll() is not None for c in children):
+                print("a service exited; stopping", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(signal.SIGTERM)
+        for c in children:
+            try:
+                c.wait(timeout=settings.shutdown_timeout_s + 10)
+            except subprocess.TimeoutExpired:
+                c.kill()
+        stack.stop()
+        print("stopped", flush=True)
+
+
+def _banner(ports: dict[str, int], key: str, secret: str, seconds: float) -> str:
+    example = json.dumps(
+        {
+            "event_id": "2f1d6c3e-8a51-4c1b-9b0e-5f3a2d1c7e90",
+            "patient_id": "pt-0042",
+            "recorded_at": "<now, RFC 3339>",
+            "pain": {"current": 6},
+            "red_flags": ["foot_drop"],
+        }
+    )
+    return f"""
+NerveWatch is ready ({seconds:.1f} s)
+  ingest   http://127.0.0.1:{ports["ingest"]}
+  scoring  http://127.0.0.1:{ports["scoring"]}
+  alerts   http://127.0.0.1:{ports["alerts"]}
+  API key (dev tenant, all scopes): {key}
+  webhook secret (dev tenant):      {secret}
+
+Try it (see README for the full red-flag walk-through):
+  curl -s -H "Authorization: Bearer {key}" http://127.0.0.1:{ports["alerts"]}/v1/alerts
+  check-in body example: {example}
+Press Ctrl-C to stop.
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nervewatch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="run one service in the foreground")
+    p_serve.add_argument("service", choices=SERVICES)
+    sub.add_parser("run", help="run everything locally with embedded PostgreSQL and broker")
+    sub.add_parser("migrate", help="apply database migrations")
+    sub.add_parser("seed-dev", help="create the development tenant and print its key")
+    p_sim = sub.add_parser("simulate", help="post a synthetic cohort through the API; --evaluate scores detection")
+    from simulator.cli import add_arguments
+
+    add_arguments(p_sim)
+    p_bench = sub.add_parser("bench", help="benchmark against the embedded stack")
+    p_bench.add_argument("--smoke", action="store_true", help="tiny run that checks the harness only")
+    p_bench.add_argument("--write", type=Path, default=None, help="write the results as markdown")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    if args.command == "serve":
+        setup_logging(args.service, settings.log_level)
+        asyncio.run(_serve(args.service, settings))
+        return 0
+    setup_logging("cli", settings.log_level)
+    if args.command == "migrate":
+        applied = asyncio.run(_migrate(settings))
+        print(f"applied {len(applied)} migration(s)")
+        return 0
+    if args.command == "seed-dev":
+        key, _ = asyncio.run(_seed_dev(settings))
+        print(key)
+        return 0
+    if args.command == "run":
+        return _run_local(settings)
+    if args.command == "simulate":
+        from simulator.cli import run as run_simulation
+
+        return asyncio.run(run_simulation(args))
+    from nervewatch.bench import run_bench
+
+    return run_bench(settings, smoke=args.smoke, write=args.write)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

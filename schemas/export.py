@@ -1,0 +1,75 @@
+"""Export JSON Schema files for every API payload and log event: `python -m schemas.export`.
+
+The files under `schemas/json/` are committed; a test fails when they are stale.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from schemas.activity import ActivityBatch
+from schemas.alerts import Alert, AlertAction, AlertPage, AuditPage, Snooze, SnoozeIn
+from schemas.checkins import BatchResult, CheckIn, CheckInBatch
+from schemas.events import (
+    ActivityRecorded,
+    AlertChanged,
+    CheckInRecorded,
+    DeadLetter,
+    PatientUpserted,
+    TrajectoryUpdated,
+)
+from schemas.patients import Patient, PatientIn
+from schemas.problems import Problem
+from schemas.trajectory import Trajectory
+
+MODELS: dict[str, type[BaseModel]] = {
+    "patient-in": PatientIn,
+    "patient": Patient,
+    "checkin": CheckIn,
+    "checkin-batch": CheckInBatch,
+    "checkin-batch-result": BatchResult,
+    "activity": ActivityBatch,
+    "trajectory": Trajectory,
+    "alert": Alert,
+    "alert-page": AlertPage,
+    "alert-action": AlertAction,
+    "audit-page": AuditPage,
+    "snooze-in": SnoozeIn,
+    "snooze": Snooze,
+    "problem": Problem,
+    "event-patient-upserted": PatientUpserted,
+    "event-checkin-recorded": CheckInRecorded,
+    "event-activity-recorded": ActivityRecorded,
+    "event-trajectory-updated": TrajectoryUpdated,
+    "event-alert-changed": AlertChanged,
+    "event-dead-letter": DeadLetter,
+}
+
+OUT = Path(__file__).parent / "json"
+
+
+def render() -> dict[str, str]:
+    return {
+        f"{name}.json": json.dumps(model.model_json_schema(mode="validation"), indent=2, sort_keys=True) + "\n"
+        for name, model in MODELS.items()
+    }
+
+
+def main() -> int:
+    OUT.mkdir(exist_ok=True)
+    files = render()
+    for stale in OUT.glob("*.json"):
+        if stale.name not in files:
+            stale.unlink()
+    for name, text in files.items():
+        (OUT / name).write_text(text)
+    print(f"wrote {len(files)} schema files to {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

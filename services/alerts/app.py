@@ -1,0 +1,100 @@
+"""The alerts service process: consumes patients and trajectories, notifies care teams, serves the API.
+
+Owns schema `alerts`. Background loops: the consumer, the notification dispatcher, the timer
+sweep (escalations, reminders, disengagement), the lifecycle-event outbox relay, and a
+LISTEN connection that feeds the SSE streams of this process from changes made by any alerts
+process. Shutdown: HTTP stops, the consumer commits its batch in flight, loops are cancelled
+(an in-flight dispatch round rolls back and is retried after restart), then everything closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from nervewatch.http import READY_CHECKS, create_app
+from nervewatch.kafka import BatchConsumer
+from nervewatch.outbox import Outbox
+from nervewatch.runtime import Runtime, retry_until_ready
+from schemas.events import Topics
+from services.alerts.api import AlertsApi, Broadcaster
+from services.alerts.delivery import Deliverer
+from services.alerts.dispatcher import Dispatcher
+from services.alerts.policy import PolicyCache
+from services.alerts.processor import AlertsProcessor, decode
+from services.alerts.store import NOTIFY_CHANNEL
+from services.alerts.sweeper import Sweeper
+
+GROUP = "nervewatch-alerts"
+log = logging.getLogger(__name__)
+
+
+async def listen_changes(rt: Runtime, broadcaster: Broadcaster) -> None:
+    """Hold a LISTEN connection (reconnecting as needed) and feed the broadcaster."""
+    assert rt.settings.database_url is not None
+    dsn = rt.settings.database_url
+
+    def on_notify(_: Any, __: int, ___: str, payload: str) -> None:
+        data = json.loads(payload)
+        broadcaster.publish(data["tenant_id"], data["alert_id"])
+
+    while True:
+        conn: asyncpg.Connection = await retry_until_ready("postgresql-listen", lambda: asyncpg.connect(dsn), 1e9)
+        try:
+            await conn.add_listener(NOTIFY_CHANNEL, on_notify)
+            while not conn.is_closed():
+                await asyncio.sleep(2)
+                await conn.fetchval("SELECT 1")
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("listen connection lost", extra={"error": type(exc).__name__})
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+
+async def build_app(rt: Runtime) -> web.Application:
+    app = create_app("alerts", rt.identity)
+    outbox = Outbox("alerts", rt.pool, rt.producer)
+    wake = asyncio.Event()
+    policies = PolicyCache()
+    processor = AlertsProcessor(rt.pool, outbox, policies, wake)
+    deliverer = Deliverer(rt.settings)
+    dispatcher = Dispatcher(rt.pool, rt.identity, deliverer, rt.settings, wake)
+    sweeper = Sweeper(rt.pool, outbox, policies, wake)
+    broadcaster = Broadcaster()
+    consumer: BatchConsumer[object] = BatchConsumer(
+        settings=rt.settings,
+        group_id=GROUP,
+        topics=[Topics.patients, Topics.trajectories],
+        decode=decode,
+        handle=processor.handle,  # type: ignore[arg-type]
+        producer=rt.producer,
+    )
+
+    async def consumer_ok() -> bool:
+        return consumer.running and not consumer.stalled()
+
+    app[READY_CHECKS].update({"database": rt.db_ready, "kafka": rt.kafka_ready, "consumer": consumer_ok})
+    app.add_routes(AlertsApi(rt.pool, outbox, broadcaster).routes())
+
+    async def start(_: web.Application) -> None:
+        await consumer.start()
+        rt.spawn(dispatcher.run(), "alerts-dispatcher")
+        rt.spawn(sweeper.run(rt.settings.sweep_interval_s), "alerts-sweeper")
+        rt.spawn(outbox.relay(), "alerts-outbox-relay")
+        rt.spawn(listen_changes(rt, broadcaster), "alerts-listen")
+
+    async def stop(_: web.Application) -> None:
+        await consumer.stop()
+        await rt.close()
+        await deliverer.close()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    return app

@@ -1,0 +1,179 @@
+"""Alert persistence (schema `alerts`): rows <-> core types, audit, notification outbox, change events.
+
+Every change goes through `AlertWriter` inside the caller's transaction: the alert row, its
+audit entry, its notifications, its lifecycle event (outbox) and a `pg_notify` for live
+streams all commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from nervewatch.outbox import Outbox
+from schemas.alerts import Alert, AlertKind, AlertStatus, NotificationSummary
+from schemas.common import Reason, Role, Severity
+from schemas.events import AlertChanged, Topics, event_key
+from schemas.trajectory import TrajectoryState
+from services.alerts.model import AlertState, Member, Recipient
+
+NOTIFY_CHANNEL = "nervewatch_alerts"
+ALERT_COLUMNS = """id, tenant_id, patient_id, kind, severity, status, summary, reasons, trajectory_state, event_time,
+    opened_at, updated_at, retrospective, acknowledged_by, acknowledged_at, resolved_at, resolution,
+    escalation_level, last_notified_at, clear_since"""
+
+
+def new_alert_id(now: datetime) -> str:
+    """Time-ordered, unguessable id: `al_` + 12 hex digits of milliseconds + 16 random hex digits."""
+    return f"al_{int(now.timestamp() * 1000):012x}{secrets.token_hex(8)}"
+
+
+def state_from_row(r: asyncpg.Record) -> AlertState:
+    return AlertState(
+        id=r["id"],
+        patient_id=r["patient_id"],
+        kind=AlertKind(r["kind"]),
+        severity=Severity(r["severity"]),
+        status=AlertStatus(r["status"]),
+        opened_at=r["opened_at"],
+        updated_at=r["updated_at"],
+        event_time=r["event_time"],
+        retrospective=r["retrospective"],
+        escalation_level=r["escalation_level"],
+        last_notified_at=r["last_notified_at"],
+        clear_since=r["clear_since"],
+        acknowledged_at=r["acknowledged_at"],
+        summary=r["summary"],
+        reasons=tuple(Reason(**x) for x in r["reasons"]),
+        trajectory_state=TrajectoryState(r["trajectory_state"]) if r["trajectory_state"] else None,
+    )
+
+
+def members_from_json(care_team: Sequence[dict[str, Any]]) -> list[Member]:
+    out = []
+    for m in care_team:
+        notify = m.get("notify") or {}
+        out.append(
+            Member(
+                member_id=m["member_id"],
+                role=Role(m["role"]),
+                min_severity=Severity(m.get("min_severity", "medium")),
+                webhook_url=notify.get("webhook_url"),
+                email=notify.get("email"),
+            )
+        )
+    return out
+
+
+async def load_alert(conn: asyncpg.Connection, tenant_id: str, alert_id: str) -> Alert | None:
+    row = await conn.fetchrow(
+        f"SELECT {ALERT_COLUMNS} FROM alerts.alerts WHERE tenant_id = $1 AND id = $2", tenant_id, alert_id
+    )
+    if row is None:
+        return None
+    return (await alerts_from_rows(conn, [row]))[0]
+
+
+async def alerts_from_rows(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> list[Alert]:
+    """API objects, with the per-member delivery summary of each alert."""
+    ids = [r["id"] for r in rows]
+    notes: dict[str, list[NotificationSummary]] = {i: [] for i in ids}
+    if ids:
+        for n in await conn.fetch(
+            """SELECT alert_id, member_id, channel,
+                      CASE WHEN bool_or(status = 'delivered') THEN 'delivered'
+                           WHEN bool_or(status IN ('pending', 'retrying')) THEN
+                                CASE WHEN max(attempts) > 0 THEN 'retrying' ELSE 'pending' END
+                           WHEN bool_or(status = 'failed') THEN 'failed' ELSE 'suppressed' END AS status,
+                      sum(attempts)::int AS attempts
+               FROM alerts.notifications WHERE alert_id = ANY($1::text[])
+               GROUP BY alert_id, member_id, channel ORDER BY alert_id, member_id, channel""",
+            ids,
+        ):
+            notes[n["alert_id"]].append(
+                NotificationSummary(
+                    member_id=n["member_id"], channel=n["channel"], status=n["status"], attempts=n["attempts"]
+                )
+            )
+    return [
+        Alert(
+            id=r["id"],
+            patient_id=r["patient_id"],
+            kind=r["kind"],
+            severity=r["severity"],
+            status=r["status"],
+            summary=r["summary"],
+            reasons=r["reasons"],
+            trajectory_state=r["trajectory_state"],
+            event_time=r["event_time"],
+            opened_at=r["opened_at"],
+            updated_at=r["updated_at"],
+            retrospective=r["retrospective"],
+            acknowledged_by=r["acknowledged_by"],
+            acknowledged_at=r["acknowledged_at"],
+            resolved_at=r["resolved_at"],
+            resolution=r["resolution"],
+            notifications=notes[r["id"]],
+        )
+        for r in rows
+    ]
+
+
+class AlertWriter:
+    """Writes one alert change and everything that must commit with it."""
+
+    def __init__(self, conn: asyncpg.Connection, outbox: Outbox) -> None:
+        self.conn = conn
+        self.outbox = outbox
+        self.changed: list[tuple[str, str]] = []
+
+    async def audit(self, alert_id: str, actor: str, action: str, detail: dict[str, Any] | None = None) -> None:
+        await self.conn.execute(
+            "INSERT INTO alerts.audit (alert_id, actor, action, detail) VALUES ($1, $2, $3, $4)",
+            alert_id,
+            actor,
+            action,
+            detail or {},
+        )
+
+    async def notify(
+        self, tenant_id: str, alert_id: str, recipients: Sequence[Recipient], reason: str, not_before: datetime
+    ) -> int:
+        """Queue one notification per recipient (the outbox the dispatcher sends from)."""
+        if not recipients:
+            return 0
+        await self.conn.executemany(
+            """INSERT INTO alerts.notifications (delivery_id, alert_id, tenant_id, member_id, channel, target, reason,
+                                                 next_attempt_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+            [
+                (uuid.uuid4(), alert_id, tenant_id, r.member_id, r.channel.value, r.target, reason, not_before)
+                for r in recipients
+            ],
+        )
+        await self.conn.execute(
+            "UPDATE alerts.alerts SET last_notified_at = $2 WHERE id = $1", alert_id, datetime.now(UTC)
+        )
+        return len(recipients)
+
+    async def publish(self, tenant_id: str, alert_id: str, action: str, actor: str) -> Alert:
+        """Queue the lifecycle event and the live-stream notification for the alert's current row."""
+        alert = await load_alert(self.conn, tenant_id, alert_id)
+        assert alert is not None
+        event = AlertChanged(
+            tenant_id=tenant_id, event_id=uuid.uuid4(), action=action, actor=actor, at=datetime.now(UTC), alert=alert
+        )
+        await self.outbox.add(
+            self.conn, [(Topics.alerts, event_key(tenant_id, alert.patient_id), event.model_dump_json().encode())]
+        )
+        await self.conn.execute(
+            "SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, json.dumps({"tenant_id": tenant_id, "alert_id": alert_id})
+        )
+        self.changed.append((tenant_id, alert_id))
+        return alert

@@ -1,0 +1,79 @@
+"""The scoring service process: consumes patients, check-ins and activity; serves trajectories.
+
+Owns schema `scoring`. Shutdown: the HTTP server stops, the consumer finishes and commits its
+batch in flight, the outbox relay stops, then the producer and pool close.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from nervewatch.http import READY_CHECKS, authenticate, create_app, json_response
+from nervewatch.kafka import BatchConsumer
+from nervewatch.outbox import Outbox
+from nervewatch.problems import not_found
+from nervewatch.runtime import Runtime
+from schemas.events import Topics
+from schemas.trajectory import Trajectory, TrajectoryState
+from services.scoring.processor import ScoringProcessor, decode
+
+GROUP = "nervewatch-scoring"
+
+
+async def get_trajectory(request: web.Request) -> web.Response:
+    principal = await authenticate(request, "care")
+    rt: Runtime = request.app[RUNTIME]
+    patient_id = request.match_info["patient_id"]
+    row = await rt.pool.fetchrow(
+        """SELECT p.updated_at, t.data FROM scoring.patients p
+           LEFT JOIN scoring.trajectories t ON t.tenant_id = p.tenant_id AND t.patient_id = p.patient_id
+           WHERE p.tenant_id = $1 AND p.patient_id = $2 AND p.profile IS NOT NULL""",
+        principal.tenant_id,
+        patient_id,
+    )
+    if row is None:
+        raise not_found("patient")
+    if row["data"] is None:
+        empty = Trajectory(
+            patient_id=patient_id, state=TrajectoryState.insufficient_data, as_of=row["updated_at"] or datetime.now(UTC)
+        )
+        return json_response(empty.model_dump_json())
+    return json_response(Trajectory.model_validate(row["data"]).model_dump_json())
+
+
+RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
+
+
+async def build_app(rt: Runtime) -> web.Application:
+    app = create_app("scoring", rt.identity)
+    app[RUNTIME] = rt
+    outbox = Outbox("scoring", rt.pool, rt.producer)
+    processor = ScoringProcessor(rt.pool, outbox)
+    consumer: BatchConsumer[object] = BatchConsumer(
+        settings=rt.settings,
+        group_id=GROUP,
+        topics=[Topics.patients, Topics.checkins, Topics.activity],
+        decode=decode,
+        handle=processor.handle,  # type: ignore[arg-type]
+        producer=rt.producer,
+    )
+
+    async def consumer_ok() -> bool:
+        return consumer.running and not consumer.stalled()
+
+    app[READY_CHECKS].update({"database": rt.db_ready, "kafka": rt.kafka_ready, "consumer": consumer_ok})
+    app.router.add_get("/v1/patients/{patient_id}/trajectory", get_trajectory)
+
+    async def start(_: web.Application) -> None:
+        await consumer.start()
+        rt.spawn(outbox.relay(), "scoring-outbox-relay")
+
+    async def stop(_: web.Application) -> None:
+        await consumer.stop()
+        await rt.close()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    return app

@@ -1,0 +1,491 @@
+"""The scoring shell: persist observations idempotently, rebuild affected days, score, publish.
+
+`handle(batch)` runs one database transaction per batch:
+1. patient events upsert profiles; a new or re-zoned patient gets its held observations dated
+   and its whole series rebuilt;
+2. check-ins and samples are inserted once per (tenant, event_id); a repeat with different
+   content is counted as a conflict and the first is kept;
+3. every patient with new data gets its affected local days re-aggregated, is re-scored as of
+   its newest event time, and a trajectory event is queued in the outbox.
+After the commit the outbox is drained; the consumer then commits offsets. Observations of a
+patient who is not enrolled yet are stored with no local date (held) and scored on enrolment.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from aiokafka import ConsumerRecord
+from pydantic import TypeAdapter, ValidationError
+
+from nervewatch import metrics
+from nervewatch.kafka import Decoded, DecodeError
+from nervewatch.outbox import Outbox
+from nervewatch.problems import sanitized
+from schemas.events import (
+    ActivityRecorded,
+    CheckInRecorded,
+    IngestEvent,
+    PatientUpserted,
+    Topics,
+    TrajectoryUpdated,
+    TriggerRef,
+    event_key,
+)
+from schemas.patients import Patient
+from schemas.trajectory import Trajectory, TrajectoryDay, TrajectoryState
+from services.scoring import daily, engine
+from services.scoring.codec import (
+    activity_obs,
+    checkin_obs,
+    content_hash,
+    day_from_json,
+    day_to_json,
+    profile_from_patient,
+)
+from services.scoring.model import ActivityObs, Assessment, CheckinObs, DayRecord
+
+HISTORY_DAYS = 180
+BASELINE_DAYS = 14
+API_DAYS = 28
+
+_event_adapter: TypeAdapter[PatientUpserted | CheckInRecorded | ActivityRecorded] = TypeAdapter(IngestEvent)
+Key = tuple[str, str]
+
+
+def decode(record: ConsumerRecord) -> PatientUpserted | CheckInRecorded | ActivityRecorded:
+    """Decode an ingest event; raises DecodeError (dead-letter) for anything unusable."""
+    if record.value is None:
+        raise DecodeError("empty_value", "record has no value")
+    try:
+        head = json.loads(record.value)
+    except ValueError:
+        raise DecodeError("invalid_json", "value is not JSON") from None
+    if not isinstance(head, dict):
+        raise DecodeError("invalid_envelope", "value is not a JSON object")
+    if head.get("schema_version") != 1:
+        raise DecodeError("unsupported_schema_version", f"schema_version {head.get('schema_version')!r:.20}")
+    try:
+        return _event_adapter.validate_python(head)
+    except ValidationError as exc:
+        raise DecodeError("schema_violation", sanitized(exc)) from None
+
+
+@dataclass
+class _Work:
+    """What one batch changed for one patient."""
+
+    dates: set[date] = field(default_factory=set)
+    full: bool = False
+    trigger: TriggerRef | None = None
+
+    def offer_trigger(self, event_id: str, recorded_at: datetime, received_at: datetime) -> None:
+        if self.trigger is None or recorded_at >= self.trigger.recorded_at:
+            self.trigger = TriggerRef(event_id=event_id, recorded_at=recorded_at, received_at=received_at)
+
+
+class ScoringProcessor:
+    def __init__(self, pool: asyncpg.Pool, outbox: Outbox, clock: Callable[[], datetime] | None = None) -> None:
+        self.pool = pool
+        self.outbox = outbox
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    async def handle(self, batch: list[Decoded[PatientUpserted | CheckInRecorded | ActivityRecorded]]) -> None:
+        events = [d.value for d in batch]
+        work: dict[Key, _Work] = defaultdict(_Work)
+        async with self.pool.acquire() as conn, conn.transaction():
+            for ev in events:
+                if isinstance(ev, PatientUpserted):
+                    await self._upsert_patient(conn, ev, work)
+            keys = {_key(ev) for ev in events if not isinstance(ev, PatientUpserted)}
+            zones = await self._zones(conn, keys)
+            checkins = [ev for ev in events if isinstance(ev, CheckInRecorded)]
+            activity = [ev for ev in events if isinstance(ev, ActivityRecorded)]
+            if checkins:
+                await self._store_checkins(conn, checkins, zones, work)
+            if activity:
+                await self._store_activity(conn, activity, zones, work)
+            records = []
+            for key, w in work.items():
+                traj = await self._rescore(conn, key, w)
+                if traj is not None:
+                    records.append(traj)
+            await self.outbox.add(conn, records)
+        if records:
+            await self.outbox.drain()
+        now = self.clock()
+        for ev in checkins:
+            metrics.END_TO_END_LATENCY.labels("scored", "received_at").observe((now - ev.received_at).total_seconds())
+            metrics.END_TO_END_LATENCY.labels("scored", "recorded_at").observe(
+                (now - ev.checkin.recorded_at).total_seconds()
+            )
+
+    # -- patients ----------------------------------------------------------------------------
+
+    async def _upsert_patient(self, conn: asyncpg.Connection, ev: PatientUpserted, work: dict[Key, _Work]) -> None:
+        p = ev.patient
+        prev = await conn.fetchrow(
+            "SELECT timezone, profile FROM scoring.patients WHERE tenant_id = $1 AND patient_id = $2",
+            ev.tenant_id,
+            p.patient_id,
+        )
+        if prev is not None and prev["profile"] is not None and _updated_at(prev["profile"]) > p.updated_at:
+            return  # an older version of the patient replayed late
+        await conn.execute(
+            """INSERT INTO scoring.patients (tenant_id, patient_id, profile, timezone, updated_at)
+               VALUES ($1, $2, $3, $4, now())
+               ON CONFLICT (tenant_id, patient_id) DO UPDATE
+               SET profile = EXCLUDED.profile, timezone = EXCLUDED.timezone, updated_at = now()""",
+            ev.tenant_id,
+            p.patient_id,
+            p.model_dump(mode="json"),
+            p.timezone,
+        )
+        key = (ev.tenant_id, p.patient_id)
+        if prev is None or prev["timezone"] != p.timezone:
+            # Date (or re-date) every stored observation in the patient's zone, held ones included.
+            await conn.execute(
+                """UPDATE scoring.checkins SET local_date = (recorded_at AT TIME ZONE $3)::date
+                   WHERE tenant_id = $1 AND patient_id = $2""",
+                ev.tenant_id,
+                p.patient_id,
+                p.timezone,
+            )
+            await conn.execute(
+                """UPDATE scoring.activity SET local_date = ((start_at + (end_at - start_at) / 2) AT TIME ZONE $3)::date
+                   WHERE tenant_id = $1 AND patient_id = $2""",
+                ev.tenant_id,
+                p.patient_id,
+                p.timezone,
+            )
+            await conn.execute("DELETE FROM scoring.daily WHERE tenant_id = $1 AND patient_id = $2", *key)
+        work[key].full = True
+
+    async def _zones(self, conn: asyncpg.Connection, keys: Iterable[Key]) -> dict[Key, ZoneInfo]:
+        keys = list(keys)
+        if not keys:
+            return {}
+        rows = await conn.fetch(
+            """SELECT p.tenant_id, p.patient_id, p.timezone FROM scoring.patients p
+               JOIN unnest($1::text[], $2::text[]) AS k(t, pid) ON p.tenant_id = k.t AND p.patient_id = k.pid
+               WHERE p.timezone IS NOT NULL""",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+        )
+        return {(r["tenant_id"], r["patient_id"]): ZoneInfo(r["timezone"]) for r in rows}
+
+    # -- observations ------------------------------------------------------------------------
+
+    async def _store_checkins(
+        self, conn: asyncpg.Connection, evs: list[CheckInRecorded], zones: dict[Key, ZoneInfo], work: dict[Key, _Work]
+    ) -> None:
+        cols: dict[str, list[object]] = defaultdict(list)
+        for ev in evs:
+            c = ev.checkin
+            raw = c.model_dump_json().encode()
+            tz = zones.get(_key(ev))
+            cols["tenant"].append(ev.tenant_id)
+            cols["event"].append(c.event_id)
+            cols["patient"].append(c.patient_id)
+            cols["recorded"].append(c.recorded_at)
+            cols["received"].append(ev.received_at)
+            cols["local"].append(daily.local_day(c.recorded_at, tz) if tz else None)
+            cols["hash"].append(content_hash(raw))
+            cols["data"].append(raw.decode())
+        inserted = await conn.fetch(
+            """INSERT INTO scoring.checkins
+                 (tenant_id, event_id, patient_id, recorded_at, received_at, local_date, content_hash, data)
+               SELECT t, e, p, rec, rcv, ld, h, d::jsonb
+               FROM unnest($1::text[], $2::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[],
+                           $6::date[], $7::bytea[], $8::text[]) AS x(t, e, p, rec, rcv, ld, h, d)
+               ON CONFLICT (tenant_id, event_id) DO NOTHING
+               RETURNING tenant_id, event_id""",
+            cols["tenant"],
+            cols["event"],
+            cols["patient"],
+            cols["recorded"],
+            cols["received"],
+            cols["local"],
+            cols["hash"],
+            cols["data"],
+        )
+        new = {(r["tenant_id"], r["event_id"]) for r in inserted}
+        seen: set[tuple[str, uuid.UUID]] = set()
+        dups: list[tuple[str, uuid.UUID, bytes]] = []
+        for i, ev in enumerate(evs):
+            ident = (ev.tenant_id, ev.checkin.event_id)
+            if ident in new and ident not in seen:
+                seen.add(ident)
+                local = cols["local"][i]
+                if isinstance(local, date):
+                    w = work[_key(ev)]
+                    w.dates.add(local)
+                    w.offer_trigger(str(ev.checkin.event_id), ev.checkin.recorded_at, ev.received_at)
+            else:
+                dups.append((ev.tenant_id, ev.checkin.event_id, cols["hash"][i]))  # type: ignore[arg-type]
+        await self._count_conflicts(conn, "checkins", "checkin", dups)
+
+    async def _store_activity(
+        self, conn: asyncpg.Connection, evs: list[ActivityRecorded], zones: dict[Key, ZoneInfo], work: dict[Key, _Work]
+    ) -> None:
+        cols: dict[str, list[object]] = defaultdict(list)
+        owners: list[ActivityRecorded] = []
+        for ev in evs:
+            tz = zones.get(_key(ev))
+            for s in ev.samples:
+                obs = activity_obs(s, ev.device.id, ev.received_at)
+                fingerprint = f"{s.type.value}|{s.start.isoformat()}|{s.end.isoformat()}|{s.value!r}|{ev.device.id}"
+                owners.append(ev)
+                cols["tenant"].append(ev.tenant_id)
+                cols["event"].append(s.event_id)
+                cols["patient"].append(ev.patient_id)
+                cols["device"].append(ev.device.id)
+                cols["type"].append(s.type.value)
+                cols["start"].append(s.start)
+                cols["end"].append(s.end)
+                cols["value"].append(s.value)
+                cols["received"].append(ev.received_at)
+                cols["local"].append(daily.activity_day(obs, tz) if tz else None)
+                cols["hash"].append(content_hash(fingerprint.encode()))
+        inserted = await conn.fetch(
+            """INSERT INTO scoring.activity (tenant_id, event_id, patient_id, device_id, type, start_at, end_at,
+                                             value, received_at, local_date, content_hash)
+               SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                                    $6::timestamptz[], $7::timestamptz[], $8::float8[], $9::timestamptz[],
+                                    $10::date[], $11::bytea[])
+               ON CONFLICT (tenant_id, event_id) DO NOTHING
+               RETURNING tenant_id, event_id""",
+            cols["tenant"],
+            cols["event"],
+            cols["patient"],
+            cols["device"],
+            cols["type"],
+            cols["start"],
+            cols["end"],
+            cols["value"],
+            cols["received"],
+            cols["local"],
+            cols["hash"],
+        )
+        new = {(r["tenant_id"], r["event_id"]) for r in inserted}
+        seen: set[tuple[str, uuid.UUID]] = set()
+        dups: list[tuple[str, uuid.UUID, bytes]] = []
+        for i, ev in enumerate(owners):
+            ident = (ev.tenant_id, typing.cast(uuid.UUID, cols["event"][i]))
+            if ident in new and ident not in seen:
+                seen.add(ident)
+                local = cols["local"][i]
+                if isinstance(local, date):
+                    work[_key(ev)].dates.add(local)
+            else:
+                dups.append((ev.tenant_id, cols["event"][i], cols["hash"][i]))  # type: ignore[arg-type]
+        await self._count_conflicts(conn, "activity", "activity", dups)
+
+    async def _count_conflicts(
+        self, conn: asyncpg.Connection, table: str, kind: str, dups: list[tuple[str, uuid.UUID, bytes]]
+    ) -> None:
+        if not dups:
+            return
+        rows = await conn.fetch(
+            f"""SELECT s.tenant_id, s.event_id, s.content_hash FROM scoring.{table} s
+                JOIN unnest($1::text[], $2::uuid[]) AS k(t, e) ON s.tenant_id = k.t AND s.event_id = k.e""",
+            [d[0] for d in dups],
+            [d[1] for d in dups],
+        )
+        stored = {(r["tenant_id"], r["event_id"]): bytes(r["content_hash"]) for r in rows}
+        conflicts = [(t, e, h) for t, e, h in dups if stored.get((t, e), h) != h]
+        if conflicts:
+            metrics.EVENT_CONFLICTS.labels(kind).inc(len(conflicts))
+            await conn.executemany(
+                """INSERT INTO scoring.event_conflicts (tenant_id, event_id, kind, other_hash)
+                   VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
+                [(t, e, kind, h) for t, e, h in conflicts],
+            )
+
+    # -- scoring -----------------------------------------------------------------------------
+
+    async def _rescore(self, conn: asyncpg.Connection, key: Key, w: _Work) -> tuple[str, bytes, bytes] | None:
+        tenant, pid = key
+        row = await conn.fetchrow(
+            "SELECT profile FROM scoring.patients WHERE tenant_id = $1 AND patient_id = $2", tenant, pid
+        )
+        if row is None or row["profile"] is None:
+            return None  # held until enrolment
+        patient = Patient.model_validate(row["profile"])
+        profile = profile_from_patient(patient)
+        tz = ZoneInfo(patient.timezone)
+        if w.full:
+            dates_rows = await conn.fetch(
+                """SELECT DISTINCT local_date FROM scoring.checkins WHERE tenant_id = $1 AND patient_id = $2
+                   UNION SELECT DISTINCT local_date FROM scoring.activity WHERE tenant_id = $1 AND patient_id = $2""",
+                tenant,
+                pid,
+            )
+            w.dates = {r["local_date"] for r in dates_rows if r["local_date"] is not None}
+        if not w.dates:
+            return None
+        await self._rebuild_days(conn, tenant, pid, sorted(w.dates), tz)
+        as_of = await conn.fetchval(
+            """SELECT greatest((SELECT max(recorded_at) FROM scoring.checkins WHERE tenant_id = $1 AND patient_id = $2),
+                               (SELECT max(end_at) FROM scoring.activity WHERE tenant_id = $1 AND patient_id = $2))""",
+            tenant,
+            pid,
+        )
+        if as_of is None:
+            return None
+        days = await self._window(conn, tenant, pid, daily.local_day(as_of, tz) - timedelta(days=HISTORY_DAYS))
+        assessment = engine.score(profile, days, as_of)
+        return await self._store_trajectory(conn, tenant, pid, assessment, days, w)
+
+    async def _rebuild_days(
+        self, conn: asyncpg.Connection, tenant: str, pid: str, dates: list[date], tz: ZoneInfo
+    ) -> None:
+        c_rows = await conn.fetch(
+            """SELECT local_date, received_at, data FROM scoring.checkins
+               WHERE tenant_id = $1 AND patient_id = $2 AND local_date = ANY($3::date[])""",
+            tenant,
+            pid,
+            dates,
+        )
+        a_rows = await conn.fetch(
+            """SELECT local_date, event_id, type, start_at, end_at, value, device_id, received_at FROM scoring.activity
+               WHERE tenant_id = $1 AND patient_id = $2 AND local_date = ANY($3::date[])""",
+            tenant,
+            pid,
+            dates,
+        )
+        by_day_c: dict[date, list[CheckinObs]] = defaultdict(list)
+        by_day_a: dict[date, list[ActivityObs]] = defaultdict(list)
+        for r in c_rows:
+            by_day_c[r["local_date"]].append(checkin_obs(r["data"], r["received_at"]))
+        for r in a_rows:
+            by_day_a[r["local_date"]].append(
+                ActivityObs(
+                    event_id=str(r["event_id"]),
+                    type=r["type"],
+                    start=r["start_at"],
+                    end=r["end_at"],
+                    value=r["value"],
+                    device_id=r["device_id"],
+                    received_at=r["received_at"],
+                )
+            )
+        rows = [
+            (tenant, pid, d, json.dumps(day_to_json(daily.aggregate_day(d, by_day_c[d], by_day_a[d])))) for d in dates
+        ]
+        await conn.executemany(
+            """INSERT INTO scoring.daily (tenant_id, patient_id, day, data, updated_at)
+               VALUES ($1, $2, $3, $4::text::jsonb, now())
+               ON CONFLICT (tenant_id, patient_id, day) DO UPDATE SET data = EXCLUDED.data, updated_at = now()""",
+            rows,
+        )
+
+    async def _window(self, conn: asyncpg.Connection, tenant: str, pid: str, since: date) -> list[DayRecord]:
+        rows = await conn.fetch(
+            """SELECT day, data FROM (
+                   SELECT day, data, row_number() OVER (ORDER BY day) AS rn
+                   FROM scoring.daily WHERE tenant_id = $1 AND patient_id = $2) t
+               WHERE rn <= $3 OR day >= $4 ORDER BY day""",
+            tenant,
+            pid,
+            BASELINE_DAYS,
+            since,
+        )
+        return [day_from_json(r["data"]) for r in rows]
+
+    async def _store_trajectory(
+        self, conn: asyncpg.Connection, tenant: str, pid: str, a: Assessment, days: list[DayRecord], w: _Work
+    ) -> tuple[str, bytes, bytes]:
+        trajectory = to_trajectory(pid, a, days)
+        last_checkin = max((d.last_recorded_at for d in days if d.last_recorded_at), default=None)
+        prev = await conn.fetchval(
+            "SELECT state FROM scoring.trajectories WHERE tenant_id = $1 AND patient_id = $2", tenant, pid
+        )
+        signals = [s.model_dump(mode="json") for s in a.signals]
+        await conn.execute(
+            """INSERT INTO scoring.trajectories (tenant_id, patient_id, state, as_of, data, signals, last_checkin_at,
+                                                 updated_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+               ON CONFLICT (tenant_id, patient_id) DO UPDATE SET state = EXCLUDED.state, as_of = EXCLUDED.as_of,
+                 data = EXCLUDED.data, signals = EXCLUDED.signals, last_checkin_at = EXCLUDED.last_checkin_at,
+                 updated_at = now()""",
+            tenant,
+            pid,
+            a.state.value,
+            a.as_of,
+            trajectory.model_dump(mode="json"),
+            signals,
+            last_checkin,
+        )
+        changed = prev != a.state.value
+        if changed:
+            metrics.TRAJECTORY_STATES.labels(a.state.value).inc()
+        trigger = w.trigger
+        if trigger is None and days and days[-1].last_event_id and days[-1].last_recorded_at:
+            last = days[-1]
+            assert last.last_recorded_at is not None and last.last_event_id is not None
+            trigger = TriggerRef(
+                event_id=last.last_event_id,
+                recorded_at=last.last_recorded_at,
+                received_at=last.last_received_at or last.last_recorded_at,
+            )
+        event = TrajectoryUpdated(
+            tenant_id=tenant,
+            event_id=uuid.uuid4(),
+            trajectory=trajectory.model_copy(update={"days": []}),
+            previous_state=TrajectoryState(prev) if prev else None,
+            state_changed=changed,
+            signals=list(a.signals),
+            trigger=trigger,
+            last_checkin_at=last_checkin,
+            computed_at=self.clock(),
+        )
+        return Topics.trajectories, event_key(tenant, pid), event.model_dump_json().encode()
+
+
+def to_trajectory(patient_id: str, a: Assessment, days: list[DayRecord]) -> Trajectory:
+    recent = [d for d in days if d.checkins or d.steps is not None][-API_DAYS:]
+    return Trajectory(
+        patient_id=patient_id,
+        state=a.state,
+        as_of=a.as_of,
+        symptom_index=a.symptom_index,
+        baseline_symptom_index=a.baseline_symptom_index,
+        change_from_baseline_pct=a.change_from_baseline_pct,
+        slope_per_week=a.slope_per_week,
+        reasons=list(a.reasons),
+        days=[
+            TrajectoryDay(
+                date=d.date,
+                symptom_index=a.day_index.get(d.date),
+                pain=d.pain,
+                tingling=d.tingling,
+                numbness=d.numbness,
+                weakness=d.weakness,
+                grip_strength_kg=d.grip_strength_kg if d.grip_strength_kg is not None else d.device_grip_strength_kg,
+                steps=d.steps,
+                active_minutes=d.active_minutes,
+                sleep_minutes=d.sleep_minutes,
+                pt_session=d.pt_session,
+                checkins=d.checkins,
+            )
+            for d in recent
+        ],
+    )
+
+
+def _key(ev: CheckInRecorded | ActivityRecorded) -> Key:
+    pid = ev.checkin.patient_id if isinstance(ev, CheckInRecorded) else ev.patient_id
+    return ev.tenant_id, pid
+
+
+def _updated_at(profile: dict[str, typing.Any]) -> datetime:
+    return datetime.fromisoformat(profile["updated_at"])

@@ -1,0 +1,91 @@
+"""Session fixtures: one embedded stack (or DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS), migrated, with tenants."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from nervewatch.db import migrate
+from nervewatch.devstack import EmbeddedStack, free_port, start_embedded
+from tests.support import SERVICES, Services, Tenant, create_tenant, service_env
+
+
+@pytest.fixture(scope="session")
+def workdir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="nwtest-", dir="/tmp") as d:
+        yield Path(d)
+
+
+@pytest.fixture(scope="session")
+def stack(workdir: Path) -> Iterator[EmbeddedStack]:
+    stack = start_embedded(
+        workdir / "stack", os.environ.get("DATABASE_URL"), os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
+        pg_cleanup="delete",
+    )
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+async def database_url(stack: EmbeddedStack) -> str:
+    """A fresh database per test session inside the (embedded or given) PostgreSQL server."""
+    name = f"nwtest_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(stack.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base, _, query = stack.database_url.partition("?")
+    root = base.rsplit("/", 1)[0]
+    dsn = f"{root}/{name}" + (f"?{query}" if query else "")
+    await migrate(dsn)
+    return dsn
+
+
+@pytest.fixture(scope="session")
+async def tenant(database_url: str) -> Tenant:
+    return await create_tenant(database_url, "clinic-a")
+
+
+@pytest.fixture(scope="session")
+async def other_tenant(database_url: str) -> Tenant:
+    return await create_tenant(database_url, "clinic-b")
+
+
+@pytest.fixture(scope="session")
+async def ingest_only_tenant(database_url: str) -> Tenant:
+    return await create_tenant(database_url, "platform-c", frozenset({"ingest"}))
+
+
+@pytest.fixture(scope="session")
+def services(stack: EmbeddedStack, database_url: str, workdir: Path) -> Iterator[Services]:
+    ports = {s: free_port() for s in SERVICES}
+    env = service_env(stack.__class__(database_url=database_url, bootstrap=stack.bootstrap), ports)
+    svc = Services(env=env, ports=ports, log_dir=workdir)
+    svc.start_all()
+    try:
+        yield svc
+    finally:
+        svc.stop_all()
+        keep = os.environ.get("NERVEWATCH_TEST_LOG_DIR")
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            for log in workdir.glob("*.log"):
+                (Path(keep) / log.name).write_bytes(log.read_bytes())
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()

@@ -1,0 +1,168 @@
+"""Test harness: the embedded stack, the three services as real processes, a webhook receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from nervewatch.cli import wait_ready
+from nervewatch.devstack import EmbeddedStack, free_port
+
+SERVICES = ("ingest", "scoring", "alerts")
+
+
+@dataclass
+class Tenant:
+    tenant_id: str
+    key: str
+    webhook_secret: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+@dataclass
+class Services:
+    env: dict[str, str]
+    ports: dict[str, int]
+    log_dir: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    def start(self, service: str) -> None:
+        log = open(self.log_dir / f"{service}.log", "ab")  # noqa: SIM115
+        self.procs[service] = subprocess.Popen(
+            [sys.executable, "-m", "nervewatch.cli", "serve", service], env=self.env, stdout=log, stderr=log
+        )
+
+    def start_all(self) -> None:
+        for s in SERVICES:
+            self.start(s)
+        self.wait_ready()
+
+    def wait_ready(self, services: tuple[str, ...] = SERVICES, timeout_s: float = 60) -> None:
+        wait_ready([f"{self.url(s)}/readyz" for s in services], timeout_s)
+
+    def stop(self, service: str, sig: int = signal.SIGTERM) -> int | None:
+        proc = self.procs.pop(service, None)
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            return proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+
+    def stop_all(self) -> None:
+        for s in list(self.procs):
+            self.stop(s)
+
+    def logs(self) -> str:
+        return "".join((self.log_dir / f"{s}.log").read_text(errors="replace") for s in SERVICES
+                       if (self.log_dir / f"{s}.log").exists())
+
+
+def service_env(stack: EmbeddedStack, ports: dict[str, int], extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NERVEWATCH_")}
+    env.update(
+        DATABASE_URL=stack.database_url,
+        KAFKA_BOOTSTRAP_SERVERS=stack.bootstrap,
+        NERVEWATCH_INGEST_PORT=str(ports["ingest"]),
+        NERVEWATCH_SCORING_PORT=str(ports["scoring"]),
+        NERVEWATCH_ALERTS_PORT=str(ports["alerts"]),
+        NERVEWATCH_TOPIC_PARTITIONS="3",
+        NERVEWATCH_DISPATCHER_POLL_S="0.2",
+        NERVEWATCH_SWEEP_INTERVAL_S="1",
+        NERVEWATCH_SHUTDOWN_TIMEOUT_S="5",
+        NERVEWATCH_LOG_LEVEL="INFO",
+    )
+    env.update(extra or {})
+    return env
+
+
+async def create_tenant(dsn: str, tenant_id: str, scopes: frozenset[str] | None = None) -> Tenant:
+    from nervewatch.identity.store import SCOPES, IdentityStore
+
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        store = IdentityStore(pool)
+        secret = await store.ensure_tenant(tenant_id, tenant_id, secrets.token_hex(16), allow_private_webhooks=True)
+        _, key = await store.create_key(tenant_id, scopes or SCOPES)
+    finally:
+        await pool.close()
+    return Tenant(tenant_id, key, secret)
+
+
+@dataclass
+class Receiver:
+    """A local webhook receiver that records every request."""
+
+    url: str
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    status: int = 200
+
+    async def wait_for(self, n: int, timeout_s: float = 30) -> list[dict[str, Any]]:
+        end = time.monotonic() + timeout_s
+        while len(self.requests) < n:
+            if time.monotonic() > end:
+                raise TimeoutError(f"{len(self.requests)} of {n} webhooks arrived")
+            await asyncio.sleep(0.05)
+        return self.requests
+
+
+@asynccontextmanager
+async def webhook_receiver() -> AsyncIterator[Receiver]:
+    port = free_port()
+    receiver = Receiver(url=f"http://127.0.0.1:{port}/hook")
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.read()
+        receiver.requests.append({"headers": dict(request.headers), "body": body, "json": json.loads(body)})
+        return web.Response(status=receiver.status)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield receiver
+    finally:
+        await runner.cleanup()
+
+
+async def poll(fn: Any, timeout_s: float = 30, interval_s: float = 0.1) -> Any:
+    """Call async `fn` until it returns a truthy value."""
+    end = time.monotonic() + timeout_s
+    while True:
+        value = await fn()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(interval_s)
+
+
+async def get_json(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> tuple[int, Any]:
+    async with session.get(url, headers=headers) as resp:
+        return resp.status, await resp.json(content_type=None)
