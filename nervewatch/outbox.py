@@ -50,7 +50,9 @@ class Outbox:
                     if not rows:
                         break
                     await produce_many(self.producer, [(r["topic"], r["key"], r["value"]) for r in rows])
-                    await conn.execute(f"DELETE FROM {self.table} WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
+                    await conn.execute(
+                        f"DELETE FROM {self.table} WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
+                    )
                 total += len(rows)
                 if len(rows) < limit:
                     break

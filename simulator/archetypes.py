@@ -125,52 +125,103 @@ class _Profile:
 
 _PROFILES: tuple[_Profile, ...] = (
     _Profile(
-        "carpal_tunnel", 3.0,
+        "carpal_tunnel",
+        3.0,
         (("surgical_decompression", 0.6), ("injection", 0.2), ("conservative", 0.2)),
-        ("right", "left", "right", "bilateral"), ("bctq_sss", "bctq_sss", "bctq_fss", "quickdash"), True,
-        ("rapidly_progressive_weakness",), ("tingling", "burning", "electric", "dull_ache"), (5000, 9500),
+        ("right", "left", "right", "bilateral"),
+        ("bctq_sss", "bctq_sss", "bctq_fss", "quickdash"),
+        True,
+        ("rapidly_progressive_weakness",),
+        ("tingling", "burning", "electric", "dull_ache"),
+        (5000, 9500),
     ),
     _Profile(
-        "cubital_tunnel", 1.5, (("surgical_decompression", 0.5), ("conservative", 0.5)),
-        ("right", "left"), ("quickdash",), True,
-        ("rapidly_progressive_weakness",), ("tingling", "electric", "dull_ache"), (5000, 9500),
+        "cubital_tunnel",
+        1.5,
+        (("surgical_decompression", 0.5), ("conservative", 0.5)),
+        ("right", "left"),
+        ("quickdash",),
+        True,
+        ("rapidly_progressive_weakness",),
+        ("tingling", "electric", "dull_ache"),
+        (5000, 9500),
     ),
     _Profile(
-        "radial_tunnel", 0.7, (("conservative", 0.5), ("injection", 0.2), ("neurolysis", 0.3)),
-        ("right", "left"), ("quickdash", "psfs"), True,
-        ("wrist_drop",), ("dull_ache", "sharp", "throbbing"), (5000, 9000),
+        "radial_tunnel",
+        0.7,
+        (("conservative", 0.5), ("injection", 0.2), ("neurolysis", 0.3)),
+        ("right", "left"),
+        ("quickdash", "psfs"),
+        True,
+        ("wrist_drop",),
+        ("dull_ache", "sharp", "throbbing"),
+        (5000, 9000),
     ),
     _Profile(
-        "tarsal_tunnel", 0.8, (("surgical_decompression", 0.5), ("conservative", 0.3), ("injection", 0.2)),
-        ("right", "left"), ("lefs",), False,
-        ("rapidly_progressive_weakness",), ("burning", "tingling", "shooting"), (3000, 6500),
+        "tarsal_tunnel",
+        0.8,
+        (("surgical_decompression", 0.5), ("conservative", 0.3), ("injection", 0.2)),
+        ("right", "left"),
+        ("lefs",),
+        False,
+        ("rapidly_progressive_weakness",),
+        ("burning", "tingling", "shooting"),
+        (3000, 6500),
     ),
     _Profile(
-        "peroneal_entrapment", 0.7, (("neurolysis", 0.5), ("conservative", 0.5)),
-        ("right", "left"), ("lefs", "psfs"), False,
-        ("foot_drop",), ("burning", "tingling", "sharp"), (3000, 7000),
+        "peroneal_entrapment",
+        0.7,
+        (("neurolysis", 0.5), ("conservative", 0.5)),
+        ("right", "left"),
+        ("lefs", "psfs"),
+        False,
+        ("foot_drop",),
+        ("burning", "tingling", "sharp"),
+        (3000, 7000),
     ),
     _Profile(
-        "lumbar_radiculopathy", 3.0,
+        "lumbar_radiculopathy",
+        3.0,
         (("conservative", 0.5), ("injection", 0.25), ("surgical_decompression", 0.2), ("ablation", 0.05)),
-        ("left", "right"), ("odi", "odi", "promis_pi"), False,
+        ("left", "right"),
+        ("odi", "odi", "promis_pi"),
+        False,
         ("bowel_bladder_dysfunction", "saddle_anesthesia", "bilateral_leg_symptoms", "foot_drop"),
-        ("shooting", "electric", "burning", "dull_ache"), (2500, 6500),
+        ("shooting", "electric", "burning", "dull_ache"),
+        (2500, 6500),
     ),
     _Profile(
-        "cervical_radiculopathy", 1.5, (("conservative", 0.6), ("injection", 0.4)),
-        ("left", "right"), ("quickdash", "promis_pi"), True,
-        ("rapidly_progressive_weakness",), ("shooting", "electric", "tingling", "dull_ache"), (4500, 9000),
+        "cervical_radiculopathy",
+        1.5,
+        (("conservative", 0.6), ("injection", 0.4)),
+        ("left", "right"),
+        ("quickdash", "promis_pi"),
+        True,
+        ("rapidly_progressive_weakness",),
+        ("shooting", "electric", "tingling", "dull_ache"),
+        (4500, 9000),
     ),
     _Profile(
-        "peripheral_nerve_injury", 0.8, (("nerve_repair", 0.8), ("neurolysis", 0.2)),
-        ("left", "right"), ("quickdash",), True,
-        ("rapidly_progressive_weakness",), ("electric", "burning", "tingling"), (4500, 9000),
+        "peripheral_nerve_injury",
+        0.8,
+        (("nerve_repair", 0.8), ("neurolysis", 0.2)),
+        ("left", "right"),
+        ("quickdash",),
+        True,
+        ("rapidly_progressive_weakness",),
+        ("electric", "burning", "tingling"),
+        (4500, 9000),
     ),
     _Profile(
-        "other_entrapment", 0.5, (("conservative", 0.6), ("ablation", 0.4)),
-        ("left", "right", "not_applicable"), ("psfs", "promis_pi"), False,
-        ("rapidly_progressive_weakness",), ("burning", "dull_ache", "sharp"), (4000, 8000),
+        "other_entrapment",
+        0.5,
+        (("conservative", 0.6), ("ablation", 0.4)),
+        ("left", "right", "not_applicable"),
+        ("psfs", "promis_pi"),
+        False,
+        ("rapidly_progressive_weakness",),
+        ("burning", "dull_ache", "sharp"),
+        (4000, 8000),
     ),
 )
 
@@ -294,8 +345,12 @@ def _new_ctx(archetype: str, index: int, seed: int, end: datetime, rng: random.R
         "weakness": rng.uniform(1.5, 5.0),
     }
     if postop:
-        relief = {"pain": rng.uniform(1.2, 2.2), "tingling": rng.uniform(1.2, 2.5),
-                  "numbness": rng.uniform(0.3, 1.2), "weakness": rng.uniform(0.0, 0.8)}
+        relief = {
+            "pain": rng.uniform(1.2, 2.2),
+            "tingling": rng.uniform(1.2, 2.5),
+            "numbness": rng.uniform(0.3, 1.2),
+            "weakness": rng.uniform(0.0, 0.8),
+        }
     elif treatment in ("injection", "ablation"):
         relief = {"pain": rng.uniform(0.5, 1.5), "tingling": rng.uniform(0.2, 1.0), "numbness": 0.0, "weakness": 0.0}
     else:
@@ -311,8 +366,25 @@ def _new_ctx(archetype: str, index: int, seed: int, end: datetime, rng: random.R
         floor[s] = min(floor[s], start[s] - 0.5)
 
     pid = f"sim-{archetype}-{index:03d}-{seed}"
-    ctx = _Ctx(rng, archetype, pid, profile, treatment, tz, tz_name, start_date, n_days, end, t0, postop,
-               pre, start, floor, [], {})
+    ctx = _Ctx(
+        rng,
+        archetype,
+        pid,
+        profile,
+        treatment,
+        tz,
+        tz_name,
+        start_date,
+        n_days,
+        end,
+        t0,
+        postop,
+        pre,
+        start,
+        floor,
+        [],
+        {},
+    )
     _schedule_pt(ctx)
     return ctx
 
@@ -434,10 +506,16 @@ def settled_flares(ctx: _Ctx) -> _Spec:
     deltas = _common_deltas(ctx, exclude=sessions)
     for e in sessions:
         # +2-3 the next morning, back to the trend before 72 h after the session.
-        deltas.append(_flare(ctx.t_of(e), ctx.rng.uniform(2.2, 3.0), ctx.rng.uniform(16.0, 22.0),
-                             ctx.rng.uniform(36.0, 46.0)))
-    return _Spec(base=_exp_recovery(ctx, ctx.rng.uniform(16.0, 28.0)), deltas=deltas, notes=_NOTES_FLARE,
-                 notes_from=10.0, detail={"flares": [e.astimezone(UTC).isoformat() for e in sessions]})
+        deltas.append(
+            _flare(ctx.t_of(e), ctx.rng.uniform(2.2, 3.0), ctx.rng.uniform(16.0, 22.0), ctx.rng.uniform(36.0, 46.0))
+        )
+    return _Spec(
+        base=_exp_recovery(ctx, ctx.rng.uniform(16.0, 28.0)),
+        deltas=deltas,
+        notes=_NOTES_FLARE,
+        notes_from=10.0,
+        detail={"flares": [e.astimezone(UTC).isoformat() for e in sessions]},
+    )
 
 
 def persistent_flare(ctx: _Ctx) -> _Spec:
@@ -805,8 +883,7 @@ def _build_checkins(
             item["pt_session"] = {"ended_at": _iso(session, ctx.tz), "intensity": ctx.pt_intensity[session]}
         if rng.random() < 0.7:
             item["home_exercises_done"] = rng.random() < 0.8
-        if spec.red_flag is not None and not rf_done and draft.day == spec.red_flag[0] \
-                and not draft.contradictory:
+        if spec.red_flag is not None and not rf_done and draft.day == spec.red_flag[0] and not draft.contradictory:
             flag = spec.red_flag[1]
             item["red_flags"] = [flag]
             item["notes"] = _NOTES_RED_FLAG[flag]
@@ -821,9 +898,7 @@ def _build_checkins(
     return out, rf_event, rf_at
 
 
-def _build_activity(
-    ctx: _Ctx, spec: _Spec, steps_base: float
-) -> list[tuple[datetime, dict[str, Any]]]:
+def _build_activity(ctx: _Ctx, spec: _Spec, steps_base: float) -> list[tuple[datetime, dict[str, Any]]]:
     """Daily wearable samples, synced in bursts every 1-4 days; returns (sync instant, batch)."""
     rng = ctx.rng
     device = {"id": f"watch-{rng.getrandbits(32):08x}", "kind": rng.choice(("wrist", "wrist", "ring"))}
@@ -846,25 +921,49 @@ def _build_activity(
             ("steps", steps, day_start, day_end),
             ("active_minutes", active, day_start, day_end),
         ):
-            samples.append((end.astimezone(UTC), {
-                "event_id": _uuid(rng), "type": kind, "start": _iso(start, ctx.tz), "end": _iso(end, ctx.tz),
-                "value": value,
-            }))
+            samples.append(
+                (
+                    end.astimezone(UTC),
+                    {
+                        "event_id": _uuid(rng),
+                        "type": kind,
+                        "start": _iso(start, ctx.tz),
+                        "end": _iso(end, ctx.tz),
+                        "value": value,
+                    },
+                )
+            )
         if d >= 1:
             bed = ctx.local(d - 1, 22, 0) + timedelta(minutes=rng.randint(0, 150))
             asleep = rng.randint(330, 480)
             interruptions = rng.randint(0, 4)
             wake = bed + timedelta(minutes=asleep + 5 * interruptions + rng.randint(5, 30))
             for kind, value in (("sleep_minutes", asleep), ("sleep_interruptions", interruptions)):
-                samples.append((wake.astimezone(UTC), {
-                    "event_id": _uuid(rng), "type": kind, "start": _iso(bed, ctx.tz), "end": _iso(wake, ctx.tz),
-                    "value": value,
-                }))
+                samples.append(
+                    (
+                        wake.astimezone(UTC),
+                        {
+                            "event_id": _uuid(rng),
+                            "type": kind,
+                            "start": _iso(bed, ctx.tz),
+                            "end": _iso(wake, ctx.tz),
+                            "value": value,
+                        },
+                    )
+                )
             if rng.random() < 0.5:
-                samples.append((wake.astimezone(UTC), {
-                    "event_id": _uuid(rng), "type": "resting_heart_rate", "start": _iso(bed, ctx.tz),
-                    "end": _iso(wake, ctx.tz), "value": round(hr_base + rng.gauss(0, 2.0), 1),
-                }))
+                samples.append(
+                    (
+                        wake.astimezone(UTC),
+                        {
+                            "event_id": _uuid(rng),
+                            "type": "resting_heart_rate",
+                            "start": _iso(bed, ctx.tz),
+                            "end": _iso(wake, ctx.tz),
+                            "value": round(hr_base + rng.gauss(0, 2.0), 1),
+                        },
+                    )
+                )
     samples.sort(key=lambda x: x[0])
 
     batches: list[tuple[datetime, dict[str, Any]]] = []
@@ -908,20 +1007,21 @@ def _make_patient(archetype: str, index: int, seed: int, end: datetime, webhook_
         patient["procedure_date"] = (ctx.start_date - timedelta(days=lag)).isoformat()
     if rng.random() < 0.5:
         baseline: dict[str, Any] = {s: round(ctx.pre[s]) for s in SYMPTOMS}
-        baseline["function"] = {"instrument": instrument,
-                                "score": _function_score(instrument, ctx.pre, rng)}
+        baseline["function"] = {"instrument": instrument, "score": _function_score(instrument, ctx.pre, rng)}
         if grip is not None:
             baseline["grip_strength_kg"] = round(grip[0], 1)
         if has_wearable:
             baseline["daily_steps"] = int(round(steps_base * 0.95, -1))
         patient["baseline"] = baseline
     if webhook_url:
-        patient["care_team"] = [{
-            "member_id": "sim-care-team",
-            "role": "physical_therapist",
-            "min_severity": "low",
-            "notify": {"webhook_url": webhook_url},
-        }]
+        patient["care_team"] = [
+            {
+                "member_id": "sim-care-team",
+                "role": "physical_therapist",
+                "min_severity": "low",
+                "notify": {"webhook_url": webhook_url},
+            }
+        ]
 
     checkins, rf_event, rf_at = _build_checkins(ctx, spec, grip, instrument)
     posts: list[ScheduledPost] = []
@@ -953,8 +1053,15 @@ def _make_patient(archetype: str, index: int, seed: int, end: datetime, webhook_
 
     history_start = ctx.t0.astimezone(UTC)
     detail = dict(spec.detail)
-    detail.update({"condition": profile.condition, "treatment": ctx.treatment, "timezone": ctx.tz_name,
-                   "late_uploads": late, "wearable": has_wearable})
+    detail.update(
+        {
+            "condition": profile.condition,
+            "treatment": ctx.treatment,
+            "timezone": ctx.tz_name,
+            "late_uploads": late,
+            "wearable": has_wearable,
+        }
+    )
     label = Label(
         archetype=archetype,
         onset=onset,
@@ -988,11 +1095,7 @@ def generate_cohort(
         raise ValueError(f"unknown archetypes: {', '.join(unknown)}")
     if per_archetype < 0:
         raise ValueError("per_archetype must be >= 0")
-    return [
-        _make_patient(name, i, seed, end, webhook_url)
-        for name in names
-        for i in range(per_archetype)
-    ]
+    return [_make_patient(name, i, seed, end, webhook_url) for name in names for i in range(per_archetype)]
 
 
 def validate_patient(p: SimPatient, now: datetime) -> tuple[int, int]:

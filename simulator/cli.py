@@ -39,27 +39,44 @@ REPORT_END = "<!-- simulate:report:end -->"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ingest-url", default="http://127.0.0.1:8080", help="ingest service base URL")
     parser.add_argument("--alerts-url", default="http://127.0.0.1:8082", help="alerts service base URL")
-    parser.add_argument("--api-key", default=os.environ.get("NERVEWATCH_DEV_API_KEY"),
-                        help="API key with ingest and care scopes (default: $NERVEWATCH_DEV_API_KEY)")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("NERVEWATCH_DEV_API_KEY"),
+        help="API key with ingest and care scopes (default: $NERVEWATCH_DEV_API_KEY)",
+    )
     parser.add_argument("--per-archetype", type=int, default=50, help="patients per archetype (default 50)")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="random seed (default: a fresh one, printed); part of every patient id")
-    parser.add_argument("--archetypes", default=None,
-                        help=f"comma-separated subset of: {', '.join(ALL_ARCHETYPES)}")
-    parser.add_argument("--end", default=None,
-                        help="RFC 3339 end of the simulated histories (default: now); must not be in the future")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="random seed (default: a fresh one, printed); part of every patient id"
+    )
+    parser.add_argument("--archetypes", default=None, help=f"comma-separated subset of: {', '.join(ALL_ARCHETYPES)}")
+    parser.add_argument(
+        "--end", default=None, help="RFC 3339 end of the simulated histories (default: now); must not be in the future"
+    )
     parser.add_argument("--webhook-url", default=None, help="care-team webhook for every simulated patient")
     parser.add_argument("--evaluate", action="store_true", help="after posting, evaluate alerts and print a report")
-    parser.add_argument("--report", type=Path, default=None,
-                        help="write the markdown report here (implies --evaluate); in an existing file only the "
-                             f"part between {REPORT_BEGIN} and {REPORT_END} is replaced")
-    parser.add_argument("--json", dest="json_path", type=Path, default=None,
-                        help="also write the evaluation as JSON here")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="write the markdown report here (implies --evaluate); in an existing file only the "
+        f"part between {REPORT_BEGIN} and {REPORT_END} is replaced",
+    )
+    parser.add_argument(
+        "--json", dest="json_path", type=Path, default=None, help="also write the evaluation as JSON here"
+    )
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent HTTP requests (default 16)")
-    parser.add_argument("--settle-seconds", type=float, default=15.0,
-                        help="alerts must be unchanged this long before evaluating (default 15)")
-    parser.add_argument("--settle-timeout", type=float, default=600.0,
-                        help="give up waiting for alerts to settle after this many seconds (default 600)")
+    parser.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=15.0,
+        help="alerts must be unchanged this long before evaluating (default 15)",
+    )
+    parser.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=600.0,
+        help="give up waiting for alerts to settle after this many seconds (default 600)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a detection target fails")
     parser.add_argument("--dry-run", action="store_true", help="generate and print counts only; no HTTP")
 
@@ -104,10 +121,14 @@ def cohort_summary(cohort: list[SimPatient]) -> str:
     total: Counter[str] = Counter()
     for arch, c in rows.items():
         total.update(c)
-        lines.append(f"| {arch} | {c['patients']} | {c['checkins']} | {c['late_uploads']} | "
-                     f"{c['activity_posts']} | {c['samples']} | {c['history_days'] / 30:.1f} | {expected[arch]} |")
-    lines.append(f"| **total** | {total['patients']} | {total['checkins']} | {total['late_uploads']} | "
-                 f"{total['activity_posts']} | {total['samples']} | {total['history_days'] / 30:.1f} | |")
+        lines.append(
+            f"| {arch} | {c['patients']} | {c['checkins']} | {c['late_uploads']} | "
+            f"{c['activity_posts']} | {c['samples']} | {c['history_days'] / 30:.1f} | {expected[arch]} |"
+        )
+    lines.append(
+        f"| **total** | {total['patients']} | {total['checkins']} | {total['late_uploads']} | "
+        f"{total['activity_posts']} | {total['samples']} | {total['history_days'] / 30:.1f} | |"
+    )
     return "\n".join(lines)
 
 
@@ -118,7 +139,7 @@ def write_report(path: Path, report: str) -> None:
         text = path.read_text(encoding="utf-8")
         start, stop = text.find(REPORT_BEGIN), text.find(REPORT_END)
         if 0 <= start < stop:
-            path.write_text(text[:start] + block + text[stop + len(REPORT_END):], encoding="utf-8")
+            path.write_text(text[:start] + block + text[stop + len(REPORT_END) :], encoding="utf-8")
             return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"# NerveWatch detection quality\n\n{block}\n", encoding="utf-8")
@@ -148,13 +169,13 @@ async def run(args: argparse.Namespace) -> int:
         return 2
     seed: int = args.seed if args.seed is not None else secrets.randbelow(1_000_000_000)
     cohort = generate_cohort(args.per_archetype, seed, end, archetypes, webhook_url=args.webhook_url)
-    print(f"simulate: seed={seed} end={end.isoformat()} patients={len(cohort)} "
-          f"(patient ids sim-<archetype>-<nnn>-{seed})")
+    print(
+        f"simulate: seed={seed} end={end.isoformat()} patients={len(cohort)} (patient ids sim-<archetype>-<nnn>-{seed})"
+    )
     print(cohort_summary(cohort))
     bad = _validate(cohort, datetime.now(UTC))
     if bad:
-        print(f"simulate: {bad} generated patients failed schema validation (bug in the simulator)",
-              file=sys.stderr)
+        print(f"simulate: {bad} generated patients failed schema validation (bug in the simulator)", file=sys.stderr)
         return 1
     if args.dry_run:
         return 0
@@ -206,8 +227,9 @@ async def _evaluate(
         print(f"simulate: report written to {args.report}")
     if args.json_path:
         args.json_path.parent.mkdir(parents=True, exist_ok=True)
-        args.json_path.write_text(json.dumps(to_dict(ev, targets, run_info), indent=2, default=str) + "\n",
-                                  encoding="utf-8")
+        args.json_path.write_text(
+            json.dumps(to_dict(ev, targets, run_info), indent=2, default=str) + "\n", encoding="utf-8"
+        )
     failed = [t for t in targets if not t.passed]
     print(f"simulate: {len(targets) - len(failed)}/{len(targets)} targets pass")
     return 1 if (args.strict and failed) else 0

@@ -119,8 +119,7 @@ class ApiClient:
             attempt += 1
             self.stats.requests += 1
             try:
-                async with self._session.request(method, url, json=json, params=params,
-                                                 headers=self._headers) as resp:
+                async with self._session.request(method, url, json=json, params=params, headers=self._headers) as resp:
                     status = resp.status
                     retry_after = resp.headers.get("Retry-After")
                     try:
@@ -129,8 +128,13 @@ class ApiClient:
                         body = None
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
                 if attempt >= self._max_attempts:
-                    log.warning("request failed after %d attempts: %s %s (%s)", attempt, method,
-                                path.split("?")[0], type(exc).__name__)
+                    log.warning(
+                        "request failed after %d attempts: %s %s (%s)",
+                        attempt,
+                        method,
+                        path.split("?")[0],
+                        type(exc).__name__,
+                    )
                     self.stats.failed_requests += 1
                     return Response(0, None)
                 self.stats.retries += 1
@@ -264,11 +268,16 @@ async def replay(
         for i, group in enumerate(groups, 1):
             await rp.replay_window(group)
             if progress and (i % 10 == 0 or i == len(groups)):
-                log.info("replayed %d/%d windows: %d items accepted, %d rejected, %d retries",
-                         i, len(groups), stats.accepted, stats.rejected, stats.retries)
+                log.info(
+                    "replayed %d/%d windows: %d items accepted, %d rejected, %d retries",
+                    i,
+                    len(groups),
+                    stats.accepted,
+                    stats.rejected,
+                    stats.retries,
+                )
     finally:
         if own:
             await sess.close()
     stats.seconds = time.monotonic() - started
     return stats
-

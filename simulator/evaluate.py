@@ -258,8 +258,10 @@ def evaluate(truths: Sequence[Truth], alerts: Sequence[Alert]) -> Evaluation:
             ks.delays_days.append(delay)
             if kind == "plateau" and delay <= PLATEAU_WINDOW_DAYS:
                 ks.within_window += 1
-            if kind == "red_flag" and t.red_flag_recorded_at is not None and any(
-                a.event_time == t.red_flag_recorded_at for a in found
+            if (
+                kind == "red_flag"
+                and t.red_flag_recorded_at is not None
+                and any(a.event_time == t.red_flag_recorded_at for a in found)
             ):
                 ks.exact_event_time += 1
 
@@ -295,8 +297,11 @@ def check_targets(ev: Evaluation) -> list[TargetResult]:
         rate = rf.rate or 0.0
         res.append(TargetResult("red_flag detected", rate, "= 100%", rf.detected == rf.patients))
         exact = rf.exact_event_time / rf.patients
-        res.append(TargetResult("red_flag event_time = check-in recorded_at", exact, "= 100%",
-                                rf.exact_event_time == rf.patients))
+        res.append(
+            TargetResult(
+                "red_flag event_time = check-in recorded_at", exact, "= 100%", rf.exact_event_time == rf.patients
+            )
+        )
     for kind in TIMELY_KINDS:
         ks = pooled(ev, kind)
         if ks is None or not ks.patients:
@@ -304,25 +309,55 @@ def check_targets(ev: Evaluation) -> list[TargetResult]:
         rate = ks.rate or 0.0
         res.append(TargetResult(f"{kind} detected", rate, f">= {TIMELY_MIN_RATE:.0%}", rate >= TIMELY_MIN_RATE))
         med, p90 = ks.median_days, ks.p90_days
-        res.append(TargetResult(f"{kind} median onset-to-detection (days)", med,
-                                f"<= {TIMELY_MAX_MEDIAN_DAYS:g}", med is not None and med <= TIMELY_MAX_MEDIAN_DAYS))
-        res.append(TargetResult(f"{kind} p90 onset-to-detection (days)", p90,
-                                f"<= {TIMELY_MAX_P90_DAYS:g}", p90 is not None and p90 <= TIMELY_MAX_P90_DAYS))
+        res.append(
+            TargetResult(
+                f"{kind} median onset-to-detection (days)",
+                med,
+                f"<= {TIMELY_MAX_MEDIAN_DAYS:g}",
+                med is not None and med <= TIMELY_MAX_MEDIAN_DAYS,
+            )
+        )
+        res.append(
+            TargetResult(
+                f"{kind} p90 onset-to-detection (days)",
+                p90,
+                f"<= {TIMELY_MAX_P90_DAYS:g}",
+                p90 is not None and p90 <= TIMELY_MAX_P90_DAYS,
+            )
+        )
     pl = pooled(ev, "plateau")
     if pl is not None and pl.patients:
         rate = pl.within_window / pl.patients
-        res.append(TargetResult(f"plateau detected within {PLATEAU_WINDOW_DAYS:g} days of its start", rate,
-                                f">= {PLATEAU_MIN_RATE:.0%}", rate >= PLATEAU_MIN_RATE))
+        res.append(
+            TargetResult(
+                f"plateau detected within {PLATEAU_WINDOW_DAYS:g} days of its start",
+                rate,
+                f">= {PLATEAU_MIN_RATE:.0%}",
+                rate >= PLATEAU_MIN_RATE,
+            )
+        )
     for arch in NORMAL_ARCHETYPES:
         fs = ev.false.get(arch)
         if fs is None or not fs.patients:
             continue
         hc = fs.per_pm(fs.high_critical)
         anyr = fs.per_pm(fs.total)
-        res.append(TargetResult(f"{arch}: false high+critical per patient-month", hc,
-                                f"<= {FALSE_MAX_HIGH_PER_PM:g}", hc is not None and hc <= FALSE_MAX_HIGH_PER_PM))
-        res.append(TargetResult(f"{arch}: false alerts (any severity) per patient-month", anyr,
-                                f"<= {FALSE_MAX_ANY_PER_PM:g}", anyr is not None and anyr <= FALSE_MAX_ANY_PER_PM))
+        res.append(
+            TargetResult(
+                f"{arch}: false high+critical per patient-month",
+                hc,
+                f"<= {FALSE_MAX_HIGH_PER_PM:g}",
+                hc is not None and hc <= FALSE_MAX_HIGH_PER_PM,
+            )
+        )
+        res.append(
+            TargetResult(
+                f"{arch}: false alerts (any severity) per patient-month",
+                anyr,
+                f"<= {FALSE_MAX_ANY_PER_PM:g}",
+                anyr is not None and anyr <= FALSE_MAX_ANY_PER_PM,
+            )
+        )
     return res
 
 
@@ -408,19 +443,25 @@ def render_markdown(ev: Evaluation, targets: Sequence[TargetResult], run: Mappin
             note = f"exact event_time {k.exact_event_time}/{k.patients}"
         elif k.kind == "plateau":
             note = f"within {PLATEAU_WINDOW_DAYS:g} d: {k.within_window}/{k.patients}"
-        add(f"| {k.archetype} | {k.kind} | {k.patients} | {k.detected} | {_fmt(k.rate, True)} | "
-            f"{_fmt(k.median_days)} | {_fmt(k.p90_days)} | {note} |")
+        add(
+            f"| {k.archetype} | {k.kind} | {k.patients} | {k.detected} | {_fmt(k.rate, True)} | "
+            f"{_fmt(k.median_days)} | {_fmt(k.p90_days)} | {note} |"
+        )
     add("")
     add("### False alerts (per patient-month)")
     add("")
-    add("| Archetype | Patients | Patient-months | low | medium | high | critical | High+critical /pm | "
-        "Any /pm | Premature | Tolerated | False kinds |")
+    add(
+        "| Archetype | Patients | Patient-months | low | medium | high | critical | High+critical /pm | "
+        "Any /pm | Premature | Tolerated | False kinds |"
+    )
     add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for a, f in ev.false.items():
         sev = " | ".join(str(f.by_severity.get(s, 0)) for s in SEVERITIES)
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(f.by_kind.items())) or "-"
-        add(f"| {a} | {f.patients} | {f.patient_months:.1f} | {sev} | {_fmt(f.per_pm(f.high_critical))} | "
-            f"{_fmt(f.per_pm(f.total))} | {f.premature} | {f.tolerated} | {kinds} |")
+        add(
+            f"| {a} | {f.patients} | {f.patient_months:.1f} | {sev} | {_fmt(f.per_pm(f.high_critical))} | "
+            f"{_fmt(f.per_pm(f.total))} | {f.premature} | {f.tolerated} | {kinds} |"
+        )
     add("")
     add("### Duplicates")
     add("")
@@ -442,8 +483,10 @@ def render_markdown(ev: Evaluation, targets: Sequence[TargetResult], run: Mappin
         add(f"| {kind} | {ev.alerts_by_kind.get(kind, 0)} |")
     add(f"| **total** | {ev.alerts_total} |")
     add("")
-    add(f"Retrospective (backfilled) alerts: {ev.retrospective} of {ev.alerts_total}. "
-        f"Alerts of patients outside this run, ignored: {ev.ignored_alerts}.")
+    add(
+        f"Retrospective (backfilled) alerts: {ev.retrospective} of {ev.alerts_total}. "
+        f"Alerts of patients outside this run, ignored: {ev.ignored_alerts}."
+    )
     add("")
     return "\n".join(lines)
 

@@ -25,7 +25,9 @@ def workdir() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def stack(workdir: Path) -> Iterator[EmbeddedStack]:
     stack = start_embedded(
-        workdir / "stack", os.environ.get("DATABASE_URL"), os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
+        workdir / "stack",
+        os.environ.get("DATABASE_URL"),
+        os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
         pg_cleanup="delete",
     )
     try:
@@ -63,6 +65,11 @@ async def other_tenant(database_url: str) -> Tenant:
 @pytest.fixture(scope="session")
 async def ingest_only_tenant(database_url: str) -> Tenant:
     return await create_tenant(database_url, "platform-c", frozenset({"ingest"}))
+
+
+@pytest.fixture(scope="session")
+async def care_only_tenant(database_url: str) -> Tenant:
+    return await create_tenant(database_url, "clinic-d", frozenset({"care"}))
 
 
 @pytest.fixture(scope="session")

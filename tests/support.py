@@ -78,8 +78,11 @@ class Services:
             self.stop(s)
 
     def logs(self) -> str:
-        return "".join((self.log_dir / f"{s}.log").read_text(errors="replace") for s in SERVICES
-                       if (self.log_dir / f"{s}.log").exists())
+        return "".join(
+            (self.log_dir / f"{s}.log").read_text(errors="replace")
+            for s in SERVICES
+            if (self.log_dir / f"{s}.log").exists()
+        )
 
 
 def service_env(stack: EmbeddedStack, ports: dict[str, int], extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -584,8 +584,12 @@ class _Engine:
     # ----- plateau / recovered ----------------------------------------------------------------
     def plateau(
         self, mcid: float, baseline: float | None, regress_days: list[bool]
-    ) -> tuple[int, int, float, float] | None:
-        """(since, raised_on, record level, current level) when the plateau condition holds."""
+    ) -> tuple[int, int | None, float, float] | None:
+        """(since, raised_on, record level, current level) when the plateau condition holds.
+
+        `raised_on` (the day the plateau signal is due) is None while a patient who has not yet
+        improved by half an MCID is inside the condition's review window.
+        """
         s, cfg = self.s, self.cfg
         start = self.proc if self.proc is not None and self.proc <= s.last else s.first
         record: float | None = None
@@ -613,9 +617,7 @@ class _Engine:
         eligible = max(record_ord + cfg.plateau_days, start + (0 if improved_once else cfg.review_after_days))
         if self.proc is not None and self.proc <= s.last:
             eligible = max(eligible, self.proc + cfg.postop_dip_days)
-        if s.last < eligible:
-            return None
-        raised = s.ords[bisect_left(s.ords, eligible)]
+        raised = s.ords[bisect_left(s.ords, eligible)] if s.last >= eligible else None
         return record_ord, raised, record, cur
 
     def recovered(self) -> int | None:
@@ -690,11 +692,11 @@ class _Engine:
         reg_raised: int | None = None
         if reg_ep is not None:
             reg_reasons.append(Reason(code="sustained_worsening", detail=reg_ep.detail))
-            if baseline is not None and s.ewma[-1] >= baseline - det / 2:
+            if baseline is not None and s.vals[-1] >= baseline - det / 2:
                 reg_reasons.append(
                     Reason(
                         code="back_to_baseline",
-                        detail=f"smoothed index {_fmt(s.ewma[-1])} back near baseline {_fmt(baseline)}",
+                        detail=f"index {_fmt(s.vals[-1])} back near baseline {_fmt(baseline)}",
                     )
                 )
             reg_since, reg_raised = reg_ep.start, reg_ep.detected
@@ -754,13 +756,13 @@ class _Engine:
             )
 
         plateau = self.plateau(mcid, baseline, reg_days)
-        if plateau is not None and state is None:
+        if plateau is not None and plateau[1] is not None and reg_ep is None:
             since, raised, rec_level, cur_level = plateau
             detail = (
                 f"7-day median index {_fmt(rec_level)} -> {_fmt(cur_level)} over {s.last - since} days since "
                 f"{self.date_of(since).isoformat()}, less than half an MCID ({_fmt(mcid / 2)}) of improvement"
             )
-            self.signal(SignalCode.plateau, since, raised, [Reason(code="plateau", detail=detail)])
+            self.signal(SignalCode.plateau, since, plateau[1], [Reason(code="plateau", detail=detail)])
 
         n = len(s.ords)
         stale = (self.today.toordinal() - s.last) > cfg.stale_after_days

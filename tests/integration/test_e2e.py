@@ -27,12 +27,24 @@ def patient_body(patient_id: str, webhook_url: str) -> dict[str, object]:
         "treatment": "conservative",
         "timezone": "America/New_York",
         "care_team": [
-            {"member_id": "pt-7", "role": "physical_therapist", "min_severity": "medium",
-             "notify": {"webhook_url": webhook_url}},
-            {"member_id": "oncall-1", "role": "on_call", "min_severity": "critical",
-             "notify": {"webhook_url": webhook_url}},
-            {"member_id": "coord-low", "role": "care_coordinator", "min_severity": "low",
-             "notify": {"webhook_url": webhook_url + "?member=coord"}},
+            {
+                "member_id": "pt-7",
+                "role": "physical_therapist",
+                "min_severity": "medium",
+                "notify": {"webhook_url": webhook_url},
+            },
+            {
+                "member_id": "oncall-1",
+                "role": "on_call",
+                "min_severity": "critical",
+                "notify": {"webhook_url": webhook_url},
+            },
+            {
+                "member_id": "coord-low",
+                "role": "care_coordinator",
+                "min_severity": "low",
+                "notify": {"webhook_url": webhook_url + "?member=coord"},
+            },
         ],
     }
 
@@ -43,8 +55,9 @@ async def test_red_flag_checkin_becomes_a_signed_webhook(
     ingest, alerts, scoring = services.url("ingest"), services.url("alerts"), services.url("scoring")
     pid = f"pt-e2e-{uuid.uuid4().hex[:8]}"
     async with webhook_receiver() as receiver, aiohttp.ClientSession() as http:
-        async with http.post(f"{ingest}/v1/patients", json=patient_body(pid, receiver.url),
-                             headers=tenant.headers) as resp:
+        async with http.post(
+            f"{ingest}/v1/patients", json=patient_body(pid, receiver.url), headers=tenant.headers
+        ) as resp:
             assert resp.status == 201, await resp.text()
         recorded_at = (datetime.now(UTC) - timedelta(minutes=5)).replace(microsecond=0)
         checkin = {
@@ -94,15 +107,21 @@ async def test_red_flag_checkin_becomes_a_signed_webhook(
         # Another tenant sees nothing of it.
         _, page = await get_json(http, f"{alerts}/v1/alerts", other_tenant.headers)
         assert all(item["patient_id"] != pid for item in page["items"])
-        for url in (f"{alerts}/v1/alerts/{alert['id']}", f"{alerts}/v1/alerts/{alert['id']}/audit",
-                    f"{scoring}/v1/patients/{pid}/trajectory", f"{ingest}/v1/patients/{pid}"):
+        for url in (
+            f"{alerts}/v1/alerts/{alert['id']}",
+            f"{alerts}/v1/alerts/{alert['id']}/audit",
+            f"{scoring}/v1/patients/{pid}/trajectory",
+            f"{ingest}/v1/patients/{pid}",
+        ):
             status, body = await get_json(http, url, other_tenant.headers)
             assert status == 404, url
-        async with http.post(f"{alerts}/v1/alerts/{alert['id']}/acknowledge", json={"by": "intruder"},
-                             headers=other_tenant.headers) as resp:
+        async with http.post(
+            f"{alerts}/v1/alerts/{alert['id']}/acknowledge", json={"by": "intruder"}, headers=other_tenant.headers
+        ) as resp:
             assert resp.status == 404
-        async with http.post(f"{ingest}/v1/checkins", json={**checkin, "event_id": str(uuid.uuid4())},
-                             headers=other_tenant.headers) as resp:
+        async with http.post(
+            f"{ingest}/v1/checkins", json={**checkin, "event_id": str(uuid.uuid4())}, headers=other_tenant.headers
+        ) as resp:
             assert resp.status == 404
 
         # The audit trail tells who knew what, when.

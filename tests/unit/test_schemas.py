@@ -55,14 +55,31 @@ def test_contract_patient_example_validates() -> None:
             "onset_date": "2026-08-01",
             "procedure_date": "2026-10-01",
             "timezone": "America/New_York",
-            "baseline": {"pain": 7, "tingling": 6, "numbness": 5, "weakness": 4, "grip_strength_kg": 14.8,
-                         "daily_steps": 5600, "function": {"instrument": "bctq_sss", "score": 3.1}},
+            "baseline": {
+                "pain": 7,
+                "tingling": 6,
+                "numbness": 5,
+                "weakness": 4,
+                "grip_strength_kg": 14.8,
+                "daily_steps": 5600,
+                "function": {"instrument": "bctq_sss", "score": 3.1},
+            },
             "care_team": [
-                {"member_id": "pt-therapist-7", "role": "physical_therapist", "min_severity": "medium",
-                 "notify": {"webhook_url": "https://care.example.org/hooks/nervewatch",
-                            "email": "therapist7@example.org"}},
-                {"member_id": "oncall-hand", "role": "on_call", "min_severity": "critical",
-                 "notify": {"webhook_url": "https://pager.example.org/hook"}},
+                {
+                    "member_id": "pt-therapist-7",
+                    "role": "physical_therapist",
+                    "min_severity": "medium",
+                    "notify": {
+                        "webhook_url": "https://care.example.org/hooks/nervewatch",
+                        "email": "therapist7@example.org",
+                    },
+                },
+                {
+                    "member_id": "oncall-hand",
+                    "role": "on_call",
+                    "min_severity": "critical",
+                    "notify": {"webhook_url": "https://pager.example.org/hook"},
+                },
             ],
         }
     )
@@ -97,8 +114,13 @@ def test_future_within_ten_minutes_is_accepted() -> None:
 
 def test_activity_sample_rules() -> None:
     base = {"patient_id": "p1", "device": {"id": "w1", "kind": "wrist"}}
-    ok = {"event_id": "9c7a6a0e-0000-4000-8000-000000000001", "type": "steps",
-          "start": "2026-11-19T00:00:00-05:00", "end": "2026-11-20T00:00:00-05:00", "value": 6240}
+    ok = {
+        "event_id": "9c7a6a0e-0000-4000-8000-000000000001",
+        "type": "steps",
+        "start": "2026-11-19T00:00:00-05:00",
+        "end": "2026-11-20T00:00:00-05:00",
+        "value": 6240,
+    }
     ActivityBatch.model_validate({**base, "samples": [ok]}, context={"now": NOW})
     with pytest.raises(ValidationError):
         ActivityBatch.model_validate({**base, "samples": [{**ok, "end": "2026-11-18T00:00:00Z"}]}, context={"now": NOW})

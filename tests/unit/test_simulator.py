@@ -126,9 +126,11 @@ def test_ids_and_event_ids(cohort: list[SimPatient]) -> None:
         assert re.fullmatch(PATIENT_ID_PATTERN.strip("^$"), p.patient_id)
         assert p.patient_id.startswith(f"sim-{p.label.archetype}-") and p.patient_id.endswith(f"-{SEED}")
         for post in p.posts:
-            ids = [post.payload["event_id"]] if post.kind == "checkin" else [
-                s["event_id"] for s in post.payload["samples"]
-            ]
+            ids = (
+                [post.payload["event_id"]]
+                if post.kind == "checkin"
+                else [s["event_id"] for s in post.payload["samples"]]
+            )
             for i in ids:
                 assert uuid.UUID(i).version == 4
                 assert i not in seen
@@ -277,8 +279,9 @@ def test_archetype_ground_truth_is_visible_in_data(cohort: list[SimPatient]) -> 
         assert gap_end - p.label.onset >= timedelta(days=7)
     for p in by["activity_decline"]:
         assert p.label.onset is not None
-        steps = [(_dt(s["start"]), s["value"]) for b in p.activity_batches for s in b["samples"]
-                 if s["type"] == "steps"]
+        steps = [
+            (_dt(s["start"]), s["value"]) for b in p.activity_batches for s in b["samples"] if s["type"] == "steps"
+        ]
         before = [v for t, v in steps if t < p.label.onset]
         declined = [v for t, v in steps if t >= p.label.onset]
         assert len(declined) >= 10
@@ -320,24 +323,39 @@ def test_archetype_ground_truth_is_visible_in_data(cohort: list[SimPatient]) -> 
 T0 = datetime(2026, 10, 1, 8, 0, tzinfo=UTC)
 
 
-def _alert(pid: str, kind: str, event_time: datetime, severity: str | None = None, *,
-           opened: datetime | None = None, resolved: datetime | None = None, aid: str | None = None) -> Alert:
-    sev = severity or {"red_flag": "critical", "regression": "high", "spreading_symptoms": "high",
-                       "persistent_flare": "medium", "plateau": "medium"}.get(kind, "low")
+def _alert(
+    pid: str,
+    kind: str,
+    event_time: datetime,
+    severity: str | None = None,
+    *,
+    opened: datetime | None = None,
+    resolved: datetime | None = None,
+    aid: str | None = None,
+) -> Alert:
+    sev = severity or {
+        "red_flag": "critical",
+        "regression": "high",
+        "spreading_symptoms": "high",
+        "persistent_flare": "medium",
+        "plateau": "medium",
+    }.get(kind, "low")
     opened = opened or event_time + timedelta(minutes=5)
-    return Alert.model_validate({
-        "id": aid or f"al_{uuid.uuid4().hex[:10]}",
-        "patient_id": pid,
-        "kind": kind,
-        "severity": sev,
-        "status": "resolved" if resolved else "open",
-        "summary": "x",
-        "event_time": event_time.isoformat(),
-        "opened_at": opened.isoformat(),
-        "updated_at": opened.isoformat(),
-        "resolved_at": resolved.isoformat() if resolved else None,
-        "resolution": "auto" if resolved else None,
-    })
+    return Alert.model_validate(
+        {
+            "id": aid or f"al_{uuid.uuid4().hex[:10]}",
+            "patient_id": pid,
+            "kind": kind,
+            "severity": sev,
+            "status": "resolved" if resolved else "open",
+            "summary": "x",
+            "event_time": event_time.isoformat(),
+            "opened_at": opened.isoformat(),
+            "updated_at": opened.isoformat(),
+            "resolved_at": resolved.isoformat() if resolved else None,
+            "resolution": "auto" if resolved else None,
+        }
+    )
 
 
 def _truths() -> list[Truth]:
@@ -454,12 +472,7 @@ def test_truths_from_cohort_round_trip(cohort: list[SimPatient]) -> None:
     truths = truths_from_cohort(cohort)
     assert len(truths) == len(cohort)
     # Perfect alerts at onset (red flags at the exact check-in time) pass every detection target.
-    alerts = [
-        _alert(t.patient_id, kind, t.onset)
-        for t in truths
-        for kind in t.expected
-        if t.onset is not None
-    ]
+    alerts = [_alert(t.patient_id, kind, t.onset) for t in truths for kind in t.expected if t.onset is not None]
     ev = evaluate(truths, alerts)
     assert all(k.rate == 1.0 for k in ev.kinds)
     assert all(t.passed for t in check_targets(ev))
@@ -513,8 +526,19 @@ def test_write_report_replaces_marked_section(tmp_path: Path) -> None:
 async def test_cli_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(["--dry-run", "--per-archetype", "1", "--seed", "99",
-                              "--archetypes", "red_flag,steady_recovery", "--api-key", ""])
+    args = parser.parse_args(
+        [
+            "--dry-run",
+            "--per-archetype",
+            "1",
+            "--seed",
+            "99",
+            "--archetypes",
+            "red_flag,steady_recovery",
+            "--api-key",
+            "",
+        ]
+    )
     assert await run(args) == 0
     out = capsys.readouterr().out
     assert "seed=99" in out and "| red_flag | 1 |" in out

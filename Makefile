@@ -1,0 +1,41 @@
+# NerveWatch: `make run` starts everything locally; `make test` runs lint, types and the whole suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint typecheck pytest bench bench-smoke schemas simulate clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[embedded,dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/nervewatch run
+
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	$(BIN)/nervewatch bench --write docs/performance.md
+
+schemas: $(STAMP)
+	$(BIN)/python -m schemas.export
+
+simulate: $(STAMP)
+	$(BIN)/nervewatch simulate --per-archetype 50 --evaluate --report docs/detection-quality.md
+
+clean:
+	rm -rf $(VENV) .nervewatch .mypy_cache .ruff_cache .pytest_cache

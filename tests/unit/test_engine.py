@@ -1,0 +1,444 @@
+"""Unit tests of services.scoring.engine: each trajectory state at its edges, signals and their event times.
+
+Series are built with every 0-10 item equal to index/10, so a day's symptom index is the value given.
+Defaults (carpal tunnel, conservative): baseline 60 -> index MCID 18, deterioration MCID 9.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+
+from schemas.trajectory import SignalCode, TrajectoryState
+from services.scoring.config import ScoringConfig, config_for
+from services.scoring.engine import score, symptom_index
+from services.scoring.model import Assessment, Baseline, DayRecord, PatientProfile
+
+START = date(2026, 1, 5)
+PROFILE = PatientProfile(
+    patient_id="pt-1", condition="carpal_tunnel", side="right", treatment="conservative", timezone="UTC"
+)
+
+
+def at(n: int, hour: int = 20) -> datetime:
+    d = START + timedelta(days=n)
+    return datetime(d.year, d.month, d.day, hour, tzinfo=UTC)
+
+
+def day(n: int, idx: float | None, **kw: object) -> DayRecord:
+    v = None if idx is None else idx / 10.0
+    fields: dict[str, object] = {
+        "date": START + timedelta(days=n),
+        "checkins": 1,
+        "pain": v,
+        "tingling": v,
+        "numbness": v,
+        "weakness": v,
+        "last_event_id": f"e{n}",
+        "last_recorded_at": at(n),
+        "last_received_at": at(n),
+    }
+    fields.update(kw)
+    return DayRecord(**fields)  # type: ignore[arg-type]
+
+
+def pt(n: int) -> dict[str, object]:
+    return {"pt_session": True, "pt_session_ended_at": at(n, 16)}
+
+
+def series(
+    values: Iterable[tuple[int, float]], extra: Mapping[int, Mapping[str, object]] | None = None
+) -> list[DayRecord]:
+    more = extra or {}
+    return [day(n, v, **more.get(n, {})) for n, v in values]
+
+
+def step_to(level: float, until: int) -> list[tuple[int, float]]:
+    """Days 0-6 at 60, then `level` through day `until`."""
+    return [(n, 60.0 if n < 7 else level) for n in range(until + 1)]
+
+
+def run(days: list[DayRecord], profile: PatientProfile = PROFILE, cfg: ScoringConfig | None = None) -> Assessment:
+    as_of = max(d.last_recorded_at for d in days if d.last_recorded_at is not None)
+    return score(profile, days, as_of, cfg)
+
+
+def codes(a: Assessment) -> set[SignalCode]:
+    return {s.code for s in a.signals}
+
+
+def signal(a: Assessment, code: SignalCode) -> object:
+    return next(s for s in a.signals if s.code is code)
+
+
+def upto(days: list[DayRecord], n: int) -> list[DayRecord]:
+    return [d for d in days if d.date <= START + timedelta(days=n)]
+
+
+# ----- index and config --------------------------------------------------------------------------
+
+
+def test_symptom_index_weights_and_missing_items() -> None:
+    assert symptom_index(DayRecord(date=START)) is None
+    assert symptom_index(DayRecord(date=START, pain=10)) == 100.0
+    assert symptom_index(DayRecord(date=START, pain=10, tingling=0, numbness=0, weakness=0)) == 35.0
+    assert symptom_index(DayRecord(date=START, pain=4, tingling=4, numbness=4, weakness=4)) == 40.0
+
+
+def test_config_per_condition() -> None:
+    assert config_for("carpal_tunnel", "conservative").review_after_days == 28
+    assert config_for("cubital_tunnel", "conservative").review_after_days == 84
+    assert config_for("lumbar_radiculopathy", "conservative").review_after_days == 84
+    assert config_for("peripheral_nerve_injury", "conservative").review_after_days == 91
+    ctr = config_for("carpal_tunnel", "surgical_decompression")
+    assert (
+        ctr.postop_dip_days == 42 and ctr.function_mcid("bctq_sss") == 1.45 and ctr.function_mcid("quickdash") == 18.7
+    )
+    assert config_for("carpal_tunnel", "conservative").function_mcid("bctq_sss") == 1.0
+    assert config_for("carpal_tunnel", "conservative").postop_dip_days == 0
+    cfg = ScoringConfig()
+    assert cfg.index_mcid(60.0) == 18.0 and cfg.deterioration_mcid(18.0) == 9.0
+    assert cfg.index_mcid(20.0) == 12.0 and cfg.index_mcid(90.0) == 20.0
+
+
+# ----- insufficient data, determinism, reasons ---------------------------------------------------
+
+
+def test_insufficient_data_below_min_days_and_improving_at_min() -> None:
+    vals = [60.0, 50.0, 40.0, 35.0, 30.0]
+    four = run(series(enumerate(vals[:4])))
+    assert four.state is TrajectoryState.insufficient_data
+    assert any(r.code == "insufficient_data" for r in four.reasons)
+    five = run(series(enumerate(vals)))
+    assert five.state is TrajectoryState.improving
+    assert five.baseline_symptom_index == 40.0
+    assert five.slope_per_week is not None and five.slope_per_week < 0
+
+
+def test_no_days_at_all() -> None:
+    a = score(PROFILE, [], at(0))
+    assert a.state is TrajectoryState.insufficient_data and a.reasons and a.symptom_index is None
+
+
+def test_deterministic_under_shuffle_and_duplicates() -> None:
+    days = series(step_to(30.0, 50), {41: pt(41), 42: {"steps": 9000}})
+    days = [d if d.date.toordinal() % 9 else replace(d, pain=None) for d in days]
+    expected = run(days)
+    rng = random.Random(3)
+    for _ in range(5):
+        shuffled = days + rng.sample(days, 10)
+        rng.shuffle(shuffled)
+        assert run(shuffled) == expected
+
+
+def test_every_assessment_has_reasons_with_numbers() -> None:
+    a = run(series(step_to(30.0, 20)))
+    assert a.reasons
+    pain = next(r for r in a.reasons if r.code == "pain_improved_mcid")
+    assert pain.detail == "pain 6 -> 3 over 20 days (MCID 2)"
+    assert a.day_index[START] == 60.0
+    assert a.baseline_symptom_index == 60.0
+
+
+def test_enrolment_baseline_is_used() -> None:
+    prof = replace(PROFILE, baseline=Baseline(pain=8, tingling=8, numbness=8, weakness=8))
+    a = run(series(step_to(50.0, 10)), prof)
+    assert a.baseline_symptom_index == 80.0
+    assert any("enrolment baseline" in r.detail for r in a.reasons)
+
+
+def test_sparse_series_every_third_day() -> None:
+    days = series((n, 70.0 - n) for n in range(0, 45, 3))
+    a = run(days)
+    assert a.state is TrajectoryState.improving
+    assert a.slope_per_week == -7.0
+
+
+# ----- red flag ---------------------------------------------------------------------------------
+
+
+def test_red_flag_overrides_and_event_time_is_reporting_checkin() -> None:
+    flag_at = at(10, 9)
+    days = series(
+        step_to(30.0, 10),
+        {10: {"red_flags": ("foot_drop",), "red_flag_event_id": "rf-1", "red_flag_recorded_at": flag_at}},
+    )
+    a = run(days)
+    assert a.state is TrajectoryState.red_flag
+    sig = signal(a, SignalCode.red_flag)
+    assert sig.event_time == flag_at and sig.event_id == "rf-1" and sig.since == START + timedelta(days=10)  # type: ignore[attr-defined]
+    one = score(PROFILE, [day(0, 20.0, red_flags=("fever",), red_flag_event_id="x", red_flag_recorded_at=at(0))], at(0))
+    assert one.state is TrajectoryState.red_flag
+
+
+def test_red_flag_window_edges() -> None:
+    flag_at = at(10, 9)
+    days = series(
+        step_to(30.0, 10), {10: {"red_flags": ("fever",), "red_flag_event_id": "rf", "red_flag_recorded_at": flag_at}}
+    )
+    inside = score(PROFILE, days, flag_at + timedelta(hours=72))
+    outside = score(PROFILE, days, flag_at + timedelta(hours=72, seconds=1))
+    assert inside.state is TrajectoryState.red_flag
+    assert outside.state is not TrajectoryState.red_flag
+    assert SignalCode.red_flag not in codes(outside)
+
+
+# ----- worsening / regression ---------------------------------------------------------------------
+
+
+def test_regression_detected_on_third_elevated_day_not_before() -> None:
+    days = series(step_to(30.0, 40) + [(n, 45.0) for n in range(41, 50)])
+    assert SignalCode.regression not in codes(run(upto(days, 43)))
+    a = run(upto(days, 44))
+    assert a.state is TrajectoryState.worsening
+    sig = signal(a, SignalCode.regression)
+    assert sig.event_time == at(44) and sig.event_id == "e44" and sig.since == START + timedelta(days=42)  # type: ignore[attr-defined]
+    later = run(days)
+    assert SignalCode.regression in codes(later)
+    assert signal(later, SignalCode.regression).event_time == at(44)  # type: ignore[attr-defined]
+
+
+def test_rise_below_deterioration_mcid_is_not_regression() -> None:
+    days = series(step_to(30.0, 40) + [(n, 38.0) for n in range(41, 60)])
+    a = run(days)
+    assert SignalCode.regression not in codes(a)
+    assert a.state is not TrajectoryState.worsening
+
+
+def test_noisy_reporter_stable_is_not_regression() -> None:
+    noise = [0, 8, -8, 6, -6, 8, -4, 0, 8, -8]
+    days = series(step_to(30.0, 20) + [(n, 30.0 + noise[n % 10]) for n in range(21, 90)])
+    for n in range(25, 90, 3):
+        assert SignalCode.regression not in codes(run(upto(days, n))), n
+
+
+def test_back_to_baseline_is_regression_even_after_pt() -> None:
+    days = series(step_to(20.0, 40) + [(n, 58.0) for n in range(41, 50)], {40: pt(40)})
+    a = run(upto(days, 43))
+    assert SignalCode.regression in codes(a)
+    assert SignalCode.flare_window not in codes(a)
+    assert any(r.code == "back_to_baseline" for r in a.reasons)
+
+
+# ----- flares ----------------------------------------------------------------------------------
+
+
+def flare_days(after: list[float]) -> list[DayRecord]:
+    return series(step_to(30.0, 41) + [(42 + k, v) for k, v in enumerate(after)], {41: pt(41)})
+
+
+def test_pt_flare_that_settles() -> None:
+    days = flare_days([50.0, 45.0, 30.0] + [30.0] * 12)
+    for n in (42, 43, 44):
+        a = run(upto(days, n))
+        assert a.state is TrajectoryState.flare, n
+        assert SignalCode.flare_window in codes(a)
+        assert not codes(a) & {SignalCode.regression, SignalCode.persistent_flare}
+    for n in range(45, 57):
+        a = run(upto(days, n))
+        assert not codes(a) & {SignalCode.regression, SignalCode.persistent_flare, SignalCode.flare_window}, n
+    assert run(days).state is TrajectoryState.plateau  # flat at 30 since day 10; the flare did not reset it
+
+
+def test_pt_flare_that_does_not_settle_is_persistent() -> None:
+    days = flare_days([50.0] * 15)
+    assert run(upto(days, 44)).state is TrajectoryState.flare
+    a = run(upto(days, 45))
+    assert a.state is TrajectoryState.worsening
+    sig = signal(a, SignalCode.persistent_flare)
+    assert sig.since == START + timedelta(days=45) and sig.event_time == at(45)  # type: ignore[attr-defined]
+    assert SignalCode.flare_window not in codes(a)
+    assert SignalCode.regression in codes(run(days))
+
+
+def test_flare_vs_regression_same_rise_without_trigger() -> None:
+    with_pt = flare_days([55.0] * 4)
+    without = series(step_to(30.0, 41) + [(42 + k, 55.0) for k in range(4)])
+    assert run(upto(with_pt, 44)).state is TrajectoryState.flare
+    a = run(upto(without, 44))
+    assert a.state is TrajectoryState.worsening and SignalCode.regression in codes(a)
+    assert SignalCode.flare_window not in codes(a)
+
+
+def test_unusually_active_day_triggers_flare() -> None:
+    steps = {n: {"steps": 5000} for n in range(0, 41)}
+    steps[41] = {"steps": 9000}
+    days = series([*step_to(30.0, 41), (42, 50.0), (43, 48.0)], steps)
+    a = run(days)
+    assert a.state is TrajectoryState.flare
+    assert "unusually active day" in signal(a, SignalCode.flare_window).reasons[0].detail  # type: ignore[attr-defined]
+
+
+def test_flare_with_spreading_numbness_is_not_a_flare() -> None:
+    extra: dict[int, dict[str, object]] = {
+        41: pt(41),
+        42: {"numbness_spreading": True, "spreading_event_id": "sp", "spreading_recorded_at": at(42, 8)},
+    }
+    days = series([*step_to(30.0, 41), (42, 50.0), (43, 48.0)], extra)
+    a = run(days)
+    assert a.state is TrajectoryState.worsening
+    assert SignalCode.flare_window not in codes(a)
+    assert SignalCode.spreading_symptoms in codes(a)
+
+
+# ----- post-operative dip -------------------------------------------------------------------------
+
+
+def test_postop_dip_is_not_worsening_but_later_rise_is() -> None:
+    prof = replace(PROFILE, treatment="surgical_decompression", procedure_date=START + timedelta(days=20))
+    vals = [(n, 60.0) for n in range(20)] + [(n, 75.0) for n in range(20, 30)]
+    vals += [(n, max(25.0, 75.0 - 3 * (n - 30))) for n in range(30, 70)] + [(n, 45.0) for n in range(70, 80)]
+    days = series(vals)
+    for n in range(21, 62, 2):
+        a = run(upto(days, n), prof)
+        assert a.state is not TrajectoryState.worsening, n
+        assert SignalCode.regression not in codes(a), n
+    assert any(r.code == "postop_recovery_window" for r in run(upto(days, 25), prof).reasons)
+    assert SignalCode.regression in codes(run(days, prof))
+
+
+def test_postop_spreading_numbness_still_counts() -> None:
+    prof = replace(PROFILE, treatment="surgical_decompression", procedure_date=START + timedelta(days=20))
+    extra: dict[int, dict[str, object]] = {
+        25: {"numbness_spreading": True, "spreading_event_id": "sp", "spreading_recorded_at": at(25, 7)}
+    }
+    days = series([(n, 60.0) for n in range(26)], extra)
+    a = run(days, prof)
+    assert a.state is TrajectoryState.worsening
+    assert signal(a, SignalCode.spreading_symptoms).event_time == at(25, 7)  # type: ignore[attr-defined]
+
+
+# ----- plateau, recovered --------------------------------------------------------------------------
+
+
+def test_plateau_at_21_days_not_20() -> None:
+    days = series(step_to(30.0, 40))
+    at20 = run(upto(days, 30))
+    assert at20.state is TrajectoryState.improving and SignalCode.plateau not in codes(at20)
+    at21 = run(upto(days, 31))
+    assert at21.state is TrajectoryState.plateau
+    sig = signal(at21, SignalCode.plateau)
+    assert sig.since == START + timedelta(days=10) and sig.event_time == at(31)  # type: ignore[attr-defined]
+    assert signal(run(days), SignalCode.plateau).event_time == at(31)  # type: ignore[attr-defined]
+
+
+def test_slow_steady_improvement_is_not_plateau() -> None:
+    days = series((n, 60.0 - 0.4 * n) for n in range(80))
+    for n in range(30, 80, 5):
+        assert SignalCode.plateau not in codes(run(upto(days, n))), n
+
+
+def test_no_improvement_yet_waits_for_review_window() -> None:
+    days = series((n, 60.0) for n in range(40))
+    early = run(upto(days, 20))
+    assert early.state is TrajectoryState.insufficient_data
+    assert any(r.code == "trend_not_established" for r in early.reasons)
+    before_review = run(upto(days, 27))
+    assert before_review.state is TrajectoryState.plateau and SignalCode.plateau not in codes(before_review)
+    assert any(r.code == "plateau_within_expected_recovery_time" for r in before_review.reasons)
+    a = run(days)
+    assert a.state is TrajectoryState.plateau and SignalCode.plateau in codes(a)
+    assert signal(a, SignalCode.plateau).event_time == at(28)  # type: ignore[attr-defined]
+    cubital = replace(PROFILE, condition="cubital_tunnel")
+    b = run(days, cubital)
+    assert b.state is TrajectoryState.plateau and SignalCode.plateau not in codes(b)
+
+
+def test_recovered_after_14_days_not_13() -> None:
+    days = series(step_to(10.0, 30))
+    assert run(upto(days, 22)).state is TrajectoryState.improving
+    assert run(upto(days, 23)).state is TrajectoryState.recovered
+
+
+def test_recovered_requires_acceptable_function_score() -> None:
+    days = series(step_to(10.0, 30), {30: {"function_instrument": "bctq_sss", "function_score": 1.8}})
+    assert run(days).state is not TrajectoryState.recovered
+    ok = series(step_to(10.0, 30), {30: {"function_instrument": "bctq_sss", "function_score": 1.7}})
+    a = run(ok)
+    assert a.state is TrajectoryState.recovered
+    assert any(r.code == "function_acceptable_state" for r in a.reasons)
+
+
+# ----- spreading, grip, activity -----------------------------------------------------------------
+
+
+def test_spreading_numbness_signal_and_clearing() -> None:
+    extra: dict[int, dict[str, object]] = {
+        30: {"numbness_spreading": True, "spreading_event_id": "sp", "spreading_recorded_at": at(30, 8)}
+    }
+    days = series(step_to(30.0, 40), extra)
+    a = run(upto(days, 30))
+    sig = signal(a, SignalCode.spreading_symptoms)
+    assert sig.event_time == at(30, 8) and sig.event_id == "sp" and sig.since == START + timedelta(days=30)  # type: ignore[attr-defined]
+    assert a.state is TrajectoryState.worsening
+    assert SignalCode.spreading_symptoms in codes(run(upto(days, 32)))
+    assert SignalCode.spreading_symptoms not in codes(run(upto(days, 33)))
+
+
+def test_grip_drop_of_one_mcid_is_regression() -> None:
+    grip = {n: {"grip_strength_kg": 20.0} for n in range(41)} | {n: {"grip_strength_kg": 14.0} for n in range(41, 46)}
+    days = series(step_to(30.0, 45), grip)
+    assert SignalCode.regression not in codes(run(upto(days, 41)))
+    a = run(upto(days, 42))
+    assert a.state is TrajectoryState.worsening
+    assert any(r.code == "grip_drop" for r in signal(a, SignalCode.regression).reasons)  # type: ignore[attr-defined]
+    small = {n: {"grip_strength_kg": 20.0} for n in range(41)} | {n: {"grip_strength_kg": 15.5} for n in range(41, 46)}
+    assert SignalCode.regression not in codes(run(series(step_to(30.0, 45), small)))
+
+
+def test_device_grip_preferred_and_dip_suppresses_grip_drop() -> None:
+    prof = replace(PROFILE, treatment="surgical_decompression", procedure_date=START + timedelta(days=41))
+    grip = {n: {"device_grip_strength_kg": 20.0, "grip_strength_kg": 5.0} for n in range(41)}
+    grip |= {n: {"device_grip_strength_kg": 12.0} for n in range(41, 46)}
+    days = series(step_to(30.0, 45), grip)
+    assert SignalCode.regression not in codes(run(upto(days, 40)))
+    assert SignalCode.regression not in codes(run(days, prof))
+
+
+def test_activity_decline_is_supporting_evidence_only() -> None:
+    steps = {n: {"steps": 6000} for n in range(41)} | {n: {"steps": 3500} for n in range(41, 50)}
+    days = series((n, 60.0 - n) for n in range(50))
+    days = [replace(d, **steps.get((d.date - START).days, {})) for d in days]  # type: ignore[arg-type]
+    assert SignalCode.activity_decline not in codes(run(upto(days, 45)))
+    a = run(upto(days, 46))
+    assert SignalCode.activity_decline in codes(a)
+    assert a.state is TrajectoryState.improving and SignalCode.regression not in codes(a)
+    small = [replace(d, steps=4500) if d.steps == 3500 else d for d in days]
+    assert SignalCode.activity_decline not in codes(run(small))
+
+
+def test_activity_decline_reason_on_regression() -> None:
+    steps = {n: {"steps": 6000} for n in range(41)} | {n: {"steps": 3000} for n in range(41, 50)}
+    days = series(step_to(30.0, 40) + [(n, 45.0) for n in range(41, 50)], steps)
+    a = run(days)
+    reg = signal(a, SignalCode.regression)
+    assert any(r.code == "activity_declined" for r in reg.reasons)  # type: ignore[attr-defined]
+
+
+# ----- timezone and performance --------------------------------------------------------------------
+
+
+def test_as_of_local_date_in_patient_timezone() -> None:
+    prof = replace(PROFILE, timezone="America/New_York")
+    days = series(step_to(30.0, 10))
+    as_of = datetime(2026, 1, 16, 3, 30, tzinfo=UTC)  # 22:30 on 2026-01-15 in New York (= day 10)
+    future = day(11, 90.0)
+    a = score(prof, [*days, future], as_of)
+    assert START + timedelta(days=11) not in a.day_index
+    assert a.day_index[START + timedelta(days=10)] == 30.0
+
+
+def test_score_180_days_is_fast() -> None:
+    rng = random.Random(1)
+    vals = [(n, max(0.0, 60.0 - n / 3 + rng.uniform(-8, 8))) for n in range(194) if rng.random() > 0.2]
+    extra = {n: {**pt(n), "steps": 5000 + rng.randint(-900, 900), "grip_strength_kg": 20.0} for n in range(0, 194, 3)}
+    days = series(vals, extra)
+    run(days)
+    t0 = time.perf_counter()
+    for _ in range(50):
+        run(days)
+    per_call = (time.perf_counter() - t0) / 50
+    assert per_call < 0.005, per_call
