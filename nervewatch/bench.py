@@ -1,11 +1,528 @@
-"""Benchmark harness (being written)."""
+"""`nervewatch bench`: throughput and latency of the whole pipeline on this machine, next to raw ceilings.
+
+Everything runs against a private stack: embedded PostgreSQL and broker (or the configured ones,
+with a fresh database), the three services as child processes on free ports. Phases, in order:
+1. ceilings: a plain aiokafka producer and consumer on a private topic, a PostgreSQL COPY;
+2. ingest alone (scoring and alerts not running yet): single check-ins closed loop (max
+   throughput) and open loop (fixed offered rate, latency from the scheduled send time), batches;
+3. scoring and alerts start with the scoring group moved past the ingest phases' check-ins;
+   end to end: red-flag check-ins for distinct patients at fixed rates, POST to alert row;
+4. scoring consumer: check-in events published straight to the topic, until all are stored;
+5. alerts consumer: trajectory events published straight to the topic, until all are committed;
+6. memory of each service.
+`--smoke` runs tiny phases and never fails on speed; only a harness error gives a non-zero exit.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import math
+import secrets
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from nervewatch import bench_load as load
+from nervewatch.bench_proc import BenchEnv, close_env, cpu_seconds, machine_description, open_env, rss_mib
+from nervewatch.identity.store import SCOPES, IdentityStore
 from nervewatch.settings import Settings
+from schemas.events import Topics
+
+KEEP_MARKER = "<!-- bench: text below this line is kept when the report is rewritten -->"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    raw_messages: int
+    copy_rows: int
+    warmup_s: float
+    phase_s: float
+    concurrency: int
+    open_rate: float
+    batch_size: int
+    batch_concurrency: int
+    e2e_rates: tuple[float, ...]
+    e2e_s: float
+    load_patients: int
+    scoring_events: int
+    alerts_events: int
+    consumer_timeout_s: float
+
+
+FULL = Sizes(
+    raw_messages=100_000,
+    copy_rows=100_000,
+    warmup_s=2.0,
+    phase_s=10.0,
+    concurrency=64,
+    open_rate=1000.0,
+    batch_size=500,
+    batch_concurrency=4,
+    e2e_rates=(200.0, 1000.0),
+    e2e_s=5.0,
+    load_patients=300,
+    scoring_events=20_000,
+    alerts_events=20_000,
+    consumer_timeout_s=240.0,
+)
+SMOKE = Sizes(
+    raw_messages=2000,
+    copy_rows=2000,
+    warmup_s=0.3,
+    phase_s=1.5,
+    concurrency=16,
+    open_rate=200.0,
+    batch_size=100,
+    batch_concurrency=2,
+    e2e_rates=(50.0,),
+    e2e_s=1.0,
+    load_patients=40,
+    scoring_events=400,
+    alerts_events=400,
+    consumer_timeout_s=60.0,
+)
+
+
+@dataclass
+class Row:
+    name: str
+    result: str
+    ceiling: str = ""
+    ratio: str = ""
+    target: str = ""
+    status: str = ""
+    note: str = ""
+
+
+@dataclass
+class Report:
+    smoke: bool
+    command: str
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    machine: list[tuple[str, str]] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
+    cpu: list[tuple[str, dict[str, float]]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        print(f"  {row.name}: {row.result}" + (f"  [{row.status}]" if row.status else ""), flush=True)
+
+    def markdown(self) -> str:
+        lines = [
+            "# NerveWatch performance" + (" (smoke run: sizes too small to mean anything)" if self.smoke else ""),
+            "",
+            f"Measured {self.started:%Y-%m-%d %H:%M} UTC with `{self.command}` (took {self.duration_s:.0f} s).",
+            "",
+            "| Machine | |",
+            "|---|---|",
+            *(f"| {k} | {v} |" for k, v in self.machine),
+            "",
+            "## Results",
+            "",
+            "| Measurement | Result | Ceiling (same run) | Ratio | Target | Status | Notes |",
+            "|---|---|---|---|---|---|---|",
+            *(
+                f"| {r.name} | {r.result} | {r.ceiling} | {r.ratio} | {r.target} | {r.status} | {r.note} |"
+                for r in self.rows
+            ),
+        ]
+        if self.cpu:
+            parts = sorted({p for _, usage in self.cpu for p in usage})
+            lines += [
+                "",
+                "CPU used per phase, in % of one core (wall-clock average over the phase):",
+                "",
+                "| Phase | " + " | ".join(parts) + " |",
+                "|---|" + "---|" * len(parts),
+                *(f"| {phase} | " + " | ".join(_pct(usage.get(p)) for p in parts) + " |" for phase, usage in self.cpu),
+            ]
+        if self.failures:
+            lines += ["", "## Harness errors", "", *(f"- {f}" for f in self.failures)]
+        return "\n".join(lines) + "\n"
+
+    def table(self) -> str:
+        header = ("Measurement", "Result", "Ceiling", "Ratio", "Target", "Status")
+        body = [(r.name, r.result, r.ceiling, r.ratio, r.target, r.status) for r in self.rows]
+        widths = [max(len(x[i]) for x in [header, *body]) for i in range(len(header))]
+        fmt = "  ".join(f"{{:{w}}}" for w in widths)
+        return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*b) for b in body)])
+
+
+def _pct(v: float | None) -> str:
+    return "" if v is None else f"{v:.0f}"
+
+
+def _rate(v: float, unit: str) -> str:
+    return f"{v:,.0f} {unit}" if math.isfinite(v) else "n/a"
+
+
+def _ratio(v: float, ceiling: float) -> str:
+    return f"{v / ceiling:.0%}" if ceiling > 0 and math.isfinite(v) and math.isfinite(ceiling) else ""
+
+
+def _ms(v: float) -> str:
+    return f"{v * 1000:,.1f} ms" if math.isfinite(v) else "n/a"
+
+
+def _status(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+class Bench:
+    def __init__(self, settings: Settings, sizes: Sizes, report: Report) -> None:
+        self.settings = settings
+        self.sizes = sizes
+        self.report = report
+        self.env: BenchEnv | None = None
+        self.watch: load.GroupWatch | None = None
+        self.key = ""
+        self.produce_ceiling = float("nan")
+        self.consume_ceiling = float("nan")
+        self.load_patients = [f"pt-{i:05d}" for i in range(sizes.load_patients)]
+        self.e2e_patients = {
+            rate: [f"rf-{int(rate)}-{i:06d}" for i in range(int(rate * sizes.e2e_s))] for rate in sizes.e2e_rates
+        }
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    @property
+    def e(self) -> BenchEnv:
+        assert self.env is not None
+        return self.env
+
+    @property
+    def w(self) -> load.GroupWatch:
+        assert self.watch is not None
+        return self.watch
+
+    async def phase(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run one phase, recording CPU per component; a failure is reported and the next phase runs."""
+        print(f"[bench] {name}", flush=True)
+        pids = self.e.pids()
+        before = {k: cpu_seconds(v) for k, v in pids.items()}
+        started = time.monotonic()
+        try:
+            await fn()
+        except Exception as exc:
+            self.report.failures.append(f"{name}: {type(exc).__name__}: {exc}")
+            traceback.print_exc()
+        elapsed = max(time.monotonic() - started, 1e-9)
+        after = {k: cpu_seconds(v) for k, v in self.e.pids().items()}
+        self.report.cpu.append(
+            (name, {k: 100 * (after[k] - before[k]) / elapsed for k in before if k in after and before[k] <= after[k]})
+        )
+        self.e.check_services()
+
+    async def _tenant(self) -> None:
+        pool = await asyncpg.create_pool(self.e.dsn, min_size=1, max_size=2)
+        try:
+            store = IdentityStore(pool)
+            await store.ensure_tenant(
+                load.TENANT, "Benchmark clinic", secrets.token_hex(16), allow_private_webhooks=True
+            )
+            _, self.key = await store.create_key(load.TENANT, SCOPES)
+        finally:
+            await pool.close()
+
+    async def _create_topic(self, name: str) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.e.stack.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(name, self.e.partitions, 1)])
+        finally:
+            await admin.close()
+
+    async def _quiesce(self, timeout_s: float) -> bool:
+        scoring = await self.w.wait_caught_up(
+            "nervewatch-scoring", [Topics.patients, Topics.checkins, Topics.activity], timeout_s
+        )
+        alerts = await self.w.wait_caught_up("nervewatch-alerts", [Topics.patients, Topics.trajectories], timeout_s)
+        return scoring and alerts
+
+    # -- phases ----------------------------------------------------------------------------------
+
+    async def ceilings(self) -> None:
+        s = self.sizes
+        topic = f"nervewatch.bench.raw.{secrets.token_hex(3)}"
+        await self._create_topic(topic)
+        self.produce_ceiling = await load.produce_ceiling(
+            self.e.stack.bootstrap, self.settings.kafka_linger_ms, topic, s.raw_messages
+        )
+        self.report.add(
+            Row("Ceiling: plain producer (acks=all), check-in events", _rate(self.produce_ceiling, "msg/s"))
+        )
+        self.consume_ceiling = await load.consume_ceiling(self.e.stack.bootstrap, topic, s.raw_messages + 1000)
+        self.report.add(Row("Ceiling: plain consumer, same messages", _rate(self.consume_ceiling, "msg/s")))
+        copy = await load.copy_ceiling(self.e.dsn, s.copy_rows)
+        self.report.add(Row("Ceiling: PostgreSQL COPY, check-in-like rows", _rate(copy, "rows/s")))
+
+    async def setup_ingest(self) -> None:
+        self.e.start_services(("ingest",))
+        await self._tenant()
+        everyone = self.load_patients + [p for ps in self.e2e_patients.values() for p in ps]
+        started = time.monotonic()
+        await load.enrol(self.key, f"{self.e.url('ingest')}/v1/patients", everyone)
+        print(f"  enrolled {len(everyone)} patients in {time.monotonic() - started:.1f} s", flush=True)
+
+    async def ingest_closed(self) -> None:
+        s, pts = self.sizes, self.load_patients
+        res = await load.closed_loop(
+            self.key,
+            f"{self.e.url('ingest')}/v1/checkins",
+            lambda i: load.checkin_body(pts[i % len(pts)], seq=i),
+            concurrency=s.concurrency,
+            duration_s=s.phase_s,
+            warmup_s=s.warmup_s,
+        )
+        rate = res.ok / res.elapsed
+        self.report.add(
+            Row(
+                f"Ingest single check-in, closed loop ({s.concurrency} clients)",
+                _rate(rate, "req/s"),
+                _rate(self.produce_ceiling, "msg/s"),
+                _ratio(rate, self.produce_ceiling),
+                ">= 3,000 req/s",
+                _status(rate >= 3000),
+                f"p50 {_ms(load.percentile(res.latencies, 50))}, p99 {_ms(load.percentile(res.latencies, 99))}; "
+                f"errors: {res.error_text()}",
+            )
+        )
+
+    async def ingest_open(self) -> None:
+        s, pts = self.sizes, self.load_patients
+        res = await load.open_loop(
+            self.key,
+            f"{self.e.url('ingest')}/v1/checkins",
+            lambda i: load.checkin_body(pts[i % len(pts)], seq=i),
+            rate=s.open_rate,
+            duration_s=s.phase_s,
+        )
+        p50, p99 = load.percentile(res.latencies, 50), load.percentile(res.latencies, 99)
+        self.report.add(
+            Row(
+                f"Ingest single check-in, open loop at {s.open_rate:,.0f} req/s, p50 / p99",
+                f"{_ms(p50)} / {_ms(p99)}",
+                target="p99 < 25 ms at 1,000 req/s",
+                status=_status(p99 < 0.025 and s.open_rate >= 1000),
+                note=f"{res.ok} of {res.sent} accepted, achieved {res.ok / res.elapsed:,.0f} req/s, "
+                f"sender max behind {_ms(res.max_lag_s)}, max {_ms(load.percentile(res.latencies, 100))}; "
+                f"errors: {res.error_text()}",
+            )
+        )
+
+    async def ingest_batch(self) -> None:
+        s, pts = self.sizes, self.load_patients
+        res = await load.closed_loop(
+            self.key,
+            f"{self.e.url('ingest')}/v1/checkins/batch",
+            lambda i: load.batch_body(pts, s.batch_size, i * s.batch_size),
+            concurrency=s.batch_concurrency,
+            duration_s=s.phase_s,
+            warmup_s=s.warmup_s,
+        )
+        rate = res.ok * s.batch_size / res.elapsed
+        self.report.add(
+            Row(
+                f"Ingest batch of {s.batch_size}, closed loop ({s.batch_concurrency} clients)",
+                _rate(rate, "events/s"),
+                _rate(self.produce_ceiling, "msg/s"),
+                _ratio(rate, self.produce_ceiling),
+                ">= 50% of producer",
+                _status(rate >= 0.5 * self.produce_ceiling),
+                f"{res.ok} requests, p50 {_ms(load.percentile(res.latencies, 50))} per request; "
+                f"errors: {res.error_text()}",
+            )
+        )
+
+    async def start_consumers(self) -> None:
+        # The ingest phases' check-ins would be a backlog of tens of thousands of events: skip them.
+        await self.w.skip_to_end("nervewatch-scoring", Topics.checkins)
+        self.e.start_services(("scoring", "alerts"))
+        if not await self._quiesce(self.sizes.consumer_timeout_s):
+            raise TimeoutError("scoring/alerts did not catch up with the enrolments")
+
+    async def end_to_end(self, rate: float) -> None:
+        s = self.sizes
+        patients = self.e2e_patients[rate]
+        sent_at: dict[str, float] = {}
+        res = await load.open_loop(
+            self.key,
+            f"{self.e.url('ingest')}/v1/checkins",
+            lambda i: load.checkin_body(patients[i], red_flag=True),
+            rate=rate,
+            duration_s=s.e2e_s,
+            on_scheduled=lambda i, wall: sent_at.__setitem__(patients[i], wall),
+        )
+        conn = await asyncpg.connect(self.e.dsn)
+        rows: list[asyncpg.Record] = []
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                rows = await conn.fetch(
+                    """SELECT patient_id, opened_at FROM alerts.alerts
+                       WHERE tenant_id = $1 AND kind = 'red_flag' AND patient_id = ANY($2::text[])""",
+                    load.TENANT,
+                    patients,
+                )
+                if len(rows) >= res.ok:
+                    break
+                await asyncio.sleep(0.2)
+        finally:
+            await conn.close()
+        lat = [r["opened_at"].timestamp() - sent_at[r["patient_id"]] for r in rows]
+        p50, p99 = load.percentile(lat, 50), load.percentile(lat, 99)
+        self.report.add(
+            Row(
+                f"End to end at {rate:,.0f}/s: check-in POST to alert row, p50 / p99",
+                f"{_ms(p50)} / {_ms(p99)}",
+                target="p99 < 500 ms at 1,000/s",
+                status=_status(p99 < 0.5 and len(rows) == len(patients)) if rate >= 1000 else "",
+                note=f"{len(rows)} alerts for {len(patients)} red-flag check-ins ({res.ok} accepted), "
+                f"POST p99 {_ms(load.percentile(res.latencies, 99))}, max {_ms(load.percentile(lat, 100))}",
+            )
+        )
+        if len(rows) < len(patients):
+            self.report.failures.append(f"end to end at {rate:,.0f}/s: only {len(rows)} of {len(patients)} alerts")
+        await self._quiesce(s.consumer_timeout_s)
+
+    async def scoring_throughput(self) -> None:
+        s = self.sizes
+        records = load.checkin_events(self.load_patients, s.scoring_events, datetime.now(UTC))
+        conn = await asyncpg.connect(self.e.dsn)
+        prod = load.producer(self.e.stack.bootstrap, self.settings.kafka_linger_ms)
+        await prod.start()
+        try:
+            count = "SELECT count(*) FROM scoring.checkins WHERE tenant_id = $1"
+            base = int(await conn.fetchval(count, load.TENANT))
+            started = time.monotonic()
+            await load.publish(prod, Topics.checkins, records)
+            published = time.monotonic() - started
+            done = 0
+            while time.monotonic() - started < s.consumer_timeout_s:
+                done = int(await conn.fetchval(count, load.TENANT)) - base
+                if done >= s.scoring_events:
+                    break
+                await asyncio.sleep(0.1)
+            elapsed = time.monotonic() - started
+        finally:
+            await prod.stop()
+            await conn.close()
+        rate = done / elapsed
+        timed_out = done < s.scoring_events
+        self.report.add(
+            Row(
+                f"Scoring consumer: {s.scoring_events:,} check-in events, {len(self.load_patients)} patients",
+                _rate(rate, "events/s"),
+                _rate(self.consume_ceiling, "msg/s"),
+                _ratio(rate, self.consume_ceiling),
+                ">= 20,000 events/s",
+                _status(rate >= 20_000),
+                f"{done:,} stored in {elapsed:.1f} s (publishing took {published:.1f} s)"
+                + ("; TIMED OUT, rate is of the part done" if timed_out else ""),
+            )
+        )
+        if not await self._quiesce(s.consumer_timeout_s):
+            self.report.failures.append("consumers did not catch up after the scoring phase")
+
+    async def alerts_throughput(self) -> None:
+        s = self.sizes
+        every = 20
+        records = load.trajectory_events(self.load_patients, s.alerts_events, datetime.now(UTC), every)
+        prod = load.producer(self.e.stack.bootstrap, self.settings.kafka_linger_ms)
+        await prod.start()
+        try:
+            started = time.monotonic()
+            await load.publish(prod, Topics.trajectories, records)
+            published = time.monotonic() - started
+        finally:
+            await prod.stop()
+        ends = await self.w.end_offsets([Topics.trajectories])
+        base = sum(ends.values()) - s.alerts_events
+        done = 0
+        while time.monotonic() - started < s.consumer_timeout_s:
+            committed = await self.w.committed("nervewatch-alerts", list(ends))
+            done = sum(min(committed[tp], end) for tp, end in ends.items()) - base
+            if done >= s.alerts_events:
+                break
+            await asyncio.sleep(0.1)
+        elapsed = time.monotonic() - started
+        rate = done / elapsed
+        self.report.add(
+            Row(
+                f"Alerts consumer: {s.alerts_events:,} trajectory events (1 in {every} a red flag)",
+                _rate(rate, "events/s"),
+                _rate(self.consume_ceiling, "msg/s"),
+                _ratio(rate, self.consume_ceiling),
+                ">= 10,000 events/s",
+                _status(rate >= 10_000),
+                f"{done:,} committed in {elapsed:.1f} s (publishing took {published:.1f} s)"
+                + ("; TIMED OUT, rate is of the part done" if done < s.alerts_events else ""),
+            )
+        )
+
+    def memory(self) -> None:
+        for name, proc in self.e.procs.items():
+            rss = rss_mib(proc.pid)
+            self.report.add(Row(f"Memory: {name} RSS at the end", f"{rss:,.0f} MiB" if rss is not None else "n/a"))
+
+    async def run(self) -> None:
+        self.env = await open_env(self.settings, self.settings.topic_partitions)
+        try:
+            self.watch = load.GroupWatch(self.e.stack.bootstrap)
+            self.report.machine = await machine_description(self.e, self.settings)
+            await self.phase("ceilings", self.ceilings)
+            await self.phase("enrol (ingest only)", self.setup_ingest)
+            if "ingest" not in self.e.procs:
+                raise RuntimeError("ingest did not start")
+            await self.phase("ingest closed loop", self.ingest_closed)
+            await self.phase("ingest open loop", self.ingest_open)
+            await self.phase("ingest batch", self.ingest_batch)
+            await self.phase("start scoring + alerts", self.start_consumers)
+            for rate in self.sizes.e2e_rates:
+                await self.phase(f"end to end {rate:,.0f}/s", lambda r=rate: self.end_to_end(r))  # type: ignore[misc]
+            await self.phase("scoring consumer", self.scoring_throughput)
+            await self.phase("alerts consumer", self.alerts_throughput)
+            self.memory()
+        finally:
+            try:
+                if self.watch is not None:
+                    await self.watch.close()
+            finally:
+                await close_env(self.e)
 
 
 def run_bench(settings: Settings, *, smoke: bool, write: Path | None) -> int:
-    raise NotImplementedError
+    """Run the benchmark, print the table, optionally write the markdown report; 0 unless the harness failed."""
+    command = "nervewatch bench" + (" --smoke" if smoke else "") + (f" --write {write}" if write else "")
+    report = Report(smoke=smoke, command=command)
+    bench = Bench(settings, SMOKE if smoke else FULL, report)
+    started = time.monotonic()
+    try:
+        asyncio.run(bench.run())
+    except Exception as exc:
+        report.failures.append(f"{type(exc).__name__}: {exc}")
+        traceback.print_exc()
+    report.duration_s = time.monotonic() - started
+    print()
+    print(report.table())
+    for f in report.failures:
+        print(f"harness error: {f}", file=sys.stderr)
+    if write is not None:
+        keep = ""
+        if write.exists():
+            old = write.read_text()
+            if KEEP_MARKER in old:
+                keep = old.split(KEEP_MARKER, 1)[1]
+        write.parent.mkdir(parents=True, exist_ok=True)
+        write.write_text(report.markdown() + "\n" + KEEP_MARKER + keep if keep else report.markdown())
+        print(f"report written to {write}")
+    return 1 if report.failures else 0

@@ -147,7 +147,7 @@ async def _post(session: aiohttp.ClientSession, url: str, body: bytes, res: Http
                 res.ok += 1
                 return True
             res.error(str(resp.status))
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         res.error(type(exc).__name__)
     return False
 
@@ -281,7 +281,9 @@ async def produce_ceiling(bootstrap: str, linger_ms: int, topic: str, n: int) ->
 
 async def consume_ceiling(bootstrap: str, topic: str, n: int) -> float:
     """messages/s of a plain consumer (no group) reading `n` records of `topic` from the beginning."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20
+    )
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())]

@@ -178,16 +178,12 @@ async def open_env(settings: Settings, partitions: int) -> BenchEnv:
     return BenchEnv(workdir, stack, stack.database_url, db_name, dsn, env, ports, partitions)
 
 
-async def close_env(env: BenchEnv, keep_logs: Path | None = None) -> None:
+async def close_env(env: BenchEnv) -> None:
     """Stop services, drop the database (matters for an external server), stop the stack, remove the temp dir."""
     try:
         env.stop_services()
     finally:
         try:
-            if keep_logs is not None:
-                keep_logs.mkdir(parents=True, exist_ok=True)
-                for log in env.workdir.glob("*.log"):
-                    shutil.copy(log, keep_logs / log.name)
             with contextlib.suppress(Exception):
                 await _drop_database(env.admin_dsn, env.db_name)
         finally:
@@ -195,7 +191,7 @@ async def close_env(env: BenchEnv, keep_logs: Path | None = None) -> None:
             shutil.rmtree(env.workdir, ignore_errors=True)
 
 
-async def machine_description(env: BenchEnv, settings: Settings) -> list[tuple[str, str]]:
+def _host() -> tuple[str, str]:
     cpu = "unknown"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -207,6 +203,11 @@ async def machine_description(env: BenchEnv, settings: Settings) -> list[tuple[s
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    return cpu, mem
+
+
+async def machine_description(env: BenchEnv, settings: Settings) -> list[tuple[str, str]]:
+    cpu, mem = _host()
     conn = await asyncpg.connect(env.dsn)
     try:
         pg_version = str(await conn.fetchval("SHOW server_version"))
