@@ -56,6 +56,8 @@ from services.scoring.model import ActivityObs, Assessment, CheckinObs, DayRecor
 HISTORY_DAYS = 180
 BASELINE_DAYS = 14
 API_DAYS = 28
+# At most this many past local days are re-evaluated per patient and batch (a late backfill of months).
+REPLAY_POINTS = 120
 
 _event_adapter: TypeAdapter[PatientUpserted | CheckInRecorded | ActivityRecorded] = TypeAdapter(IngestEvent)
 Key = tuple[str, str]
@@ -113,11 +115,9 @@ class ScoringProcessor:
                 await self._store_checkins(conn, checkins, zones, work)
             if activity:
                 await self._store_activity(conn, activity, zones, work)
-            records = []
+            records: list[tuple[str, bytes, bytes]] = []
             for key, w in work.items():
-                traj = await self._rescore(conn, key, w)
-                if traj is not None:
-                    records.append(traj)
+                records.extend(await self._rescore(conn, key, w))
             await self.outbox.add(conn, records)
         if records:
             await self.outbox.drain()
@@ -312,13 +312,19 @@ class ScoringProcessor:
 
     # -- scoring -----------------------------------------------------------------------------
 
-    async def _rescore(self, conn: asyncpg.Connection, key: Key, w: _Work) -> tuple[str, bytes, bytes] | None:
+    async def _rescore(self, conn: asyncpg.Connection, key: Key, w: _Work) -> list[tuple[str, bytes, bytes]]:
+        """Re-score the patient as of each new local day in event-time order, then as of now-in-event-time.
+
+        Evaluating every new day (not only the newest) makes the published sequence independent of
+        how events were batched: a red flag or a flare in the middle of a backfilled week reaches
+        alerts exactly as it would have live. Only the final trajectory is stored.
+        """
         tenant, pid = key
         row = await conn.fetchrow(
             "SELECT profile FROM scoring.patients WHERE tenant_id = $1 AND patient_id = $2", tenant, pid
         )
         if row is None or row["profile"] is None:
-            return None  # held until enrolment
+            return []  # held until enrolment
         patient = Patient.model_validate(row["profile"])
         profile = profile_from_patient(patient)
         tz = ZoneInfo(patient.timezone)
@@ -331,7 +337,7 @@ class ScoringProcessor:
             )
             w.dates = {r["local_date"] for r in dates_rows if r["local_date"] is not None}
         if not w.dates:
-            return None
+            return []
         await self._rebuild_days(conn, tenant, pid, sorted(w.dates), tz)
         as_of = await conn.fetchval(
             """SELECT greatest((SELECT max(recorded_at) FROM scoring.checkins WHERE tenant_id = $1 AND patient_id = $2),
@@ -340,10 +346,47 @@ class ScoringProcessor:
             pid,
         )
         if as_of is None:
-            return None
-        days = await self._window(conn, tenant, pid, daily.local_day(as_of, tz) - timedelta(days=HISTORY_DAYS))
-        assessment = engine.score(profile, days, as_of)
-        return await self._store_trajectory(conn, tenant, pid, assessment, days, w)
+            return []
+        final_day = daily.local_day(as_of, tz)
+        first_point = min(w.dates)
+        days = await self._window(
+            conn, tenant, pid, min(final_day - timedelta(days=HISTORY_DAYS), first_point - timedelta(days=HISTORY_DAYS))
+        )
+        by_date = {d.date: d for d in days}
+        points = sorted(d for d in w.dates if d < final_day and d in by_date)[-REPLAY_POINTS:]
+        prev = await conn.fetchval(
+            "SELECT state FROM scoring.trajectories WHERE tenant_id = $1 AND patient_id = $2", tenant, pid
+        )
+        out: list[tuple[str, bytes, bytes]] = []
+        for point in points:
+            rec = by_date[point]
+            point_as_of = max(t for t in (rec.last_recorded_at, rec.last_sample_end) if t is not None)
+            upto = [d for d in days if d.date <= point and d.date >= point - timedelta(days=HISTORY_DAYS)]
+            upto = _with_baseline(days, upto)
+            a = engine.score(profile, upto, point_as_of)
+            out.append(self._event(tenant, pid, a, to_trajectory(pid, a, upto), prev, _day_trigger(rec), upto))
+            prev = a.state.value
+        recent = _with_baseline(days, [d for d in days if d.date >= final_day - timedelta(days=HISTORY_DAYS)])
+        assessment = engine.score(profile, recent, as_of)
+        trajectory = to_trajectory(pid, assessment, recent)
+        trigger = w.trigger or (_day_trigger(recent[-1]) if recent else None)
+        out.append(self._event(tenant, pid, assessment, trajectory, prev, trigger, recent))
+        await conn.execute(
+            """INSERT INTO scoring.trajectories (tenant_id, patient_id, state, as_of, data, signals, last_checkin_at,
+                                                 updated_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+               ON CONFLICT (tenant_id, patient_id) DO UPDATE SET state = EXCLUDED.state, as_of = EXCLUDED.as_of,
+                 data = EXCLUDED.data, signals = EXCLUDED.signals, last_checkin_at = EXCLUDED.last_checkin_at,
+                 updated_at = now()""",
+            tenant,
+            pid,
+            assessment.state.value,
+            assessment.as_of,
+            trajectory.model_dump(mode="json"),
+            [s.model_dump(mode="json") for s in assessment.signals],
+            _last_checkin(recent),
+        )
+        return out
 
     async def _rebuild_days(
         self, conn: asyncpg.Connection, tenant: str, pid: str, dates: list[date], tz: ZoneInfo
@@ -401,42 +444,19 @@ class ScoringProcessor:
         )
         return [day_from_json(r["data"]) for r in rows]
 
-    async def _store_trajectory(
-        self, conn: asyncpg.Connection, tenant: str, pid: str, a: Assessment, days: list[DayRecord], w: _Work
+    def _event(
+        self,
+        tenant: str,
+        pid: str,
+        a: Assessment,
+        trajectory: Trajectory,
+        prev: str | None,
+        trigger: TriggerRef | None,
+        days: list[DayRecord],
     ) -> tuple[str, bytes, bytes]:
-        trajectory = to_trajectory(pid, a, days)
-        last_checkin = max((d.last_recorded_at for d in days if d.last_recorded_at), default=None)
-        prev = await conn.fetchval(
-            "SELECT state FROM scoring.trajectories WHERE tenant_id = $1 AND patient_id = $2", tenant, pid
-        )
-        signals = [s.model_dump(mode="json") for s in a.signals]
-        await conn.execute(
-            """INSERT INTO scoring.trajectories (tenant_id, patient_id, state, as_of, data, signals, last_checkin_at,
-                                                 updated_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, now())
-               ON CONFLICT (tenant_id, patient_id) DO UPDATE SET state = EXCLUDED.state, as_of = EXCLUDED.as_of,
-                 data = EXCLUDED.data, signals = EXCLUDED.signals, last_checkin_at = EXCLUDED.last_checkin_at,
-                 updated_at = now()""",
-            tenant,
-            pid,
-            a.state.value,
-            a.as_of,
-            trajectory.model_dump(mode="json"),
-            signals,
-            last_checkin,
-        )
         changed = prev != a.state.value
         if changed:
             metrics.TRAJECTORY_STATES.labels(a.state.value).inc()
-        trigger = w.trigger
-        if trigger is None and days and days[-1].last_event_id and days[-1].last_recorded_at:
-            last = days[-1]
-            assert last.last_recorded_at is not None and last.last_event_id is not None
-            trigger = TriggerRef(
-                event_id=last.last_event_id,
-                recorded_at=last.last_recorded_at,
-                received_at=last.last_received_at or last.last_recorded_at,
-            )
         event = TrajectoryUpdated(
             tenant_id=tenant,
             event_id=uuid.uuid4(),
@@ -445,10 +465,31 @@ class ScoringProcessor:
             state_changed=changed,
             signals=list(a.signals),
             trigger=trigger,
-            last_checkin_at=last_checkin,
+            last_checkin_at=_last_checkin(days),
             computed_at=self.clock(),
         )
         return Topics.trajectories, event_key(tenant, pid), event.model_dump_json().encode()
+
+
+def _last_checkin(days: list[DayRecord]) -> datetime | None:
+    return max((d.last_recorded_at for d in days if d.last_recorded_at), default=None)
+
+
+def _with_baseline(all_days: list[DayRecord], window: list[DayRecord]) -> list[DayRecord]:
+    """The window plus the patient's earliest days (the engine's baseline), without repeats."""
+    head = [d for d in all_days[:BASELINE_DAYS] if not window or d.date < window[0].date]
+    return head + window
+
+
+def _day_trigger(day: DayRecord) -> TriggerRef | None:
+    """The newest observation of a day, as the trigger of an evaluation as of that day."""
+    if day.last_event_id and day.last_recorded_at:
+        return TriggerRef(
+            event_id=day.last_event_id,
+            recorded_at=day.last_recorded_at,
+            received_at=day.last_received_at or day.last_recorded_at,
+        )
+    return None
 
 
 def to_trajectory(patient_id: str, a: Assessment, days: list[DayRecord]) -> Trajectory:
