@@ -28,6 +28,9 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider
 
+bench-smoke: $(STAMP)
+	$(BIN)/nervewatch bench --smoke
+
 bench: $(STAMP)
 	$(BIN)/nervewatch bench --write docs/performance.md
 

@@ -394,3 +394,43 @@ class GroupWatch:
         for c in self._consumers.values():
             await c.stop()
         self._consumers.clear()
+
+
+async def hop_latency(bootstrap: str, linger_ms: int, topic: str, rate: float, duration_s: float) -> list[float]:
+    """Seconds from send to receipt through the broker for single messages at `rate`/s (plain client, no group)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    prod = producer(bootstrap, linger_ms)
+    await consumer.start()
+    await prod.start()
+    latencies: list[float] = []
+    try:
+        tps = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())]
+        if not tps:
+            await consumer.client.force_metadata_update()
+            tps = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        n = max(1, int(rate * duration_s))
+        done = asyncio.Event()
+
+        async def receive() -> None:
+            while len(latencies) < n:
+                batch = await consumer.getmany(timeout_ms=1000)
+                now = time.time()
+                for recs in batch.values():
+                    latencies.extend(now - float(r.value) for r in recs if r.value and r.key == b"hop")
+            done.set()
+
+        reader = asyncio.create_task(receive())
+        await asyncio.sleep(0.5)  # let the consumer settle on the end offsets
+        for i in range(n):
+            await prod.send(topic, key=b"hop", value=repr(time.time()).encode(), partition=i % len(tps))
+            await asyncio.sleep(1 / rate)
+        try:
+            await asyncio.wait_for(done.wait(), 10)
+        except TimeoutError:
+            reader.cancel()
+        return latencies
+    finally:
+        await prod.stop()
+        await consumer.stop()

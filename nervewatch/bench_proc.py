@@ -110,13 +110,16 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes (0 for a process that is gone)."""
+def cpu_seconds(pids: list[int], reaped: bool = False) -> float:
+    """User + system CPU time of these processes (0 for a process that is gone). With `reaped`, the
+    first process also counts its exited children (PostgreSQL backends come and go)."""
     total = 0.0
-    for pid in pids:
+    for i, pid in enumerate(pids):
         with contextlib.suppress(OSError, IndexError, ValueError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / _TICKS
+            if reaped and i == 0:
+                total += (int(fields[13]) + int(fields[14])) / _TICKS
     return total
 
 
@@ -231,4 +234,12 @@ async def machine_description(env: BenchEnv, settings: Settings) -> list[tuple[s
         ("PostgreSQL", postgres),
         ("Topic partitions", str(env.partitions)),
         ("Producer linger", f"{settings.kafka_linger_ms} ms, acks=all, no idempotence"),
+        ("Load average at start (1/5/15 min)", _loadavg()),
     ]
+
+
+def _loadavg() -> str:
+    try:
+        return " / ".join(Path("/proc/loadavg").read_text().split()[:3]) + " (other work on the machine skews results)"
+    except OSError:
+        return "unknown"

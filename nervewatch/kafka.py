@@ -173,8 +173,9 @@ class BatchConsumer(Generic[T]):
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.settings.consumer_max_batch,
+            fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
             request_timeout_ms=max(self.settings.kafka_request_timeout_ms, 40_000),
-            session_timeout_ms=30_000,
+            session_timeout_ms=10_000,
             heartbeat_interval_ms=3_000,
             max_poll_interval_ms=300_000,
         )

@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     kafka_request_timeout_ms: int = Field(default=10_000, ge=1000)
     kafka_linger_ms: int = Field(default=2, ge=0)
     ingest_produce_timeout_s: float = Field(default=5.0, gt=0)
+    kafka_fetch_max_wait_ms: int = Field(default=25, ge=1, le=5000)
     consumer_max_batch: int = Field(default=2000, ge=1, le=100_000)
     consumer_stall_seconds: float = Field(default=60.0, gt=0)
 

@@ -123,6 +123,7 @@ class Receiver:
     url: str
     requests: list[dict[str, Any]] = field(default_factory=list)
     status: int = 200
+    delay_s: float = 0.0
 
     async def wait_for(self, n: int, timeout_s: float = 30) -> list[dict[str, Any]]:
         end = time.monotonic() + timeout_s
@@ -141,6 +142,8 @@ async def webhook_receiver() -> AsyncIterator[Receiver]:
     async def hook(request: web.Request) -> web.Response:
         body = await request.read()
         receiver.requests.append({"headers": dict(request.headers), "body": body, "json": json.loads(body)})
+        if receiver.delay_s:
+            await asyncio.sleep(receiver.delay_s)
         return web.Response(status=receiver.status)
 
     app = web.Application()
@@ -169,3 +172,42 @@ async def poll(fn: Any, timeout_s: float = 30, interval_s: float = 0.1) -> Any:
 async def get_json(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> tuple[int, Any]:
     async with session.get(url, headers=headers) as resp:
         return resp.status, await resp.json(content_type=None)
+
+
+async def enrol(
+    http: aiohttp.ClientSession, ingest: str, tenant: Tenant, pid: str, care_team: list[dict[str, Any]]
+) -> None:
+    body = {
+        "patient_id": pid,
+        "condition": "lumbar_radiculopathy",
+        "treatment": "conservative",
+        "timezone": "UTC",
+        "care_team": care_team,
+    }
+    async with http.post(f"{ingest}/v1/patients", json=body, headers=tenant.headers) as resp:
+        assert resp.status in (200, 201), await resp.text()
+
+
+async def post_red_flag(http: aiohttp.ClientSession, ingest: str, tenant: Tenant, pid: str) -> str:
+    import uuid
+    from datetime import UTC, datetime
+
+    event_id = str(uuid.uuid4())
+    body = {
+        "event_id": event_id,
+        "patient_id": pid,
+        "recorded_at": datetime.now(UTC).isoformat(),
+        "pain": {"current": 8},
+        "red_flags": ["foot_drop"],
+    }
+    async with http.post(f"{ingest}/v1/checkins", json=body, headers=tenant.headers) as resp:
+        assert resp.status == 202, await resp.text()
+    return event_id
+
+
+async def wait_alert(http: aiohttp.ClientSession, alerts: str, tenant: Tenant, pid: str) -> dict[str, Any]:
+    async def listed() -> Any:
+        _, page = await get_json(http, f"{alerts}/v1/alerts?patient_id={pid}", tenant.headers)
+        return page["items"][0] if page.get("items") else None
+
+    return await poll(listed)  # type: ignore[no-any-return]

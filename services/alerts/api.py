@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import asyncpg
 from aiohttp import web
 from pydantic import ValidationError
@@ -25,6 +26,7 @@ from nervewatch.outbox import Outbox
 from nervewatch.problems import ProblemError, not_found, read_json, validation_problem
 from schemas.alerts import AlertAction, AlertKind, AlertPage, AlertStatus, AuditEntry, AuditPage, Snooze, SnoozeIn
 from schemas.common import PATIENT_ID_PATTERN, Severity
+from services.alerts import model
 from services.alerts.store import ALERT_COLUMNS, AlertWriter, alerts_from_rows, load_alert
 
 log = logging.getLogger(__name__)
@@ -57,12 +59,16 @@ class Broadcaster:
                 continue  # a slow console misses updates rather than growing memory
             q.put_nowait((tenant_id, alert_id))
 
-    async def subscribe(self) -> AsyncIterator[tuple[str, str]]:
+    async def subscribe(self, heartbeat_s: float = 15.0) -> AsyncIterator[tuple[str, str] | None]:
+        """Yield changes; yields None after `heartbeat_s` of silence so the caller can ping the client."""
         q: asyncio.Queue[tuple[str, str]] = asyncio.Queue(maxsize=1000)
         self._subs.add(q)
         try:
             while True:
-                yield await q.get()
+                try:
+                    yield await asyncio.wait_for(q.get(), timeout=heartbeat_s)
+                except TimeoutError:
+                    yield None
         finally:
             self._subs.discard(q)
 
@@ -82,7 +88,37 @@ class AlertsApi:
             web.post("/v1/alerts/{alert_id}/acknowledge", self.acknowledge),
             web.post("/v1/alerts/{alert_id}/resolve", self.resolve),
             web.post("/v1/patients/{patient_id}/snoozes", self.snooze),
+            web.get("/v1/admin/alert-policy", self.get_policy),
+            web.put("/v1/admin/alert-policy", self.put_policy),
         ]
+
+    async def get_policy(self, request: web.Request) -> web.Response:
+        """The tenant's alerting policy (escalation chain, quiet hours, repeat interval...), defaults filled in."""
+        principal = await authenticate(request, "admin")
+        raw = await self.pool.fetchval(
+            "SELECT policy FROM alerts.tenant_config WHERE tenant_id = $1", principal.tenant_id
+        )
+        policy = model.policy_from_dict(raw) if raw else model.AlertPolicy()
+        return web.json_response(model.policy_to_dict(policy))
+
+    async def put_policy(self, request: web.Request) -> web.Response:
+        """Replace the tenant's alerting policy; takes effect within the policy cache TTL (30 s)."""
+        principal = await authenticate(request, "admin")
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise ProblemError(422, "Invalid policy", "the policy must be a JSON object", slug="invalid-policy")
+        try:
+            policy = model.policy_from_dict(body)
+        except ValueError as exc:
+            raise ProblemError(422, "Invalid policy", str(exc)[:300], slug="invalid-policy") from None
+        stored = model.policy_to_dict(policy)
+        await self.pool.execute(
+            """INSERT INTO alerts.tenant_config (tenant_id, policy) VALUES ($1, $2)
+               ON CONFLICT (tenant_id) DO UPDATE SET policy = EXCLUDED.policy, updated_at = now()""",
+            principal.tenant_id,
+            stored,
+        )
+        return web.json_response(stored)
 
     async def list_alerts(self, request: web.Request) -> web.Response:
         principal = await authenticate(request, "care")
@@ -259,15 +295,22 @@ class AlertsApi:
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
         await resp.prepare(request)
-        await resp.write(b": connected\n\n")
-        async for tenant_id, alert_id in self.broadcaster.subscribe():
-            if tenant_id != principal.tenant_id:
-                continue
-            async with self.pool.acquire() as conn:
-                alert = await load_alert(conn, tenant_id, alert_id)
-            if alert is None:
-                continue
-            await resp.write(f"event: alert\nid: {alert_id}\ndata: {alert.model_dump_json()}\n\n".encode())
+        try:
+            await resp.write(b": connected\n\n")
+            async for change in self.broadcaster.subscribe():
+                if change is None:
+                    await resp.write(b": ping\n\n")
+                    continue
+                tenant_id, alert_id = change
+                if tenant_id != principal.tenant_id:
+                    continue
+                async with self.pool.acquire() as conn:
+                    alert = await load_alert(conn, tenant_id, alert_id)
+                if alert is None:
+                    continue
+                await resp.write(f"event: alert\nid: {alert_id}\ndata: {alert.model_dump_json()}\n\n".encode())
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            pass  # the console went away
         return resp
 
 

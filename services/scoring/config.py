@@ -7,6 +7,7 @@ local calendar days unless the name says hours. Index values are on the 0-100 sy
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 # Improvement MCIDs of the function instruments in their native units (direction-free magnitudes).
 _FUNCTION_MCID_DEFAULT: tuple[tuple[str, float], ...] = (
@@ -52,8 +53,8 @@ class ScoringConfig:
     index_mcid_min: float = 12.0
     index_mcid_max: float = 20.0
     # Deterioration MCID = max(deterioration_ratio * index MCID, deterioration_min).
-    deterioration_ratio: float = 0.5
-    deterioration_min: float = 8.0
+    deterioration_ratio: float = 0.4
+    deterioration_min: float = 7.0
     grip_mcid_kg: float = 5.0
     function_mcids: tuple[tuple[str, float], ...] = _FUNCTION_MCID_DEFAULT
     function_pass: tuple[tuple[str, float], ...] = _FUNCTION_PASS
@@ -79,6 +80,12 @@ class ScoringConfig:
     worsening_window_days: int = 7
     worsening_min_days: int = 3
     worsening_last_days: int = 4
+    # Quick rule: this many consecutive elevated scored days, for patients whose day-to-day noise
+    # (robust SD of the index over the last `noise_window_days`) is at most det / worsening_noise_ratio.
+    worsening_consecutive_days: int = 2
+    worsening_noise_z: float = 2.0
+    noise_window_days: int = 28
+    noise_min_pairs: int = 6
     reference_weeks: int = 4
     reference_gap_days: int = 4
 
@@ -101,6 +108,9 @@ class ScoringConfig:
     # ...and the 28-day Theil-Sen trend projects less than this fraction of an MCID of improvement.
     plateau_max_trend: float = 0.25
     review_after_days: int = 28
+    # The plateau signal (alert) needs the current 7-day level at or above this (mean item 2.5/10):
+    # stalling with mild residual symptoms is reported as the plateau state only.
+    plateau_min_index: float = 25.0
 
     # Recovered.
     recovered_index: float = 15.0
@@ -135,6 +145,7 @@ class ScoringConfig:
         return max(self.deterioration_min, self.deterioration_ratio * index_mcid)
 
 
+@lru_cache(maxsize=256)
 def config_for(condition: str, treatment: str) -> ScoringConfig:
     """The configuration for a condition/treatment pair; unknown values get the defaults."""
     cfg = ScoringConfig()

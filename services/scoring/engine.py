@@ -7,6 +7,7 @@ number of days apart from fixed-size windows. Definitions and sources: docs/clin
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -100,6 +101,7 @@ class _Flare:
     persistent_on: int | None = None
     weakness_rise: bool = False
     judge_from: int = 0
+    instant: datetime | None = None
 
 
 class _Series:
@@ -269,52 +271,104 @@ class _Engine:
         o = active.date.toordinal()
         return _Episode(start=o, detected=o, ref=0.0), active
 
-    def triggers(self) -> list[tuple[int, str]]:
-        out: dict[int, str] = {}
+    def triggers(self) -> list[tuple[int, str, datetime | None]]:
+        """Flare triggers as (ordinal, kind, instant): a PT session on the local date it ended (its
+        instant is `pt_session_ended_at`), or an unusually active day (no instant: the whole day)."""
+        out: dict[int, tuple[str, datetime | None]] = {}
         steps = [(r.date.toordinal(), float(r.steps)) for r in self.recs if r.steps is not None]
         s_ords = [o for o, _ in steps]
         for r in self.recs:
             if r.pt_session:
                 t = local_day(r.pt_session_ended_at, self.tz) if r.pt_session_ended_at else r.date
-                out.setdefault(t.toordinal(), "physical-therapy session")
+                out.setdefault(t.toordinal(), ("physical-therapy session", r.pt_session_ended_at))
         k = self.cfg.activity_reference_days
         for idx, (o, v) in enumerate(steps):
             a = bisect_left(s_ords, o - k)
             prior = [sv for _, sv in steps[a:idx]]
             if len(prior) >= 4 and v >= self.cfg.active_day_ratio * _median(prior) > 0:
-                out.setdefault(o, "unusually active day")
-        return sorted(out.items())
+                out.setdefault(o, ("unusually active day", None))
+        return [(o, kind, instant) for o, (kind, instant) in sorted(out.items())]
+
+    def before_trigger(self, i: int, t: int, instant: datetime | None) -> bool:
+        """Whether scored day `i` was fully reported before trigger (`t`, `instant`) happened."""
+        o = self.s.ords[i]
+        if o != t:
+            return o < t
+        last = self.s.recs[i].last_recorded_at
+        return instant is not None and last is not None and last <= instant
+
+    def pre_trigger(self, t: int, instant: datetime | None, det: float) -> float | None:
+        """The level a flare after trigger (`t`, `instant`) is measured from, or None when the trigger
+        cannot explain a rise: too little data before it, or the rise had already begun.
+
+        The level is the lower of the 7-day level of the day before the trigger and the median of
+        the last 3 scored days reported before the trigger (within 7 days), so that a patient who is
+        still improving is compared with where they are now rather than a week ago. If the newest
+        scored day reported before the trigger (within `flare_trigger_days`) is already >= `det`
+        above that level, or the newest two are both >= det/2 above it, the rise started before the
+        trigger and is not a reaction to it.
+        """
+        s, cfg = self.s, self.cfg
+        a, b = s.window(t - 7, t)
+        before = [j for j in range(a, b) if self.before_trigger(j, t, instant)]
+        level = s.level(t - 1)
+        recent = _median([s.vals[j] for j in before[-3:]]) if len(before) >= 3 else None
+        cands = [x for x in (level, recent) if x is not None]
+        if not cands:
+            return None
+        prior = min(cands)
+        near = [s.vals[j] for j in before if s.ords[j] >= t - cfg.flare_trigger_days]
+        if near and near[-1] >= prior + det:
+            return None
+        if len(near) >= 2 and min(near[-2:]) >= prior + det / 2:
+            return None
+        return prior
 
     def flares(self, det: float) -> list[_Flare]:
         """Flare episodes: a rise of >= `det` on a scored day within `flare_trigger_days` of a trigger.
 
-        An open episode ends (settles) when the median of the last 3 days' index is within det/2 of
-        the pre-trigger level. It is persistent (not settled) when, from `judge_from` (onset + 72 h)
-        on, the last two scored days are both still >= det above that level, or when it is still
+        An open episode ends (settles) when the median of its last 3 days' index is within det/2 of
+        the pre-trigger level. It is persistent (not settled) when, from `judge_from` (onset + 3
+        days, and for a PT session only on a day whose newest check-in is >= 72 h after the session
+        ended), the last two scored days are both still >= det above that level, or when it is still
         more than det/2 above it `flare_window_days` after onset. A further trigger while the episode
         is open moves `judge_from` later, but never past onset + `flare_window_days`.
         """
         s, cfg = self.s, self.cfg
         trig = self.triggers()
-        t_ords = [t for t, _ in trig]
+        t_ords = [t for t, _, _ in trig]
+        priors: dict[int, float | None] = {}
         episodes: list[_Flare] = []
         ep: _Flare | None = None
         for i, o in enumerate(s.ords):
+            recent: tuple[int, str, datetime | None] | None = None
             k = bisect_right(t_ords, o) - 1
-            recent = trig[k] if k >= 0 and t_ords[k] >= o - cfg.flare_trigger_days else None
+            while k >= 0 and t_ords[k] >= o - cfg.flare_trigger_days:
+                if not self.before_trigger(i, trig[k][0], trig[k][2]):
+                    recent = trig[k]
+                    break
+                k -= 1
             if ep is None:
                 if recent is None:
                     continue
-                prior = s.level(recent[0] - 1)
-                if prior is None or s.vals[i] < prior + det:
+                if recent[0] not in priors:
+                    priors[recent[0]] = self.pre_trigger(recent[0], recent[2], det)
+                prior = priors[recent[0]]
+                if (
+                    prior is None
+                    or s.vals[i] < prior + det
+                    or s.vals[i] < prior + cfg.worsening_noise_z * self.noise(i)
+                ):
                     continue
-                ep = _Flare(trigger=recent[0], trigger_kind=recent[1], onset=o, prior=prior, peak=s.vals[i])
+                ep = _Flare(
+                    trigger=recent[0], trigger_kind=recent[1], onset=o, prior=prior, peak=s.vals[i], instant=recent[2]
+                )
                 ep.judge_from = o + cfg.flare_judge_after_days
                 ep.weakness_rise = self.weakness_rise(i, o)
                 episodes.append(ep)
                 continue
             ep.peak = max(ep.peak, s.vals[i])
-            a, _ = s.window(o - 2, o)
+            a, _ = s.window(max(o - 2, ep.onset), o)
             if _median(s.vals[a : i + 1]) <= ep.prior + det / 2:
                 ep.end = o
                 ep = None
@@ -322,10 +376,14 @@ class _Engine:
             if ep.persistent_on is not None:
                 continue
             if recent is not None and recent[0] > ep.trigger:
-                ep.trigger, ep.trigger_kind = recent
+                ep.trigger, ep.trigger_kind, ep.instant = recent
                 cap = ep.onset + cfg.flare_window_days
                 ep.judge_from = min(cap, max(ep.judge_from, recent[0] + 1 + cfg.flare_judge_after_days))
-            if o >= ep.judge_from:
+            last = s.recs[i].last_recorded_at
+            judged = ep.instant is None or (
+                last is not None and last >= ep.instant + timedelta(days=cfg.flare_judge_after_days)
+            )
+            if o >= ep.judge_from and (judged or o >= ep.onset + cfg.flare_window_days):
                 a2, _ = s.window(ep.judge_from - 1, o)
                 last_two = s.vals[max(a2, i - 1) : i + 1]
                 if len(last_two) == 2 and min(last_two) >= ep.prior + det:
@@ -368,12 +426,15 @@ class _Engine:
     ) -> tuple[_Episode | None, list[bool]]:
         """Sustained deterioration; also returns, per scored day, whether an episode was active.
 
-        A day is elevated when its smoothed index is >= `det` above the best recent level (A), or its
-        raw index is back within det/2 of the baseline after an improvement of >= 1 MCID (B). An
-        episode starts outside flare cover on an elevated day when >= `worsening_min_days` of the last
-        `worsening_last_days` scored days (within `worsening_window_days`) are elevated; or, flare or
-        not, when the last `worsening_min_days` scored days (within 5 days) are all B-days. It ends
-        when the 7-day level is back within det/2 of the frozen reference.
+        A day is elevated when its raw index is >= `det` above the best recent level (A), or it is
+        back within det/2 of the baseline after an improvement of >= 1 MCID (B). An episode starts
+        outside flare cover on an elevated day when the last `worsening_consecutive_days` scored
+        days are all elevated (only for a patient whose day-to-day noise is at most
+        det / `worsening_noise_ratio`), or when >= `worsening_min_days` of the last
+        `worsening_last_days` scored days (within `worsening_window_days`) are; or, flare or not,
+        when the last `worsening_min_days` scored days (within 5 days) are all B-days. It ends when
+        the median of the last 3 scored days (within a week) is back within det/2 of the frozen
+        reference.
         Nothing is assessed inside the post-procedure dip window.
         """
         s, cfg = self.s, self.cfg
@@ -387,8 +448,8 @@ class _Engine:
                 ep = None
                 continue
             if ep is not None:
-                lv = s.level(o)
-                cur = lv if lv is not None else s.ewma[i]
+                a3, _ = s.window(o - cfg.worsening_window_days + 1, o)
+                cur = _median(s.vals[max(a3, i - 2) : i + 1])
                 if cur < ep.ref + det / 2:
                     ep = None
                 else:
@@ -397,28 +458,43 @@ class _Engine:
             ref = self.reference(o)
             if ref is None:
                 continue
-            e = s.ewma[i]
-            el_a[i] = e >= ref + det
-            el_b[i] = baseline is not None and ref <= baseline - mcid and s.vals[i] >= baseline - det / 2
+            x = s.vals[i]
+            el_a[i] = x >= ref + det and x >= ref + cfg.worsening_noise_z * self.noise(i)
+            el_b[i] = baseline is not None and ref <= baseline - mcid and x >= baseline - det / 2
             if not (el_a[i] or el_b[i]):
                 continue
             n = cfg.worsening_min_days
             a = max(s.window(o - cfg.worsening_window_days + 1, o)[0], i + 1 - cfg.worsening_last_days)
-            span = i + 1 - a
             back = i + 1 >= n and s.ords[i + 1 - n] > o - 5 and all(el_b[i + 1 - n : i + 1])
             covered = any(lo <= o <= hi for lo, hi in covers)
             both = [x or y for x, y in zip(el_a[a : i + 1], el_b[a : i + 1], strict=True)]
             flags = el_b[a : i + 1] if covered else both
+            c = cfg.worsening_consecutive_days
+            quick = not covered and i + 1 - a >= c and all(flags[-c:])
             count = sum(flags)
-            if back or (not covered and count >= n):
-                start = s.ords[a + flags.index(True)]
+            if back or quick or (not covered and count >= n):
+                first = len(flags) - c if quick and count < n else flags.index(True)
+                start = s.ords[a + first]
                 ep = _Episode(start=start, detected=o, ref=ref)
                 ep.detail = (
-                    f"smoothed index {_fmt(e)} vs best recent level {_fmt(ref)}, elevated on {count} of "
-                    f"{span} days since {self.date_of(start).isoformat()} (deterioration MCID {_fmt(det)})"
+                    f"index {_fmt(x)} vs best recent level {_fmt(ref)}, elevated on {count} of "
+                    f"{i + 1 - a} days since {self.date_of(s.ords[a]).isoformat()} (deterioration MCID {_fmt(det)})"
                 )
                 active_days[i] = True
         return ep, active_days
+
+    def noise(self, i: int) -> float:
+        """The patient's day-to-day reporting noise before scored day `i`, as a standard deviation of
+        the index: 1.4826 * median |change between consecutive scored days| / sqrt(2), over the
+        `noise_window_days` before the day (pairs at most 3 days apart). Infinite with fewer than
+        `noise_min_pairs` pairs, so a patient without enough history never gets the quick rule."""
+        s, cfg = self.s, self.cfg
+        o = s.ords[i]
+        a, _ = s.window(o - cfg.noise_window_days, o - 1)
+        diffs = [abs(s.vals[j] - s.vals[j - 1]) for j in range(max(a, 1), i) if s.ords[j] - s.ords[j - 1] <= 3]
+        if len(diffs) < cfg.noise_min_pairs:
+            return 0.0
+        return 1.4826 * _median(diffs) / math.sqrt(2.0)
 
     def grip(self) -> tuple[_Episode | None, list[tuple[int, float]]]:
         cfg = self.cfg
@@ -585,16 +661,25 @@ class _Engine:
     def plateau(
         self, mcid: float, baseline: float | None, regress_days: list[bool]
     ) -> tuple[int, int | None, float, float] | None:
-        """(since, raised_on, record level, current level) when the plateau condition holds.
+        """(since, raised_on, level at since, current level) when the plateau condition holds.
 
-        `raised_on` (the day the plateau signal is due) is None while a patient who has not yet
-        improved by half an MCID is inside the condition's review window.
+        The condition holds on a scored day when, over the `plateau_days` before it (counted from
+        the procedure, else the first check-in, and restarted by a regression episode), the 7-day
+        level nowhere stood >= ½ MCID above the day's level, the Theil-Sen trend over those days
+        projects less than `plateau_max_trend` MCID of improvement over `slope_long_days`, and the
+        level is above the recovered threshold. A forward pass opens a plateau episode on the first
+        such day that is also due: level >= `plateau_min_index`, outside the post-procedure window,
+        and (for a patient who has not yet improved by ½ MCID) past the condition's review point.
+        The episode, whose `raised_on` is that day, lasts until the level improves by ½ MCID on its
+        opening level or a regression starts. `raised_on` is None while the condition holds without
+        an open episode (not yet due, or mild residual symptoms).
         """
         s, cfg = self.s, self.cfg
         start = self.proc if self.proc is not None and self.proc <= s.last else s.first
-        record: float | None = None
-        record_ord = start
+        w = cfg.plateau_days
+        clock = start
         best: float | None = None
+        ep: tuple[int, int, float] | None = None  # (since, raised_on, level at opening)
         for i, o in enumerate(s.ords):
             if o < start:
                 continue
@@ -602,23 +687,56 @@ class _Engine:
             if lv is None:
                 continue
             best = lv if best is None else min(best, lv)
-            if regress_days[i] or record is None or lv <= record - mcid / 2:
-                record, record_ord = lv, o
+            if regress_days[i]:
+                clock, ep = o, None
+                continue
+            if ep is not None and lv > ep[2] - mcid / 2:
+                continue
+            ep = None
+            if lv < cfg.plateau_min_index or self.in_dip(o):
+                continue
+            if self.proc is not None and o < self.proc + cfg.postop_dip_days:
+                continue
+            improved_once = baseline is not None and best <= baseline - mcid / 2
+            if not improved_once and o < start + cfg.review_after_days:
+                continue
+            if self.stalled(i, o, lv, mcid, clock):
+                ep = (self.last_better(i, lv + mcid / 2, max(clock, o - w)), o, lv)
         cur = s.level(s.last)
-        if record is None or cur is None or self.in_dip(s.last) or s.last - record_ord < cfg.plateau_days:
+        if cur is None or s.last - clock < w:
             return None
-        if cur <= cfg.recovered_index:
+        if ep is not None:
+            since, raised, _ = ep
+            return since, raised, s.level(since) or cur, cur
+        last_i = len(s.ords) - 1
+        if not self.stalled(last_i, s.last, cur, mcid, clock):
             return None
-        a, _ = s.window(s.last - cfg.slope_long_days + 1, s.last)
-        slope = _theil_sen(s.ords[a:], s.vals[a:])
-        if slope is not None and slope * cfg.slope_long_days <= -mcid * cfg.plateau_max_trend:
-            return None
-        improved_once = baseline is not None and best is not None and best <= baseline - mcid / 2
-        eligible = max(record_ord + cfg.plateau_days, start + (0 if improved_once else cfg.review_after_days))
-        if self.proc is not None and self.proc <= s.last:
-            eligible = max(eligible, self.proc + cfg.postop_dip_days)
-        raised = s.ords[bisect_left(s.ords, eligible)] if s.last >= eligible else None
-        return record_ord, raised, record, cur
+        since = self.last_better(last_i, cur + mcid / 2, max(clock, s.last - w))
+        return since, None, s.level(since) or cur, cur
+
+    def stalled(self, i: int, o: int, lv: float, mcid: float, clock: int) -> bool:
+        """No ½-MCID improvement over the `plateau_days` up to scored day `i` (see `plateau`)."""
+        s, cfg = self.s, self.cfg
+        w = cfg.plateau_days
+        if o - clock < w or lv <= cfg.recovered_index:
+            return False
+        a, _ = s.window(o - w, o)
+        window = [x for p in s.ords[a:i] if (x := s.level(p)) is not None]
+        if any(x - lv >= mcid / 2 or lv - x >= mcid / 2 for x in window):
+            return False  # improved meaningfully, or got meaningfully worse: not a plateau
+        slope = _theil_sen(s.ords[a + 1 : i + 1], s.vals[a + 1 : i + 1])
+        return slope is None or slope * cfg.slope_long_days > -mcid * cfg.plateau_max_trend
+
+    def last_better(self, i: int, threshold: float, floor: int) -> int:
+        """The newest scored day before position `i` whose level is >= `threshold`, at least `floor`."""
+        s = self.s
+        for j in range(i - 1, -1, -1):
+            if s.ords[j] < floor:
+                break
+            x = s.level(s.ords[j])
+            if x is not None and x >= threshold:
+                return s.ords[j]
+        return floor
 
     def recovered(self) -> int | None:
         s, cfg = self.s, self.cfg
@@ -756,7 +874,8 @@ class _Engine:
             )
 
         plateau = self.plateau(mcid, baseline, reg_days)
-        if plateau is not None and plateau[1] is not None and reg_ep is None:
+        plateau_mild = plateau is not None and plateau[3] < cfg.plateau_min_index
+        if plateau is not None and plateau[1] is not None and reg_ep is None and not neuro and not plateau_mild:
             since, _, rec_level, cur_level = plateau
             detail = (
                 f"7-day median index {_fmt(rec_level)} -> {_fmt(cur_level)} over {s.last - since} days since "
@@ -805,7 +924,15 @@ class _Engine:
                 )
         if state is None and plateau is not None:
             state = TrajectoryState.plateau
-            if not any(sig.code is SignalCode.plateau for sig in self.signals):
+            if plateau_mild:
+                state_reasons.append(
+                    Reason(
+                        code="plateau_mild_symptoms",
+                        detail=f"no meaningful improvement, but the 7-day median index {_fmt(plateau[3])} is below "
+                        f"{_fmt(cfg.plateau_min_index)} (mild residual symptoms): not flagged for review",
+                    )
+                )
+            elif not any(sig.code is SignalCode.plateau for sig in self.signals):
                 state_reasons.append(
                     Reason(
                         code="plateau_within_expected_recovery_time",

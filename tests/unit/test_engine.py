@@ -1,7 +1,7 @@
 """Unit tests of services.scoring.engine: each trajectory state at its edges, signals and their event times.
 
 Series are built with every 0-10 item equal to index/10, so a day's symptom index is the value given.
-Defaults (carpal tunnel, conservative): baseline 60 -> index MCID 18, deterioration MCID 9.
+Defaults (carpal tunnel, conservative): baseline 60 -> index MCID 18, deterioration MCID 7.2.
 """
 
 from __future__ import annotations
@@ -100,7 +100,8 @@ def test_config_per_condition() -> None:
     assert config_for("carpal_tunnel", "conservative").function_mcid("bctq_sss") == 1.0
     assert config_for("carpal_tunnel", "conservative").postop_dip_days == 0
     cfg = ScoringConfig()
-    assert cfg.index_mcid(60.0) == 18.0 and cfg.deterioration_mcid(18.0) == 9.0
+    assert cfg.index_mcid(60.0) == 18.0 and cfg.deterioration_mcid(18.0) == 7.2
+    assert cfg.deterioration_mcid(12.0) == 7.0  # the floor
     assert cfg.index_mcid(20.0) == 12.0 and cfg.index_mcid(90.0) == 20.0
 
 
@@ -189,23 +190,35 @@ def test_red_flag_window_edges() -> None:
 # ----- worsening / regression ---------------------------------------------------------------------
 
 
-def test_regression_detected_on_third_elevated_day_not_before() -> None:
+def test_regression_detected_on_second_elevated_day_not_before() -> None:
     days = series(step_to(30.0, 40) + [(n, 45.0) for n in range(41, 50)])
-    assert SignalCode.regression not in codes(run(upto(days, 43)))
-    a = run(upto(days, 44))
+    assert SignalCode.regression not in codes(run(upto(days, 41)))
+    a = run(upto(days, 42))
     assert a.state is TrajectoryState.worsening
     sig = signal(a, SignalCode.regression)
-    assert sig.event_time == at(44) and sig.event_id == "e44" and sig.since == START + timedelta(days=42)  # type: ignore[attr-defined]
+    assert sig.event_time == at(42) and sig.event_id == "e42" and sig.since == START + timedelta(days=41)  # type: ignore[attr-defined]
     later = run(days)
     assert SignalCode.regression in codes(later)
-    assert signal(later, SignalCode.regression).event_time == at(44)  # type: ignore[attr-defined]
+    assert signal(later, SignalCode.regression).event_time == at(42)  # type: ignore[attr-defined]
 
 
-def test_rise_below_deterioration_mcid_is_not_regression() -> None:
-    days = series(step_to(30.0, 40) + [(n, 38.0) for n in range(41, 60)])
-    a = run(days)
+def test_regression_edge_at_deterioration_mcid() -> None:
+    # Reference 30, deterioration MCID 7.2: +7 for ever is not a regression, +7.5 is (on its second day).
+    below = series(step_to(30.0, 40) + [(n, 37.0) for n in range(41, 60)])
+    a = run(below)
     assert SignalCode.regression not in codes(a)
     assert a.state is not TrajectoryState.worsening
+    above = series(step_to(30.0, 40) + [(n, 37.5) for n in range(41, 60)])
+    assert SignalCode.regression not in codes(run(upto(above, 41)))
+    assert SignalCode.regression in codes(run(upto(above, 42)))
+
+
+def test_noisy_patient_needs_a_rise_beyond_its_own_noise() -> None:
+    # Day-to-day swings of +-8 (robust SD about 11): two days at +12 are within the noise, three at +30 are not.
+    noise = [0, 8, -8, 8, -8, 8, -8, 0, 8, -8]
+    base = step_to(30.0, 20) + [(n, 30.0 + noise[n % 10]) for n in range(21, 50)]
+    assert SignalCode.regression not in codes(run(series([*base, (50, 42.0), (51, 42.0)])))
+    assert SignalCode.regression in codes(run(series([*base, (50, 60.0), (51, 60.0), (52, 60.0)])))
 
 
 def test_noisy_reporter_stable_is_not_regression() -> None:
