@@ -82,8 +82,9 @@ async def test_unacknowledged_critical_alert_escalates_to_on_call(services: Serv
         try:
             await rx.wait_for(3)
         except TimeoutError:
-            _, audit = await get_json(http, f"{services.url('alerts')}/v1/alerts/{alert['id']}/audit",
-                                      esc_tenant.headers)
+            _, audit = await get_json(
+                http, f"{services.url('alerts')}/v1/alerts/{alert['id']}/audit", esc_tenant.headers
+            )
             raise AssertionError(f"webhooks {len(rx.requests)}; audit {audit}") from None
         await asyncio.sleep(1.5)
         assert len(rx.requests) == 3
