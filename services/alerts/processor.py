@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -25,6 +26,10 @@ from schemas.alerts import AlertKind
 from schemas.events import PatientUpserted, TrajectoryUpdated
 from services.alerts import apply, rules
 from services.alerts.model import (
+    AlertPolicy,
+    AlertState,
+    Decision,
+    Member,
     OpenAlert,
     ResolveAlert,
     SnoozeState,
@@ -35,6 +40,7 @@ from services.alerts.policy import PolicyCache
 from services.alerts.store import ALERT_COLUMNS, AlertWriter, members_from_json, state_from_row
 
 AlertInput = PatientUpserted | TrajectoryUpdated
+Key = tuple[str, str]
 _adapter: TypeAdapter[AlertInput] = TypeAdapter(AlertInput)
 
 
@@ -75,12 +81,16 @@ class AlertsProcessor:
         notified = 0
         async with self.pool.acquire() as conn, conn.transaction():
             writer = AlertWriter(conn, self.outbox)
+            pending: list[TrajectoryUpdated] = []
             for item in batch:
                 ev = item.value
                 if isinstance(ev, PatientUpserted):
+                    notified += await self._evaluate_all(conn, writer, pending, now)
+                    pending = []
                     await self._upsert_patient(conn, ev)
                 else:
-                    notified += await self._evaluate(conn, writer, ev, now)
+                    pending.append(ev)
+            notified += await self._evaluate_all(conn, writer, pending, now)
             changed = bool(writer.changed)
         if notified:
             self.wake_dispatcher.set()
@@ -102,47 +112,97 @@ class AlertsProcessor:
             p.updated_at,
         )
 
-    async def _evaluate(self, conn: asyncpg.Connection, w: AlertWriter, ev: TrajectoryUpdated, now: datetime) -> int:
-        tenant, pid = ev.tenant_id, ev.trajectory.patient_id
-        patient = await conn.fetchrow(
-            """INSERT INTO alerts.patients (tenant_id, patient_id, care_team, timezone, version_at, last_checkin_at)
-               VALUES ($1, $2, '[]', 'UTC', '-infinity', $3)
-               ON CONFLICT (tenant_id, patient_id) DO UPDATE
-               SET last_checkin_at = greatest(alerts.patients.last_checkin_at, EXCLUDED.last_checkin_at)
-               RETURNING care_team""",
-            tenant,
-            pid,
-            ev.last_checkin_at,
-        )
-        assert patient is not None
-        rows = await conn.fetch(
-            f"""SELECT {ALERT_COLUMNS} FROM alerts.alerts
-                WHERE tenant_id = $1 AND patient_id = $2 AND status <> 'resolved' FOR UPDATE""",
-            tenant,
-            pid,
-        )
-        active = [state_from_row(r) for r in rows]
-        snoozes = [
-            SnoozeState(kind=r["kind"], until=r["until"])
+    async def _evaluate_all(
+        self, conn: asyncpg.Connection, w: AlertWriter, events: list[TrajectoryUpdated], now: datetime
+    ) -> int:
+        """Evaluate trajectory events in log order, loading the state of all their patients at once."""
+        if not events:
+            return 0
+        last_checkin: dict[Key, datetime | None] = {}
+        for ev in events:
+            key = (ev.tenant_id, ev.trajectory.patient_id)
+            seen = last_checkin.get(key)
+            last_checkin[key] = max((t for t in (seen, ev.last_checkin_at) if t is not None), default=None)
+        keys = list(last_checkin)
+        cols = ([k[0] for k in keys], [k[1] for k in keys])
+        teams = {
+            (r["tenant_id"], r["patient_id"]): members_from_json(r["care_team"])
             for r in await conn.fetch(
-                "SELECT kind, until FROM alerts.snoozes WHERE tenant_id = $1 AND patient_id = $2 AND until > $3",
-                tenant,
-                pid,
-                now,
-            )
-        ]
-        policy = await self.policies.get(conn, tenant)
-        resolved_through = {
-            AlertKind(r["kind"]): r["through"]
-            for r in await conn.fetch(
-                """SELECT kind, max(event_time) AS through FROM alerts.alerts
-                   WHERE tenant_id = $1 AND patient_id = $2 AND status = 'resolved' GROUP BY kind""",
-                tenant,
-                pid,
+                """INSERT INTO alerts.patients AS p (tenant_id, patient_id, care_team, timezone, version_at,
+                                                     last_checkin_at)
+                   SELECT t, pid, '[]', 'UTC', '-infinity', lc FROM unnest($1::text[], $2::text[], $3::timestamptz[])
+                     AS k(t, pid, lc)
+                   ON CONFLICT (tenant_id, patient_id) DO UPDATE
+                   SET last_checkin_at = greatest(p.last_checkin_at, EXCLUDED.last_checkin_at)
+                   RETURNING tenant_id, patient_id, care_team""",
+                *cols,
+                [last_checkin[k] for k in keys],
             )
         }
-        decisions = rules.evaluate(ev, active, snoozes, policy, now, resolved_through=resolved_through)
-        members = members_from_json(patient["care_team"])
+        active: dict[Key, list[AlertState]] = defaultdict(list)
+        for r in await conn.fetch(
+            f"""SELECT {ALERT_COLUMNS} FROM alerts.alerts a
+                JOIN unnest($1::text[], $2::text[]) AS k(t, pid) ON a.tenant_id = k.t AND a.patient_id = k.pid
+                WHERE a.status <> 'resolved' ORDER BY a.id FOR UPDATE OF a""",
+            *cols,
+        ):
+            active[(r["tenant_id"], r["patient_id"])].append(state_from_row(r))
+        snoozes: dict[Key, list[SnoozeState]] = defaultdict(list)
+        for r in await conn.fetch(
+            """SELECT s.tenant_id, s.patient_id, s.kind, s.until FROM alerts.snoozes s
+               JOIN unnest($1::text[], $2::text[]) AS k(t, pid) ON s.tenant_id = k.t AND s.patient_id = k.pid
+               WHERE s.until > $3""",
+            *cols,
+            now,
+        ):
+            snoozes[(r["tenant_id"], r["patient_id"])].append(SnoozeState(kind=AlertKind(r["kind"]), until=r["until"]))
+        handled: dict[Key, dict[AlertKind, datetime]] = defaultdict(dict)
+        for r in await conn.fetch(
+            """SELECT a.tenant_id, a.patient_id, a.kind, max(a.event_time) AS through FROM alerts.alerts a
+               JOIN unnest($1::text[], $2::text[]) AS k(t, pid) ON a.tenant_id = k.t AND a.patient_id = k.pid
+               WHERE a.status = 'resolved' GROUP BY a.tenant_id, a.patient_id, a.kind""",
+            *cols,
+        ):
+            handled[(r["tenant_id"], r["patient_id"])][AlertKind(r["kind"])] = r["through"]
+        queued = 0
+        for ev in events:
+            key = (ev.tenant_id, ev.trajectory.patient_id)
+            policy = await self.policies.get(conn, ev.tenant_id)
+            decisions = rules.evaluate(ev, active[key], snoozes[key], policy, now, resolved_through=handled[key])
+            if not decisions or all(isinstance(d, Suppressed) for d in decisions):
+                for d in decisions:
+                    metrics.ALERTS_SUPPRESSED.labels(d.kind.value, d.why).inc()  # type: ignore[union-attr]
+                continue
+            queued += await self._apply(w, key, ev, decisions, teams.get(key, []), policy, now)
+            # Later events of this patient in the batch see the changed state.
+            active[key] = [
+                state_from_row(r)
+                for r in await conn.fetch(
+                    f"""SELECT {ALERT_COLUMNS} FROM alerts.alerts
+                        WHERE tenant_id = $1 AND patient_id = $2 AND status <> 'resolved' ORDER BY id""",
+                    *key,
+                )
+            ]
+            for d in decisions:
+                if isinstance(d, ResolveAlert):
+                    for r in await conn.fetch(
+                        "SELECT kind, event_time FROM alerts.alerts WHERE id = $1 AND status = 'resolved'", d.alert_id
+                    ):
+                        kind = AlertKind(r["kind"])
+                        handled[key][kind] = max(handled[key].get(kind, r["event_time"]), r["event_time"])
+        return queued
+
+    async def _apply(
+        self,
+        w: AlertWriter,
+        key: Key,
+        ev: TrajectoryUpdated,
+        decisions: list[Decision],
+        members: list[Member],
+        policy: AlertPolicy,
+        now: datetime,
+    ) -> int:
+        tenant, pid = key
         queued = 0
         for d in decisions:
             if isinstance(d, OpenAlert):

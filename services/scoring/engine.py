@@ -354,11 +354,7 @@ class _Engine:
                 if recent[0] not in priors:
                     priors[recent[0]] = self.pre_trigger(recent[0], recent[2], det)
                 prior = priors[recent[0]]
-                if (
-                    prior is None
-                    or s.vals[i] < prior + det
-                    or s.vals[i] < prior + cfg.worsening_noise_z * self.noise(i)
-                ):
+                if prior is None or s.vals[i] < prior + det:
                     continue
                 ep = _Flare(
                     trigger=recent[0], trigger_kind=recent[1], onset=o, prior=prior, peak=s.vals[i], instant=recent[2]

@@ -115,9 +115,7 @@ class ScoringProcessor:
                 await self._store_checkins(conn, checkins, zones, work)
             if activity:
                 await self._store_activity(conn, activity, zones, work)
-            records: list[tuple[str, bytes, bytes]] = []
-            for key, w in work.items():
-                records.extend(await self._rescore(conn, key, w))
+            records = await self._rescore_all(conn, work)
             await self.outbox.add(conn, records)
         if records:
             await self.outbox.drain()
@@ -312,57 +310,108 @@ class ScoringProcessor:
 
     # -- scoring -----------------------------------------------------------------------------
 
-    async def _rescore(self, conn: asyncpg.Connection, key: Key, w: _Work) -> list[tuple[str, bytes, bytes]]:
-        """Re-score the patient as of each new local day in event-time order, then as of now-in-event-time.
+    async def _rescore_all(self, conn: asyncpg.Connection, work: dict[Key, _Work]) -> list[tuple[str, bytes, bytes]]:
+        """Re-score every patient the batch touched, with one query per kind for the whole batch.
 
-        Evaluating every new day (not only the newest) makes the published sequence independent of
-        how events were batched: a red flag or a flare in the middle of a backfilled week reaches
-        alerts exactly as it would have live. Only the final trajectory is stored.
+        Each patient is evaluated as of each new local day in event-time order, then as of its
+        newest event time. Evaluating every new day (not only the newest) makes the published
+        sequence independent of how events were batched: a red flag or a flare in the middle of
+        a backfilled week reaches alerts exactly as it would have live. Only the final
+        trajectory is stored. Patients not enrolled yet are skipped (their events are held).
         """
-        tenant, pid = key
-        row = await conn.fetchrow(
-            "SELECT profile FROM scoring.patients WHERE tenant_id = $1 AND patient_id = $2", tenant, pid
+        keys = [k for k, w in work.items() if w.dates or w.full]
+        if not keys:
+            return []
+        rows = await conn.fetch(
+            """SELECT p.tenant_id, p.patient_id, p.profile, t.state AS prev,
+                      greatest((SELECT max(recorded_at) FROM scoring.checkins c
+                                WHERE c.tenant_id = p.tenant_id AND c.patient_id = p.patient_id),
+                               (SELECT max(end_at) FROM scoring.activity a
+                                WHERE a.tenant_id = p.tenant_id AND a.patient_id = p.patient_id)) AS as_of
+               FROM scoring.patients p
+               JOIN unnest($1::text[], $2::text[]) AS k(t, pid) ON p.tenant_id = k.t AND p.patient_id = k.pid
+               LEFT JOIN scoring.trajectories t ON t.tenant_id = p.tenant_id AND t.patient_id = p.patient_id
+               WHERE p.profile IS NOT NULL""",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
         )
-        if row is None or row["profile"] is None:
-            return []  # held until enrolment
-        patient = Patient.model_validate(row["profile"])
-        profile = profile_from_patient(patient)
-        tz = ZoneInfo(patient.timezone)
-        if w.full:
-            dates_rows = await conn.fetch(
-                """SELECT DISTINCT local_date FROM scoring.checkins WHERE tenant_id = $1 AND patient_id = $2
-                   UNION SELECT DISTINCT local_date FROM scoring.activity WHERE tenant_id = $1 AND patient_id = $2""",
-                tenant,
-                pid,
+        patients = {(r["tenant_id"], r["patient_id"]): r for r in rows if r["as_of"] is not None}
+        full = [k for k in patients if work[k].full]
+        if full:
+            for r in await conn.fetch(
+                """SELECT DISTINCT x.tenant_id, x.patient_id, x.local_date FROM (
+                       SELECT tenant_id, patient_id, local_date FROM scoring.checkins
+                       UNION ALL SELECT tenant_id, patient_id, local_date FROM scoring.activity) x
+                   JOIN unnest($1::text[], $2::text[]) AS k(t, pid) ON x.tenant_id = k.t AND x.patient_id = k.pid
+                   WHERE x.local_date IS NOT NULL""",
+                [k[0] for k in full],
+                [k[1] for k in full],
+            ):
+                work[(r["tenant_id"], r["patient_id"])].dates.add(r["local_date"])
+        targets = {k: sorted(work[k].dates) for k in patients if work[k].dates}
+        if not targets:
+            return []
+        await self._rebuild_days(conn, targets)
+        since: dict[Key, date] = {}
+        finals: dict[Key, tuple[Patient, ZoneInfo, datetime, date]] = {}
+        for k in targets:
+            patient = Patient.model_validate(patients[k]["profile"])
+            tz = ZoneInfo(patient.timezone)
+            as_of = patients[k]["as_of"]
+            final_day = daily.local_day(as_of, tz)
+            finals[k] = (patient, tz, as_of, final_day)
+            since[k] = min(final_day, min(targets[k])) - timedelta(days=HISTORY_DAYS)
+        windows = await self._windows(conn, since)
+        out: list[tuple[str, bytes, bytes]] = []
+        stored: list[tuple[object, ...]] = []
+        for k, (patient, _tz, as_of, final_day) in finals.items():
+            days = windows.get(k, [])
+            events, final = self._evaluate(k, patient, days, as_of, final_day, targets[k], patients[k]["prev"], work[k])
+            out.extend(events)
+            a, trajectory, recent = final
+            stored.append(
+                (
+                    k[0],
+                    k[1],
+                    a.state.value,
+                    a.as_of,
+                    json.dumps(trajectory.model_dump(mode="json")),
+                    json.dumps([s.model_dump(mode="json") for s in a.signals]),
+                    _last_checkin(recent),
+                )
             )
-            w.dates = {r["local_date"] for r in dates_rows if r["local_date"] is not None}
-        if not w.dates:
-            return []
-        await self._rebuild_days(conn, tenant, pid, sorted(w.dates), tz)
-        as_of = await conn.fetchval(
-            """SELECT greatest((SELECT max(recorded_at) FROM scoring.checkins WHERE tenant_id = $1 AND patient_id = $2),
-                               (SELECT max(end_at) FROM scoring.activity WHERE tenant_id = $1 AND patient_id = $2))""",
-            tenant,
-            pid,
+        await conn.executemany(
+            """INSERT INTO scoring.trajectories (tenant_id, patient_id, state, as_of, data, signals, last_checkin_at,
+                                                 updated_at)
+               VALUES ($1, $2, $3, $4, $5::text::jsonb, $6::text::jsonb, $7, now())
+               ON CONFLICT (tenant_id, patient_id) DO UPDATE SET state = EXCLUDED.state, as_of = EXCLUDED.as_of,
+                 data = EXCLUDED.data, signals = EXCLUDED.signals, last_checkin_at = EXCLUDED.last_checkin_at,
+                 updated_at = now()""",
+            stored,
         )
-        if as_of is None:
-            return []
-        final_day = daily.local_day(as_of, tz)
-        first_point = min(w.dates)
-        days = await self._window(
-            conn, tenant, pid, min(final_day - timedelta(days=HISTORY_DAYS), first_point - timedelta(days=HISTORY_DAYS))
-        )
+        return out
+
+    def _evaluate(
+        self,
+        key: Key,
+        patient: Patient,
+        days: list[DayRecord],
+        as_of: datetime,
+        final_day: date,
+        new_dates: list[date],
+        prev: str | None,
+        w: _Work,
+    ) -> tuple[list[tuple[str, bytes, bytes]], tuple[Assessment, Trajectory, list[DayRecord]]]:
+        """Pure part of re-scoring one patient: the events to publish and the final trajectory."""
+        tenant, pid = key
+        profile = profile_from_patient(patient)
         by_date = {d.date: d for d in days}
-        points = sorted(d for d in w.dates if d < final_day and d in by_date)[-REPLAY_POINTS:]
-        prev = await conn.fetchval(
-            "SELECT state FROM scoring.trajectories WHERE tenant_id = $1 AND patient_id = $2", tenant, pid
-        )
+        points = [d for d in new_dates if d < final_day and d in by_date][-REPLAY_POINTS:]
         out: list[tuple[str, bytes, bytes]] = []
         for point in points:
             rec = by_date[point]
             point_as_of = max(t for t in (rec.last_recorded_at, rec.last_sample_end) if t is not None)
-            upto = [d for d in days if d.date <= point and d.date >= point - timedelta(days=HISTORY_DAYS)]
-            upto = _with_baseline(days, upto)
+            upto = _with_baseline(days, [d for d in days if point - timedelta(days=HISTORY_DAYS) <= d.date <= point])
             a = engine.score(profile, upto, point_as_of)
             out.append(self._event(tenant, pid, a, to_trajectory(pid, a, upto), prev, _day_trigger(rec), upto))
             prev = a.state.value
@@ -371,46 +420,32 @@ class ScoringProcessor:
         trajectory = to_trajectory(pid, assessment, recent)
         trigger = w.trigger or (_day_trigger(recent[-1]) if recent else None)
         out.append(self._event(tenant, pid, assessment, trajectory, prev, trigger, recent))
-        await conn.execute(
-            """INSERT INTO scoring.trajectories (tenant_id, patient_id, state, as_of, data, signals, last_checkin_at,
-                                                 updated_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, now())
-               ON CONFLICT (tenant_id, patient_id) DO UPDATE SET state = EXCLUDED.state, as_of = EXCLUDED.as_of,
-                 data = EXCLUDED.data, signals = EXCLUDED.signals, last_checkin_at = EXCLUDED.last_checkin_at,
-                 updated_at = now()""",
-            tenant,
-            pid,
-            assessment.state.value,
-            assessment.as_of,
-            trajectory.model_dump(mode="json"),
-            [s.model_dump(mode="json") for s in assessment.signals],
-            _last_checkin(recent),
-        )
-        return out
+        return out, (assessment, trajectory, recent)
 
-    async def _rebuild_days(
-        self, conn: asyncpg.Connection, tenant: str, pid: str, dates: list[date], tz: ZoneInfo
-    ) -> None:
+    async def _rebuild_days(self, conn: asyncpg.Connection, targets: dict[Key, list[date]]) -> None:
+        """Re-aggregate the given local days of each patient from its stored observations."""
+        triples = [(k[0], k[1], d) for k, ds in targets.items() for d in ds]
+        cols = ([t[0] for t in triples], [t[1] for t in triples], [t[2] for t in triples])
         c_rows = await conn.fetch(
-            """SELECT local_date, received_at, data FROM scoring.checkins
-               WHERE tenant_id = $1 AND patient_id = $2 AND local_date = ANY($3::date[])""",
-            tenant,
-            pid,
-            dates,
+            """SELECT c.tenant_id, c.patient_id, c.local_date, c.received_at, c.data FROM scoring.checkins c
+               JOIN unnest($1::text[], $2::text[], $3::date[]) AS k(t, pid, d)
+                 ON c.tenant_id = k.t AND c.patient_id = k.pid AND c.local_date = k.d""",
+            *cols,
         )
         a_rows = await conn.fetch(
-            """SELECT local_date, event_id, type, start_at, end_at, value, device_id, received_at FROM scoring.activity
-               WHERE tenant_id = $1 AND patient_id = $2 AND local_date = ANY($3::date[])""",
-            tenant,
-            pid,
-            dates,
+            """SELECT a.tenant_id, a.patient_id, a.local_date, a.event_id, a.type, a.start_at, a.end_at, a.value,
+                      a.device_id, a.received_at
+               FROM scoring.activity a
+               JOIN unnest($1::text[], $2::text[], $3::date[]) AS k(t, pid, d)
+                 ON a.tenant_id = k.t AND a.patient_id = k.pid AND a.local_date = k.d""",
+            *cols,
         )
-        by_day_c: dict[date, list[CheckinObs]] = defaultdict(list)
-        by_day_a: dict[date, list[ActivityObs]] = defaultdict(list)
+        by_c: dict[tuple[str, str, date], list[CheckinObs]] = defaultdict(list)
+        by_a: dict[tuple[str, str, date], list[ActivityObs]] = defaultdict(list)
         for r in c_rows:
-            by_day_c[r["local_date"]].append(checkin_obs(r["data"], r["received_at"]))
+            by_c[(r["tenant_id"], r["patient_id"], r["local_date"])].append(checkin_obs(r["data"], r["received_at"]))
         for r in a_rows:
-            by_day_a[r["local_date"]].append(
+            by_a[(r["tenant_id"], r["patient_id"], r["local_date"])].append(
                 ActivityObs(
                     event_id=str(r["event_id"]),
                     type=r["type"],
@@ -421,28 +456,37 @@ class ScoringProcessor:
                     received_at=r["received_at"],
                 )
             )
-        rows = [
-            (tenant, pid, d, json.dumps(day_to_json(daily.aggregate_day(d, by_day_c[d], by_day_a[d])))) for d in dates
-        ]
         await conn.executemany(
             """INSERT INTO scoring.daily (tenant_id, patient_id, day, data, updated_at)
                VALUES ($1, $2, $3, $4::text::jsonb, now())
                ON CONFLICT (tenant_id, patient_id, day) DO UPDATE SET data = EXCLUDED.data, updated_at = now()""",
-            rows,
+            [
+                (t, p, d, json.dumps(day_to_json(daily.aggregate_day(d, by_c[(t, p, d)], by_a[(t, p, d)]))))
+                for t, p, d in triples
+            ],
         )
 
-    async def _window(self, conn: asyncpg.Connection, tenant: str, pid: str, since: date) -> list[DayRecord]:
+    async def _windows(self, conn: asyncpg.Connection, since: dict[Key, date]) -> dict[Key, list[DayRecord]]:
+        """Each patient's days since its date, plus its earliest days (the baseline)."""
+        keys = list(since)
         rows = await conn.fetch(
-            """SELECT day, data FROM (
-                   SELECT day, data, row_number() OVER (ORDER BY day) AS rn
-                   FROM scoring.daily WHERE tenant_id = $1 AND patient_id = $2) t
-               WHERE rn <= $3 OR day >= $4 ORDER BY day""",
-            tenant,
-            pid,
+            """SELECT tenant_id, patient_id, day, data FROM (
+                   SELECT d.tenant_id, d.patient_id, d.day, d.data, k.since,
+                          row_number() OVER (PARTITION BY d.tenant_id, d.patient_id ORDER BY d.day) AS rn
+                   FROM scoring.daily d
+                   JOIN unnest($1::text[], $2::text[], $3::date[]) AS k(t, pid, since)
+                     ON d.tenant_id = k.t AND d.patient_id = k.pid) x
+               WHERE rn <= $4 OR day >= since
+               ORDER BY tenant_id, patient_id, day""",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [since[k] for k in keys],
             BASELINE_DAYS,
-            since,
         )
-        return [day_from_json(r["data"]) for r in rows]
+        out: dict[Key, list[DayRecord]] = defaultdict(list)
+        for r in rows:
+            out[(r["tenant_id"], r["patient_id"])].append(day_from_json(r["data"]))
+        return out
 
     def _event(
         self,
