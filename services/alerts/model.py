@@ -91,6 +91,9 @@ class AlertPolicy:
     hysteresis: timedelta = timedelta(hours=48)
     retrospective_after: timedelta = timedelta(hours=72)
     disengagement_after: timedelta = timedelta(days=4)
+    # Disengagement is judged only once the patient's data stream has been quiet this long, so a
+    # patient whose history is being backfilled (old event times, arriving now) is not "silent".
+    disengagement_quiet: timedelta = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +182,15 @@ TimerDecision = Escalate | Remind
 # --- Per-tenant policy configuration (JSON) -------------------------------------------------
 
 POLICY_KEYS = frozenset(
-    {"escalation", "repeat_interval_minutes", "quiet_hours", "timezone", "hysteresis_hours", "disengagement_days"}
+    {
+        "escalation",
+        "repeat_interval_minutes",
+        "quiet_hours",
+        "timezone",
+        "hysteresis_hours",
+        "disengagement_days",
+        "disengagement_quiet_minutes",
+    }
 )
 MIN_REPEAT_INTERVAL = timedelta(minutes=5)
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -308,6 +319,12 @@ def policy_from_dict(d: Mapping[str, Any]) -> AlertPolicy:
         if days < 1:
             raise ValueError("alert policy: disengagement_days must be at least 1")
         disengagement = timedelta(days=days)
+    quiet_stream = defaults.disengagement_quiet
+    if "disengagement_quiet_minutes" in d:
+        minutes = _number(d["disengagement_quiet_minutes"], "disengagement_quiet_minutes")
+        if minutes < 0:
+            raise ValueError("alert policy: disengagement_quiet_minutes must not be negative")
+        quiet_stream = timedelta(minutes=minutes)
     return AlertPolicy(
         escalation=escalation,
         repeat_interval=repeat,
@@ -317,6 +334,7 @@ def policy_from_dict(d: Mapping[str, Any]) -> AlertPolicy:
         hysteresis=hysteresis,
         retrospective_after=defaults.retrospective_after,
         disengagement_after=disengagement,
+        disengagement_quiet=quiet_stream,
     )
 
 
@@ -349,4 +367,5 @@ def policy_to_dict(policy: AlertPolicy) -> dict[str, Any]:
         "timezone": policy.timezone,
         "hysteresis_hours": _plain(policy.hysteresis, timedelta(hours=1)),
         "disengagement_days": _plain(policy.disengagement_after, timedelta(days=1)),
+        "disengagement_quiet_minutes": _plain(policy.disengagement_quiet, timedelta(minutes=1)),
     }

@@ -129,14 +129,16 @@ class AlertsProcessor:
             (r["tenant_id"], r["patient_id"]): members_from_json(r["care_team"])
             for r in await conn.fetch(
                 """INSERT INTO alerts.patients AS p (tenant_id, patient_id, care_team, timezone, version_at,
-                                                     last_checkin_at)
-                   SELECT t, pid, '[]', 'UTC', '-infinity', lc FROM unnest($1::text[], $2::text[], $3::timestamptz[])
-                     AS k(t, pid, lc)
+                                                     last_checkin_at, last_seen_at)
+                   SELECT t, pid, '[]', 'UTC', '-infinity', lc, $4
+                   FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS k(t, pid, lc)
                    ON CONFLICT (tenant_id, patient_id) DO UPDATE
-                   SET last_checkin_at = greatest(p.last_checkin_at, EXCLUDED.last_checkin_at)
+                   SET last_checkin_at = greatest(p.last_checkin_at, EXCLUDED.last_checkin_at),
+                       last_seen_at = $4
                    RETURNING tenant_id, patient_id, care_team""",
                 *cols,
                 [last_checkin[k] for k in keys],
+                now,
             )
         }
         active: dict[Key, list[AlertState]] = defaultdict(list)

@@ -115,7 +115,7 @@ class Sweeper:
 
     async def _disengagement(self, conn: asyncpg.Connection, w: AlertWriter, now: datetime) -> int:
         rows = await conn.fetch(
-            """SELECT p.tenant_id, p.patient_id, p.last_checkin_at, p.care_team,
+            """SELECT p.tenant_id, p.patient_id, p.last_checkin_at, p.last_seen_at, p.care_team,
                       (SELECT max(event_time) FROM alerts.alerts a WHERE a.tenant_id = p.tenant_id
                           AND a.patient_id = p.patient_id AND a.kind = 'disengagement' AND a.status = 'resolved')
                           AS resolved_through,
@@ -159,6 +159,7 @@ class Sweeper:
                 snoozes=snoozes,
                 red_flag_active=r["red_flag_active"],
                 resolved_through=r["resolved_through"],
+                last_seen_at=r["last_seen_at"],
             )
             if isinstance(decision, OpenAlert):
                 members = members_from_json(r["care_team"] or [])

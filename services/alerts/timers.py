@@ -109,6 +109,7 @@ def disengagement(
     snoozes: Sequence[SnoozeState] = (),
     red_flag_active: bool = False,
     resolved_through: datetime | None = None,
+    last_seen_at: datetime | None = None,
 ) -> OpenAlert | ResolveAlert | None:
     """Open or resolve one patient's disengagement alert.
 
@@ -125,7 +126,9 @@ def disengagement(
         snooze is active (`until > now`), `red_flag_active` (an unresolved, non-retrospective
         red-flag alert inhibits it), or `last_checkin_at <= resolved_through` (the newest
         `event_time` of a resolved disengagement alert: that silence was already handled, so a
-        manual resolve does not re-open it on the next sweep).
+        manual resolve does not re-open it on the next sweep), or while the patient's data stream is
+        still active: `last_seen_at` (processing time of the newest update for the patient) within
+        `policy.disengagement_quiet`, so a backfill of old check-ins does not read as silence.
     """
     require_aware(now, "now")
     if active is not None and (active.kind is not AlertKind.disengagement or active.patient_id != patient_id):
@@ -137,6 +140,8 @@ def disengagement(
             return ResolveAlert(alert_id=active.id, reason=RESOLVED_CHECKIN)
         return None
     age = now - last_checkin_at
+    if last_seen_at is not None and now - last_seen_at < policy.disengagement_quiet:
+        return None  # data for this patient is still arriving (e.g. a backfill): not silent
     if age < policy.disengagement_after:
         return None
     if resolved_through is not None and last_checkin_at <= resolved_through:

@@ -283,3 +283,18 @@ def test_disengagement_rejects_a_wrong_active_alert() -> None:
 def test_disengagement_is_deterministic() -> None:
     first = disengagement("pt-1", T0 - 5 * DAY, None, POLICY, T0)
     assert all(disengagement("pt-1", T0 - 5 * DAY, None, POLICY, T0) == first for _ in range(3))
+
+
+def test_disengagement_waits_for_a_quiet_stream() -> None:
+    """A backfill of old check-ins (old event time, arriving now) is not silence."""
+    from datetime import UTC, datetime, timedelta
+
+    from services.alerts.model import AlertPolicy, OpenAlert
+    from services.alerts.timers import disengagement
+
+    now = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    policy = AlertPolicy()
+    old = now - timedelta(days=30)
+    assert disengagement("p", old, None, policy, now, last_seen_at=now - timedelta(minutes=5)) is None
+    assert disengagement("p", old, None, policy, now, last_seen_at=now - policy.disengagement_quiet) is not None
+    assert isinstance(disengagement("p", old, None, policy, now, last_seen_at=None), OpenAlert)
