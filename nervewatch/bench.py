@@ -268,7 +268,14 @@ class Bench:
         )
         self.consume_ceiling = await load.consume_ceiling(self.e.stack.bootstrap, topic, s.raw_messages + 1000)
         self.report.add(Row("Ceiling: plain consumer, same messages", _rate(self.consume_ceiling, "msg/s")))
-        hop = await load.hop_latency(self.e.stack.bootstrap, self.settings.kafka_linger_ms, topic, 100, s.e2e_s)
+        hop = await load.hop_latency(
+            self.e.stack.bootstrap,
+            self.settings.kafka_linger_ms,
+            self.settings.kafka_fetch_max_wait_ms,
+            topic,
+            100,
+            s.e2e_s,
+        )
         self.report.add(
             Row(
                 "Floor: one broker hop (send to plain consumer) at 100 msg/s, p50 / p99",

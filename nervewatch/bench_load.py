@@ -396,9 +396,14 @@ class GroupWatch:
         self._consumers.clear()
 
 
-async def hop_latency(bootstrap: str, linger_ms: int, topic: str, rate: float, duration_s: float) -> list[float]:
-    """Seconds from send to receipt through the broker for single messages at `rate`/s (plain client, no group)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+async def hop_latency(
+    bootstrap: str, linger_ms: int, fetch_max_wait_ms: int, topic: str, rate: float, duration_s: float
+) -> list[float]:
+    """Seconds from send to receipt through the broker for single messages at `rate`/s (plain client, no group),
+    with the same producer linger and consumer fetch wait as the services."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=fetch_max_wait_ms
+    )
     prod = producer(bootstrap, linger_ms)
     await consumer.start()
     await prod.start()

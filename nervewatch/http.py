@@ -32,6 +32,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 IDENTITY: web.AppKey[IdentityStore] = web.AppKey("identity", IdentityStore)
 READY_CHECKS: web.AppKey[dict[str, ReadyCheck]] = web.AppKey("ready_checks", dict)
 SERVICE: web.AppKey[str] = web.AppKey("service", str)
+BEFORE_SCRAPE: web.AppKey[list[Callable[[], None]]] = web.AppKey("before_scrape", list)
 
 
 def _route_name(request: web.Request) -> str:
@@ -90,7 +91,9 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"ready": ok, "checks": results}, status=200 if ok else 503)
 
 
-async def metrics_endpoint(_: web.Request) -> web.Response:
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    for hook in request.app[BEFORE_SCRAPE]:
+        hook()
     resp = web.Response(body=generate_latest())
     resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     return resp
@@ -100,6 +103,7 @@ def create_app(service: str, identity: IdentityStore | None = None) -> web.Appli
     app = web.Application(middlewares=[observe], client_max_size=MAX_BODY)
     app[SERVICE] = service
     app[READY_CHECKS] = {}
+    app[BEFORE_SCRAPE] = []
     if identity is not None:
         app[IDENTITY] = identity
     app.router.add_get("/healthz", healthz)

@@ -163,6 +163,7 @@ class BatchConsumer(Generic[T]):
         self.last_progress = time.monotonic()
         self.lag = 0
         self._last_lag_check = 0.0
+        self._lag_labels: set[tuple[str, str]] = set()
         self.batches = 0
 
     def _new_consumer(self) -> AIOKafkaConsumer:
@@ -296,6 +297,7 @@ class BatchConsumer(Generic[T]):
         self._last_lag_check = now
         assert self._consumer is not None
         total = 0
+        seen: list[tuple[str, str]] = []
         for tp in self._consumer.assignment():
             hw = self._consumer.highwater(tp)
             if hw is None:
@@ -308,6 +310,11 @@ class BatchConsumer(Generic[T]):
             lag = max(hw - pos, 0)
             total += lag
             metrics.CONSUMER_LAG.labels(self.group_id, tp.topic, str(tp.partition)).set(lag)
+            seen.append((tp.topic, str(tp.partition)))
+        assigned = {(tp.topic, str(tp.partition)) for tp in self._consumer.assignment()}
+        for topic, partition in self._lag_labels - assigned:  # partitions a rebalance moved away
+            metrics.CONSUMER_LAG.remove(self.group_id, topic, partition)
+        self._lag_labels = (self._lag_labels & assigned) | set(seen)
         self.lag = total
         if total == 0:
             self.last_progress = now

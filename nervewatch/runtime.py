@@ -78,8 +78,11 @@ class Runtime:
 
         self.background.append(asyncio.create_task(wrapper(), name=name))
 
-    async def db_ready(self) -> bool:
+    def observe_pool(self) -> None:
         db.record_pool_metrics(self.pool)
+
+    async def db_ready(self) -> bool:
+        self.observe_pool()
         return await db.ping(self.pool)
 
     async def kafka_ready(self) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from nervewatch.http import READY_CHECKS, create_app
+from nervewatch.http import BEFORE_SCRAPE, READY_CHECKS, create_app
 from nervewatch.kafka import BatchConsumer
 from nervewatch.outbox import Outbox
 from nervewatch.runtime import Runtime, retry_until_ready
@@ -80,6 +80,7 @@ async def build_app(rt: Runtime) -> web.Application:
     async def consumer_ok() -> bool:
         return consumer.running and not consumer.stalled()
 
+    app[BEFORE_SCRAPE].append(rt.observe_pool)
     app[READY_CHECKS].update({"database": rt.db_ready, "kafka": rt.kafka_ready, "consumer": consumer_ok})
     app.add_routes(AlertsApi(rt.pool, outbox, broadcaster).routes())
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from nervewatch.http import READY_CHECKS, create_app
+from nervewatch.http import BEFORE_SCRAPE, READY_CHECKS, create_app
 from nervewatch.runtime import Runtime
 from services.ingest.handlers import IngestHandlers
 from services.ingest.patients import PatientRegistry
@@ -12,6 +12,7 @@ from services.ingest.patients import PatientRegistry
 
 def build_app(rt: Runtime) -> web.Application:
     app = create_app("ingest", rt.identity)
+    app[BEFORE_SCRAPE].append(rt.observe_pool)
     app[READY_CHECKS].update({"database": rt.db_ready, "kafka": rt.kafka_ready})
     handlers = IngestHandlers(rt.settings, PatientRegistry(rt.pool, rt.producer), rt.producer)
     app.add_routes(handlers.routes())

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from nervewatch.http import READY_CHECKS, authenticate, create_app, json_response
+from nervewatch.http import BEFORE_SCRAPE, READY_CHECKS, authenticate, create_app, json_response
 from nervewatch.kafka import BatchConsumer
 from nervewatch.outbox import Outbox
 from nervewatch.problems import not_found
@@ -63,6 +63,7 @@ async def build_app(rt: Runtime) -> web.Application:
     async def consumer_ok() -> bool:
         return consumer.running and not consumer.stalled()
 
+    app[BEFORE_SCRAPE].append(rt.observe_pool)
     app[READY_CHECKS].update({"database": rt.db_ready, "kafka": rt.kafka_ready, "consumer": consumer_ok})
     app.router.add_get("/v1/patients/{patient_id}/trajectory", get_trajectory)
 
