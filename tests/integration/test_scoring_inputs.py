@@ -53,7 +53,7 @@ async def test_duplicate_event_id_with_other_content_keeps_the_first_and_counts_
 
     await poll(conflict_counted)
     stored = await db.fetch("SELECT data FROM scoring.checkins WHERE event_id = $1", uuid.UUID(event_id))
-    assert len(stored) == 1 and stored[0]["data"]["pain"]["current"] == 3
+    assert len(stored) == 1 and json.loads(stored[0]["data"])["pain"]["current"] == 3
 
 
 async def test_event_for_a_patient_enrolled_later_is_held_then_scored(
