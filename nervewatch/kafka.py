@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,10 +28,12 @@ from typing import Any, Generic, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from pydantic import TypeAdapter, ValidationError
 
 from nervewatch import metrics
+from nervewatch.problems import sanitized
 from nervewatch.settings import Settings
-from schemas.events import DeadLetter, Topics
+from schemas.events import SCHEMA_VERSION, DeadLetter, Topics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,6 +47,28 @@ class DecodeError(ValueError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+def decode_event(record: ConsumerRecord, adapter: TypeAdapter[T]) -> T:
+    """Decode a versioned JSON event with `adapter`; raises DecodeError with a dead-letter reason.
+
+    Reasons: `empty_value`, `invalid_json`, `invalid_envelope`, `unsupported_schema_version`,
+    `schema_violation` (its message lists field locations and error types, never values).
+    """
+    if record.value is None:
+        raise DecodeError("empty_value", "record has no value")
+    try:
+        head = json.loads(record.value)
+    except ValueError:
+        raise DecodeError("invalid_json", "value is not JSON") from None
+    if not isinstance(head, dict):
+        raise DecodeError("invalid_envelope", "value is not a JSON object")
+    if head.get("schema_version") != SCHEMA_VERSION:
+        raise DecodeError("unsupported_schema_version", f"schema_version {head.get('schema_version')!r:.20}")
+    try:
+        return adapter.validate_python(head)
+    except ValidationError as exc:
+        raise DecodeError("schema_violation", sanitized(exc)) from None
 
 
 async def ensure_topics(settings: Settings, topics: Sequence[str] | None = None) -> None:

@@ -35,7 +35,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -43,12 +43,12 @@ from zoneinfo import ZoneInfo
 from schemas.activity import ActivitySample
 from schemas.alerts import Alert, AlertKind, AlertStatus, Resolution
 from schemas.checkins import CheckIn
-from schemas.events import TrajectoryUpdated, TriggerRef
+from schemas.events import TrajectoryUpdated
 from schemas.patients import Patient
-from schemas.trajectory import Trajectory, TrajectoryState
+from schemas.trajectory import TrajectoryState
 from services.alerts import rules, timers
 from services.alerts.model import AlertPolicy, AlertState, OpenAlert, ResolveAlert, Suppressed, UpdateAlert
-from services.scoring import daily, engine
+from services.scoring import daily, engine, series
 from services.scoring.codec import activity_obs, checkin_obs, profile_from_patient
 from services.scoring.model import ActivityObs, Assessment, CheckinObs, DayRecord
 from simulator.archetypes import ALL_ARCHETYPES, SimPatient, generate_cohort
@@ -58,8 +58,6 @@ from simulator.evaluate import truths_from_cohort as _truths
 #: Fixed default end of the simulated histories, so that a run needs no clock to be reproducible.
 DEFAULT_END = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 #: As in services.scoring.processor: history window and baseline head passed to the engine.
-HISTORY_DAYS = 180
-BASELINE_DAYS = 14
 TENANT = "offline"
 
 
@@ -236,33 +234,10 @@ class _Alerts:
 # Replay
 
 
-def _with_baseline(all_days: Sequence[DayRecord], window: list[DayRecord]) -> list[DayRecord]:
-    head = [d for d in all_days[:BASELINE_DAYS] if not window or d.date < window[0].date]
-    return head + window
-
-
-def _trigger(day: DayRecord) -> TriggerRef | None:
-    """The day's newest check-in, received the moment it was recorded (live data)."""
-    if day.last_event_id and day.last_recorded_at:
-        return TriggerRef(
-            event_id=day.last_event_id, recorded_at=day.last_recorded_at, received_at=day.last_recorded_at
-        )
-    return None
-
-
 def _event(
     pid: str, n: int, a: Assessment, prev: TrajectoryState | None, day: DayRecord, last: datetime | None
 ) -> TrajectoryUpdated:
-    trajectory = Trajectory(
-        patient_id=pid,
-        state=a.state,
-        as_of=a.as_of,
-        symptom_index=a.symptom_index,
-        baseline_symptom_index=a.baseline_symptom_index,
-        change_from_baseline_pct=a.change_from_baseline_pct,
-        slope_per_week=a.slope_per_week,
-        reasons=list(a.reasons),
-    )
+    trajectory = series.to_trajectory(pid, a, []).model_copy(update={"days": []})
     return TrajectoryUpdated(
         tenant_id=TENANT,
         event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"nervewatch-offline/{pid}/{n}"),
@@ -270,7 +245,7 @@ def _event(
         previous_state=prev,
         state_changed=prev != a.state,
         signals=list(a.signals),
-        trigger=_trigger(day),
+        trigger=series.day_trigger(day),
         last_checkin_at=last,
         computed_at=a.as_of,
     )
@@ -300,7 +275,7 @@ def replay_patient(p: SimPatient, end: datetime, policy: AlertPolicy | None = No
         state.sweep_disengagement(last_checkin, min((c.recorded_at for c in cs), default=as_of))
         if rec.last_recorded_at is not None:
             last_checkin = rec.last_recorded_at if last_checkin is None else max(last_checkin, rec.last_recorded_at)
-        upto = _with_baseline(days, [d for d in days if d.date >= day - timedelta(days=HISTORY_DAYS)])
+        upto = series.window_upto(days, day)
         a = engine.score(profile, upto, as_of)
         n += 1
         ev = _event(p.patient_id, n, a, prev, rec, last_checkin)

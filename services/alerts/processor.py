@@ -9,19 +9,17 @@ commit the lifecycle outbox is drained and the dispatcher is woken.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import asyncpg
 from aiokafka import ConsumerRecord
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
 from nervewatch import metrics
-from nervewatch.kafka import Decoded, DecodeError
+from nervewatch.kafka import Decoded, decode_event
 from nervewatch.outbox import Outbox
-from nervewatch.problems import sanitized
 from schemas.alerts import AlertKind
 from schemas.events import PatientUpserted, TrajectoryUpdated
 from services.alerts import apply, rules
@@ -45,20 +43,8 @@ _adapter: TypeAdapter[AlertInput] = TypeAdapter(AlertInput)
 
 
 def decode(record: ConsumerRecord) -> AlertInput:
-    if record.value is None:
-        raise DecodeError("empty_value", "record has no value")
-    try:
-        head = json.loads(record.value)
-    except ValueError:
-        raise DecodeError("invalid_json", "value is not JSON") from None
-    if not isinstance(head, dict):
-        raise DecodeError("invalid_envelope", "value is not a JSON object")
-    if head.get("schema_version") != 1:
-        raise DecodeError("unsupported_schema_version", f"schema_version {head.get('schema_version')!r:.20}")
-    try:
-        return _adapter.validate_python(head)
-    except ValidationError as exc:
-        raise DecodeError("schema_violation", sanitized(exc)) from None
+    """Decode a patient or trajectory event; raises DecodeError (dead-letter) for anything unusable."""
+    return decode_event(record, _adapter)
 
 
 class AlertsProcessor:

@@ -24,12 +24,11 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 from aiokafka import ConsumerRecord
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
 from nervewatch import metrics
-from nervewatch.kafka import Decoded, DecodeError
+from nervewatch.kafka import Decoded, decode_event
 from nervewatch.outbox import Outbox
-from nervewatch.problems import sanitized
 from schemas.events import (
     ActivityRecorded,
     CheckInRecorded,
@@ -41,8 +40,8 @@ from schemas.events import (
     event_key,
 )
 from schemas.patients import Patient
-from schemas.trajectory import Trajectory, TrajectoryDay, TrajectoryState
-from services.scoring import daily, engine
+from schemas.trajectory import Trajectory, TrajectoryState
+from services.scoring import daily, engine, series
 from services.scoring.codec import (
     activity_obs,
     checkin_obs,
@@ -53,9 +52,6 @@ from services.scoring.codec import (
 )
 from services.scoring.model import ActivityObs, Assessment, CheckinObs, DayRecord
 
-HISTORY_DAYS = 180
-BASELINE_DAYS = 14
-API_DAYS = 28
 # At most this many past local days are re-evaluated per patient and batch (a late backfill of months).
 REPLAY_POINTS = 120
 
@@ -65,20 +61,7 @@ Key = tuple[str, str]
 
 def decode(record: ConsumerRecord) -> PatientUpserted | CheckInRecorded | ActivityRecorded:
     """Decode an ingest event; raises DecodeError (dead-letter) for anything unusable."""
-    if record.value is None:
-        raise DecodeError("empty_value", "record has no value")
-    try:
-        head = json.loads(record.value)
-    except ValueError:
-        raise DecodeError("invalid_json", "value is not JSON") from None
-    if not isinstance(head, dict):
-        raise DecodeError("invalid_envelope", "value is not a JSON object")
-    if head.get("schema_version") != 1:
-        raise DecodeError("unsupported_schema_version", f"schema_version {head.get('schema_version')!r:.20}")
-    try:
-        return _event_adapter.validate_python(head)
-    except ValidationError as exc:
-        raise DecodeError("schema_violation", sanitized(exc)) from None
+    return decode_event(record, _event_adapter)
 
 
 @dataclass
@@ -360,7 +343,7 @@ class ScoringProcessor:
             as_of = patients[k]["as_of"]
             final_day = daily.local_day(as_of, tz)
             finals[k] = (patient, tz, as_of, final_day)
-            since[k] = min(final_day, min(targets[k])) - timedelta(days=HISTORY_DAYS)
+            since[k] = min(final_day, min(targets[k])) - timedelta(days=series.HISTORY_DAYS)
         windows = await self._windows(conn, since)
         out: list[tuple[str, bytes, bytes]] = []
         stored: list[tuple[object, ...]] = []
@@ -377,7 +360,7 @@ class ScoringProcessor:
                     a.as_of,
                     json.dumps(trajectory.model_dump(mode="json")),
                     json.dumps([s.model_dump(mode="json") for s in a.signals]),
-                    _last_checkin(recent),
+                    series.last_checkin(recent),
                 )
             )
         await conn.executemany(
@@ -411,14 +394,15 @@ class ScoringProcessor:
         for point in points:
             rec = by_date[point]
             point_as_of = max(t for t in (rec.last_recorded_at, rec.last_sample_end) if t is not None)
-            upto = _with_baseline(days, [d for d in days if point - timedelta(days=HISTORY_DAYS) <= d.date <= point])
+            upto = series.window_upto(days, point)
             a = engine.score(profile, upto, point_as_of)
-            out.append(self._event(tenant, pid, a, to_trajectory(pid, a, upto), prev, _day_trigger(rec), upto))
+            trajectory = series.to_trajectory(pid, a, upto)
+            out.append(self._event(tenant, pid, a, trajectory, prev, series.day_trigger(rec), upto))
             prev = a.state.value
-        recent = _with_baseline(days, [d for d in days if d.date >= final_day - timedelta(days=HISTORY_DAYS)])
+        recent = series.window_upto(days, final_day)
         assessment = engine.score(profile, recent, as_of)
-        trajectory = to_trajectory(pid, assessment, recent)
-        trigger = w.trigger or (_day_trigger(recent[-1]) if recent else None)
+        trajectory = series.to_trajectory(pid, assessment, recent)
+        trigger = w.trigger or (series.day_trigger(recent[-1]) if recent else None)
         out.append(self._event(tenant, pid, assessment, trajectory, prev, trigger, recent))
         return out, (assessment, trajectory, recent)
 
@@ -481,7 +465,7 @@ class ScoringProcessor:
             [k[0] for k in keys],
             [k[1] for k in keys],
             [since[k] for k in keys],
-            BASELINE_DAYS,
+            series.BASELINE_DAYS,
         )
         out: dict[Key, list[DayRecord]] = defaultdict(list)
         for r in rows:
@@ -509,62 +493,10 @@ class ScoringProcessor:
             state_changed=changed,
             signals=list(a.signals),
             trigger=trigger,
-            last_checkin_at=_last_checkin(days),
+            last_checkin_at=series.last_checkin(days),
             computed_at=self.clock(),
         )
         return Topics.trajectories, event_key(tenant, pid), event.model_dump_json().encode()
-
-
-def _last_checkin(days: list[DayRecord]) -> datetime | None:
-    return max((d.last_recorded_at for d in days if d.last_recorded_at), default=None)
-
-
-def _with_baseline(all_days: list[DayRecord], window: list[DayRecord]) -> list[DayRecord]:
-    """The window plus the patient's earliest days (the engine's baseline), without repeats."""
-    head = [d for d in all_days[:BASELINE_DAYS] if not window or d.date < window[0].date]
-    return head + window
-
-
-def _day_trigger(day: DayRecord) -> TriggerRef | None:
-    """The newest observation of a day, as the trigger of an evaluation as of that day."""
-    if day.last_event_id and day.last_recorded_at:
-        return TriggerRef(
-            event_id=day.last_event_id,
-            recorded_at=day.last_recorded_at,
-            received_at=day.last_received_at or day.last_recorded_at,
-        )
-    return None
-
-
-def to_trajectory(patient_id: str, a: Assessment, days: list[DayRecord]) -> Trajectory:
-    recent = [d for d in days if d.checkins or d.steps is not None][-API_DAYS:]
-    return Trajectory(
-        patient_id=patient_id,
-        state=a.state,
-        as_of=a.as_of,
-        symptom_index=a.symptom_index,
-        baseline_symptom_index=a.baseline_symptom_index,
-        change_from_baseline_pct=a.change_from_baseline_pct,
-        slope_per_week=a.slope_per_week,
-        reasons=list(a.reasons),
-        days=[
-            TrajectoryDay(
-                date=d.date,
-                symptom_index=a.day_index.get(d.date),
-                pain=d.pain,
-                tingling=d.tingling,
-                numbness=d.numbness,
-                weakness=d.weakness,
-                grip_strength_kg=d.grip_strength_kg if d.grip_strength_kg is not None else d.device_grip_strength_kg,
-                steps=d.steps,
-                active_minutes=d.active_minutes,
-                sleep_minutes=d.sleep_minutes,
-                pt_session=d.pt_session,
-                checkins=d.checkins,
-            )
-            for d in recent
-        ],
-    )
 
 
 def _key(ev: CheckInRecorded | ActivityRecorded) -> Key:
