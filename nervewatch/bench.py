@@ -16,6 +16,7 @@ with a fresh database), the three services as child processes on free ports. Pha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import secrets
@@ -28,10 +29,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+from aiohttp import web
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from nervewatch import bench_load as load
 from nervewatch.bench_proc import BenchEnv, close_env, cpu_seconds, machine_description, open_env, rss_mib
+from nervewatch.devstack import free_port
 from nervewatch.identity.store import SCOPES, IdentityStore
 from nervewatch.settings import Settings
 from schemas.events import Topics
@@ -55,6 +58,8 @@ class Sizes:
     scoring_events: int
     alerts_events: int
     consumer_timeout_s: float
+    webhook_rate: float
+    webhook_s: float
 
 
 FULL = Sizes(
@@ -72,6 +77,8 @@ FULL = Sizes(
     scoring_events=20_000,
     alerts_events=20_000,
     consumer_timeout_s=240.0,
+    webhook_rate=500.0,
+    webhook_s=5.0,
 )
 SMOKE = Sizes(
     raw_messages=2000,
@@ -88,6 +95,8 @@ SMOKE = Sizes(
     scoring_events=400,
     alerts_events=400,
     consumer_timeout_s=60.0,
+    webhook_rate=50.0,
+    webhook_s=1.0,
 )
 
 
@@ -194,6 +203,9 @@ class Bench:
         self.produce_ceiling = float("nan")
         self.consume_ceiling = float("nan")
         self.load_patients = [f"pt-{i:05d}" for i in range(sizes.load_patients)]
+        self.webhook_port = free_port()
+        self.webhook_url = f"http://127.0.0.1:{self.webhook_port}/hook"
+        self.webhook_patients = [f"wh-{i:06d}" for i in range(int(sizes.webhook_rate * sizes.webhook_s))]
         self.e2e_patients = {
             rate: [f"rf-{int(rate)}-{i:06d}" for i in range(int(rate * sizes.e2e_s))] for rate in sizes.e2e_rates
         }
@@ -292,6 +304,9 @@ class Bench:
         everyone = self.load_patients + [p for ps in self.e2e_patients.values() for p in ps]
         started = time.monotonic()
         await load.enrol(self.key, f"{self.e.url('ingest')}/v1/patients", everyone)
+        await load.enrol(
+            self.key, f"{self.e.url('ingest')}/v1/patients", self.webhook_patients, webhook_url=self.webhook_url
+        )
         print(f"  enrolled {len(everyone)} patients in {time.monotonic() - started:.1f} s", flush=True)
 
     async def ingest_closed(self) -> None:
@@ -419,6 +434,60 @@ class Bench:
             self.report.failures.append(f"end to end at {rate:,.0f}/s: only {len(rows)} of {len(patients)} alerts")
         await self._quiesce(s.consumer_timeout_s)
 
+    async def webhook_latency(self) -> None:
+        """Trajectory event on the log to the first webhook attempt, red-flag events at a fixed rate."""
+        s = self.sizes
+        arrived: dict[str, float] = {}
+        all_arrived = asyncio.Event()
+
+        async def hook(request: web.Request) -> web.Response:
+            body = await request.json()
+            arrived.setdefault(body["patient_id"], time.time())
+            if len(arrived) >= len(self.webhook_patients):
+                all_arrived.set()
+            return web.Response(status=204)
+
+        app = web.Application()
+        app.router.add_post("/hook", hook)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.webhook_port).start()
+        prod = load.producer(self.e.stack.bootstrap, self.settings.kafka_linger_ms)
+        await prod.start()
+        scheduled: dict[str, float] = {}
+        try:
+            t0 = time.monotonic()
+            wall0 = time.time()
+            pending = []
+            for i, patient in enumerate(self.webhook_patients):
+                due = t0 + i / s.webhook_rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                scheduled[patient] = wall0 + i / s.webhook_rate
+                key, value = load.red_flag_trajectory(patient, datetime.now(UTC))
+                pending.append(await prod.send(Topics.trajectories, key=key, value=value))
+            await asyncio.gather(*pending)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(all_arrived.wait(), timeout=60)
+        finally:
+            await prod.stop()
+            await runner.cleanup()
+        lat = [arrived[p] - scheduled[p] for p in scheduled if p in arrived]
+        p50, p99 = load.percentile(lat, 50), load.percentile(lat, 99)
+        self.report.add(
+            Row(
+                f"Trajectory event to first webhook attempt at {s.webhook_rate:,.0f}/s, p50 / p99",
+                f"{_ms(p50)} / {_ms(p99)}",
+                target="p99 < 250 ms at 500/s",
+                status=_status(p99 < 0.25 and len(lat) == len(scheduled)) if s.webhook_rate >= 500 else "",
+                note=f"{len(lat)} of {len(scheduled)} webhooks received; latency from the scheduled publish time",
+            )
+        )
+        if len(lat) < len(scheduled):
+            self.report.failures.append(f"webhook latency: only {len(lat)} of {len(scheduled)} webhooks arrived")
+        await self._quiesce(s.consumer_timeout_s)
+
     async def scoring_throughput(self) -> None:
         s = self.sizes
         records = load.checkin_events(self.load_patients, s.scoring_events, datetime.now(UTC))
@@ -514,6 +583,7 @@ class Bench:
             await self.phase("start scoring + alerts", self.start_consumers)
             for rate in self.sizes.e2e_rates:
                 await self.phase(f"end to end {rate:,.0f}/s", lambda r=rate: self.end_to_end(r))  # type: ignore[misc]
+            await self.phase("trajectory to webhook", self.webhook_latency)
             await self.phase("scoring consumer", self.scoring_throughput)
             await self.phase("alerts consumer", self.alerts_throughput)
             self.memory()

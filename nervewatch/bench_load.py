@@ -68,17 +68,25 @@ def batch_body(patients: list[str], size: int, start: int) -> bytes:
     return json.dumps({"items": items}).encode()
 
 
-def patient_body(patient_id: str) -> bytes:
-    return json.dumps(
-        {
-            "patient_id": patient_id,
-            "condition": "carpal_tunnel",
-            "side": "right",
-            "treatment": "surgical_decompression",
-            "timezone": TIMEZONE,
-            "baseline": {"pain": 7, "tingling": 6, "numbness": 5, "weakness": 4},
-        }
-    ).encode()
+def patient_body(patient_id: str, webhook_url: str | None = None) -> bytes:
+    body: dict[str, Any] = {
+        "patient_id": patient_id,
+        "condition": "carpal_tunnel",
+        "side": "right",
+        "treatment": "surgical_decompression",
+        "timezone": TIMEZONE,
+        "baseline": {"pain": 7, "tingling": 6, "numbness": 5, "weakness": 4},
+    }
+    if webhook_url:
+        body["care_team"] = [
+            {
+                "member_id": "oncall",
+                "role": "on_call",
+                "min_severity": "critical",
+                "notify": {"webhook_url": webhook_url},
+            }
+        ]
+    return json.dumps(body).encode()
 
 
 def checkin_events(patients: list[str], n: int, now: datetime) -> list[tuple[bytes, bytes]]:
@@ -93,6 +101,22 @@ def checkin_events(patients: list[str], n: int, now: datetime) -> list[tuple[byt
         event = CheckInRecorded(tenant_id=TENANT, received_at=now, checkin=checkin)
         out.append((event_key(TENANT, patient), event.model_dump_json().encode()))
     return out
+
+
+def red_flag_trajectory(patient: str, now: datetime) -> tuple[bytes, bytes]:
+    """One live TrajectoryUpdated carrying a red-flag signal for `patient` (opens a critical alert)."""
+    event = TrajectoryUpdated(
+        tenant_id=TENANT,
+        event_id=uuid.uuid4(),
+        trajectory=Trajectory(patient_id=patient, state=TrajectoryState.red_flag, as_of=now, symptom_index=70.0),
+        previous_state=TrajectoryState.improving,
+        state_changed=True,
+        signals=[Signal(code=SignalCode.red_flag, event_time=now, event_id=str(uuid.uuid4()))],
+        trigger=TriggerRef(event_id=str(uuid.uuid4()), recorded_at=now, received_at=now),
+        last_checkin_at=now,
+        computed_at=now,
+    )
+    return event_key(TENANT, patient), event.model_dump_json().encode()
 
 
 def trajectory_events(patients: list[str], n: int, now: datetime, red_flag_every: int) -> list[tuple[bytes, bytes]]:
@@ -228,7 +252,9 @@ async def open_loop(
     return res
 
 
-async def enrol(key: str, url: str, patients: list[str], concurrency: int = 32) -> HttpResult:
+async def enrol(
+    key: str, url: str, patients: list[str], concurrency: int = 32, webhook_url: str | None = None
+) -> HttpResult:
     res = HttpResult()
     queue = list(reversed(patients))
     async with session_for(key, concurrency) as session:
@@ -236,8 +262,8 @@ async def enrol(key: str, url: str, patients: list[str], concurrency: int = 32) 
         async def worker() -> None:
             while queue:
                 pid = queue.pop()
-                if not await _post(session, url, patient_body(pid), res, 201):
-                    await _post(session, url, patient_body(pid), res, 200)
+                if not await _post(session, url, patient_body(pid, webhook_url), res, 201):
+                    await _post(session, url, patient_body(pid, webhook_url), res, 200)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     if res.ok < len(patients):
