@@ -19,6 +19,7 @@ ROWS = (
     "Ingest single check-in, open loop",
     "Ingest batch of",
     "End to end at",
+    "Trajectory event to first webhook attempt",
     "Scoring consumer:",
     "Alerts consumer:",
     "Memory: ingest RSS",
