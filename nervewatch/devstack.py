@@ -72,6 +72,19 @@ class EmbeddedStack:
                 self.broker.kill()
         self.broker = None
 
+    def stop_postgres(self) -> None:
+        """Fast-stop the embedded PostgreSQL (connections are dropped); data stays on disk."""
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
+
+        assert self._pg is not None, "PostgreSQL is not embedded"
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self._pg.pgdata, user=self._pg.system_user, timeout=30)
+
+    def start_postgres(self) -> None:
+        """Start the embedded PostgreSQL again on the same data directory and socket."""
+        assert self._pg is not None, "PostgreSQL is not embedded"
+        self._pg._postmaster_info = None
+        self._pg.ensure_postgres_running()
+
     def stop(self) -> None:
         self.stop_broker()
         if self._pg is not None:

@@ -3,6 +3,9 @@
 `create_app` adds: JSON access metrics per route and status, problem+json for every error
 (unexpected exceptions become a 500 that reveals nothing), a 1 MiB body limit, API-key
 authentication helpers, and the `/healthz`, `/readyz` and `/metrics` endpoints.
+`authenticate` also applies the per-key rate limit (429 + `Retry-After`) and marks requests made
+for scope `care` so that, once their response starts with a success status, one row goes to the
+access audit (`nervewatch.identity.access_log`), written in the background.
 `serve` runs an app until SIGTERM/SIGINT, then stops accepting, lets in-flight requests finish
 (bounded by the shutdown timeout) and runs the app's cleanup hooks (consumers commit and close).
 """
@@ -11,21 +14,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from nervewatch import metrics
+from nervewatch.identity.access_log import AccessRecord
+from nervewatch.identity.ratelimit import KeyRateLimiter
 from nervewatch.identity.store import IdentityStore, Principal
 from nervewatch.problems import ProblemError, problem_response
+from nervewatch.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
+# HTTP parser limits (aiohttp's defaults, set explicitly in `serve`): the request line (method, path
+# and query string) and each header line at most 8190 bytes, at most 128 headers. Beyond them aiohttp's
+# parser answers a plain-text 400 itself, before any application code (so not problem+json).
+MAX_REQUEST_LINE = 8190
+MAX_HEADER_FIELD = 8190
+MAX_HEADERS = 128
 ReadyCheck = Callable[[], Awaitable[bool]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -33,6 +47,11 @@ IDENTITY: web.AppKey[IdentityStore] = web.AppKey("identity", IdentityStore)
 READY_CHECKS: web.AppKey[dict[str, ReadyCheck]] = web.AppKey("ready_checks", dict)
 SERVICE: web.AppKey[str] = web.AppKey("service", str)
 BEFORE_SCRAPE: web.AppKey[list[Callable[[], None]]] = web.AppKey("before_scrape", list)
+RATE_LIMITER: web.AppKey[KeyRateLimiter] = web.AppKey("rate_limiter", KeyRateLimiter)
+# Request key: the principal of a request authenticated for scope `care` (access-audited).
+AUDITED: web.RequestKey[Principal] = web.RequestKey("audited_principal", Principal)
+# Scopes whose successful requests are recorded in the access audit.
+AUDITED_SCOPES = frozenset({"care"})
 
 
 def _route_name(request: web.Request) -> str:
@@ -99,17 +118,40 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return resp
 
 
-def create_app(service: str, identity: IdentityStore | None = None) -> web.Application:
+def create_app(
+    service: str, identity: IdentityStore | None = None, settings: Settings | None = None
+) -> web.Application:
     app = web.Application(middlewares=[observe], client_max_size=MAX_BODY)
     app[SERVICE] = service
     app[READY_CHECKS] = {}
     app[BEFORE_SCRAPE] = []
     if identity is not None:
         app[IDENTITY] = identity
+        conf = settings or get_settings()
+        if conf.rate_limit_per_key_rps > 0:
+            app[RATE_LIMITER] = KeyRateLimiter(conf.rate_limit_per_key_rps, conf.rate_limit_per_key_burst)
+        app.on_response_prepare.append(_record_access)
+
+        async def start_access_log(_: web.Application) -> None:
+            identity.access_log.start()
+
+        async def stop_access_log(_: web.Application) -> None:
+            await identity.access_log.stop()
+
+        app.on_startup.append(start_access_log)
+        app.on_cleanup.append(stop_access_log)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/openapi.json", openapi_endpoint)
     return app
+
+
+async def openapi_endpoint(_: web.Request) -> web.Response:
+    """The OpenAPI 3.1 description of the public API (no auth; the same document from every service)."""
+    from schemas.openapi import openapi_json  # built once from the pydantic models, then cached
+
+    return web.Response(body=openapi_json(), content_type="application/json")
 
 
 async def authenticate(request: web.Request, scope: str) -> Principal:
@@ -133,16 +175,71 @@ async def authenticate(request: web.Request, scope: str) -> Principal:
             slug="unauthorized",
             headers={"WWW-Authenticate": 'Bearer realm="nervewatch"'},
         )
+    limiter = request.app.get(RATE_LIMITER)
+    if limiter is not None:
+        wait = limiter.acquire(principal.key_id)
+        if wait > 0:
+            raise ProblemError(
+                429,
+                "Too many requests",
+                "this API key is over its request rate limit",
+                slug="rate-limited",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
     if scope not in principal.scopes:
         raise ProblemError(403, "Forbidden", f"this key lacks the '{scope}' scope", slug="forbidden")
+    if scope in AUDITED_SCOPES:
+        request[AUDITED] = principal
     return principal
+
+
+async def _record_access(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: queue an access-audit row for a successful care-scope request.
+
+    Runs when the response starts (so a stream is recorded at connect). Never raises."""
+    principal = request.get(AUDITED)
+    if principal is None or not 200 <= response.status < 400:
+        return
+    try:
+        info = request.match_info
+        patient_id = info.get("patient_id") or request.query.get("patient_id")
+        alert_id = info.get("alert_id")
+        request.app[IDENTITY].access_log.record(
+            AccessRecord(
+                at=datetime.now(UTC),
+                tenant_id=principal.tenant_id,
+                key_id=principal.key_id,
+                method=request.method,
+                route=_route_name(request),
+                patient_id=_clean(patient_id),
+                alert_id=_clean(alert_id),
+                status=response.status,
+            )
+        )
+    except Exception as exc:  # an audit hook must never fail the request
+        log.warning("access audit hook failed", extra={"error": type(exc).__name__})
+
+
+def _clean(value: str | None) -> str | None:
+    """An id fit for the audit table: bounded, and without NUL (which PostgreSQL text cannot hold)."""
+    if not value:
+        return None
+    return value.replace("\x00", "")[:128] or None
 
 
 async def serve(
     app: web.Application, host: str, port: int, shutdown_timeout: float, ready: asyncio.Event | None = None
 ) -> None:
     """Serve until SIGTERM or SIGINT; then shut down gracefully within `shutdown_timeout` seconds."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout, handle_signals=False)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=shutdown_timeout,
+        handle_signals=False,
+        max_line_size=MAX_REQUEST_LINE,
+        max_field_size=MAX_HEADER_FIELD,
+        max_headers=MAX_HEADERS,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
     await site.start()

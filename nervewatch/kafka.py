@@ -9,7 +9,12 @@ Delivery contract of `BatchConsumer`:
 - a handler failure caused by an unreachable dependency is retried with backoff forever (the
   partition waits, nothing is skipped); any other failure is retried, then the batch is split and
   the record that still fails on its own is dead-lettered with reason `processing_error`;
-- `stop()` finishes the batch in flight, commits it and leaves the group.
+- `stop()` finishes the batch in flight, commits it and leaves the group;
+- a watchdog recreates the Kafka client when the consumer has held lag without committing for
+  twice `consumer_stall_seconds` (a wedged client, a broker that lost its state): the batch in
+  flight is abandoned uncommitted (its transaction rolls back or was already committed; either
+  way the new client re-reads from the last committed offset, so nothing is skipped), missing
+  topics are re-created, and a new client joins the group.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TOPIC_EXISTS = 36
+TOPIC_CHECK_S = 5.0
 
 
 class DecodeError(ValueError):
@@ -71,8 +77,10 @@ def decode_event(record: ConsumerRecord, adapter: TypeAdapter[T]) -> T:
         raise DecodeError("schema_violation", sanitized(exc)) from None
 
 
-async def ensure_topics(settings: Settings, topics: Sequence[str] | None = None) -> None:
-    """Create missing topics with the configured partition count and replication factor."""
+async def ensure_topics(settings: Settings, topics: Sequence[str] | None = None) -> list[str]:
+    """Create missing topics with the configured partition count and replication factor.
+
+    Returns the topics it had to create (empty when all existed)."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=_bootstrap(settings), request_timeout_ms=settings.kafka_request_timeout_ms
     )
@@ -88,6 +96,7 @@ async def ensure_topics(settings: Settings, topics: Sequence[str] | None = None)
                 if code not in (0, TOPIC_EXISTS):
                     raise KafkaError(f"creating topic {topic} failed with error code {code}")
             log.info("topics created", extra={"topics": ",".join(missing)})
+        return missing
     finally:
         await admin.close()
 
@@ -190,6 +199,8 @@ class BatchConsumer(Generic[T]):
         self._last_lag_check = 0.0
         self._lag_labels: set[tuple[str, str]] = set()
         self.batches = 0
+        self.restarts = 0
+        self._watchdog: asyncio.Task[None] | None = None
 
     def _new_consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
@@ -204,9 +215,70 @@ class BatchConsumer(Generic[T]):
             session_timeout_ms=10_000,
             heartbeat_interval_ms=3_000,
             max_poll_interval_ms=300_000,
+            # Notice re-created topics (a broker that lost its state) within seconds, not minutes.
+            metadata_max_age_ms=5_000,
         )
 
     async def start(self) -> None:
+        self._consumer = self._new_consumer()
+        await self._consumer.start()
+        self.last_progress = time.monotonic()
+        self._task = asyncio.create_task(self._run(), name=f"consumer-{self.group_id}")
+        self._watchdog = asyncio.create_task(self._watch(), name=f"consumer-watchdog-{self.group_id}")
+
+    async def _watch(self) -> None:
+        """Recreate the client when the consumer has been stalled for twice the stall threshold."""
+        interval = min(1.0, self.settings.consumer_stall_seconds / 4)
+        last_topic_check = time.monotonic()
+        while not self._stopping.is_set():
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            if now - last_topic_check > TOPIC_CHECK_S:
+                # A broker that lost its state (the embedded one keeps it in memory) has lost our
+                # topics, offsets and group: re-create the topics; the client rejoins by itself and
+                # picks them up at its next metadata refresh (no committed offset: from the start).
+                last_topic_check = now
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ensure_topics(self.settings, self.topics), timeout=10)
+            idle = now - self.last_progress
+            dead = self._task is None or self._task.done()
+            stalled = self.lag > 0 and idle > 2 * self.settings.consumer_stall_seconds
+            if (dead or stalled) and not self._stopping.is_set():
+                log.warning(
+                    "consumer stalled or stopped; recreating the client",
+                    extra={
+                        "group": self.group_id,
+                        "lag": self.lag,
+                        "idle_s": round(idle, 1),
+                        "dead": dead,
+                    },
+                )
+                try:
+                    await self._restart()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # broker still away: the next round tries again
+                    log.warning(
+                        "consumer restart failed; will try again",
+                        extra={"group": self.group_id, "error": type(exc).__name__},
+                    )
+                    await asyncio.sleep(1)
+
+    async def _restart(self) -> None:
+        """Abandon the batch in flight (uncommitted), close the client, re-create topics, rejoin."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._consumer.stop(), timeout=10)
+        self.restarts += 1
+        self.last_progress = time.monotonic()
+        self.lag = 0
+        if self._stopping.is_set():
+            return
+        await ensure_topics(self.settings, self.topics)
         self._consumer = self._new_consumer()
         await self._consumer.start()
         self.last_progress = time.monotonic()
@@ -225,6 +297,10 @@ class BatchConsumer(Generic[T]):
     async def stop(self) -> None:
         """Finish the batch in flight, commit it and leave the group."""
         self._stopping.set()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(BaseException):
+                await self._watchdog
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -328,8 +404,9 @@ class BatchConsumer(Generic[T]):
             if hw is None:
                 continue
             try:
-                pos = await self._consumer.position(tp)
-            except Exception:  # partition moved away during a rebalance
+                # position() waits until the offset is known: never let a lost topic block the loop.
+                pos = await asyncio.wait_for(self._consumer.position(tp), timeout=1)
+            except Exception:  # partition moved away during a rebalance, or its offset is unknown
                 log.debug("position unavailable", extra={"topic": tp.topic, "partition": tp.partition})
                 continue
             lag = max(hw - pos, 0)

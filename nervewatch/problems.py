@@ -72,16 +72,89 @@ def sanitized(exc: ValidationError) -> str:
     return "; ".join(parts)[:500]
 
 
+MAX_JSON_DEPTH = 32
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether `value` nests arrays/objects more than `limit` levels deep (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def _has_nul(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
+def parse_json(raw: bytes) -> Any:
+    """Parse a request body strictly, or raise a 400 problem.
+
+    Beyond `json.loads`: the body must be UTF-8 (a leading BOM is ignored); `NaN`/`Infinity` are
+    refused (not JSON); arrays and objects may nest at most `MAX_JSON_DEPTH` levels (checked without
+    recursion, so even 1 MiB of `[` is a 400, not a RecursionError); strings may not hold unpaired
+    surrogates (`\\ud800`: not re-encodable) or NUL characters (PostgreSQL text and jsonb cannot
+    hold them). The checks beyond parsing only run when a scan of the text says they could apply.
+    """
+    try:
+        text = raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProblemError(400, "Malformed JSON", "the body is not UTF-8", slug="malformed-json") from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise _too_deep_problem() from None
+    except ValueError:
+        raise ProblemError(400, "Malformed JSON", "the body is not valid JSON", slug="malformed-json") from None
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _too_deep(value, MAX_JSON_DEPTH):
+        raise _too_deep_problem()
+    if "\\u" in text:
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProblemError(
+                400, "Malformed JSON", "the body contains an unpaired surrogate escape", slug="malformed-json"
+            ) from None
+        if "\\u0000" in text and _has_nul(value):
+            raise ProblemError(
+                400, "Malformed JSON", "NUL characters (\\u0000) are not accepted", slug="malformed-json"
+            )
+    return value
+
+
+def _too_deep_problem() -> ProblemError:
+    return ProblemError(
+        400, "JSON nested too deeply", f"arrays and objects may nest at most {MAX_JSON_DEPTH} levels", slug="too-deep"
+    )
+
+
 async def read_json(request: web.Request) -> Any:
-    """The request's JSON body. Raises a 415 or 400 problem for the wrong type or bad JSON."""
+    """The request's JSON body. Raises a 415 or 400 problem for the wrong type or bad JSON (see `parse_json`)."""
     ctype = request.content_type
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise ProblemError(415, "Unsupported media type", "send application/json", slug="media-type")
-    raw = await request.read()
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ProblemError(400, "Malformed JSON", "the body is not valid JSON", slug="malformed-json") from None
+    return parse_json(await request.read())
 
 
 class ProblemError(Exception):

@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     kafka_request_timeout_ms: int = Field(default=10_000, ge=1000)
     kafka_linger_ms: int = Field(default=2, ge=0)
     ingest_produce_timeout_s: float = Field(default=5.0, gt=0)
+    ingest_max_in_flight: int = Field(default=256, ge=1)
     kafka_fetch_max_wait_ms: int = Field(default=25, ge=1, le=5000)
     consumer_max_batch: int = Field(default=2000, ge=1, le=100_000)
     consumer_stall_seconds: float = Field(default=60.0, gt=0)
@@ -70,6 +71,10 @@ class Settings(BaseSettings):
     delivery_max_age_s: float = Field(default=24 * 3600.0, gt=0)
     dispatcher_poll_s: float = Field(default=1.0, gt=0)
     sweep_interval_s: float = Field(default=30.0, gt=0)
+
+    # Per-API-key request rate limit (token bucket per key and process); 0 disables it
+    rate_limit_per_key_rps: float = Field(default=1000.0, ge=0)
+    rate_limit_per_key_burst: int = Field(default=2000, ge=1)
 
     # Shutdown
     shutdown_timeout_s: float = Field(default=20.0, gt=0)

@@ -39,8 +39,15 @@ def _now_from(info: ValidationInfo) -> datetime:
 
 
 def to_utc(value: datetime) -> datetime:
-    """Normalise an offset-aware datetime to UTC (the contract stores and returns UTC)."""
-    return value.astimezone(UTC)
+    """Normalise an offset-aware datetime to UTC (the contract stores and returns UTC).
+
+    An offset that pushes a date-time at the edge of the calendar (year 1 or 9999) out of range
+    is a validation error, not an OverflowError escaping the validator.
+    """
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("date-time is out of range once converted to UTC") from None
 
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(to_utc)]

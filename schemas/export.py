@@ -1,5 +1,7 @@
 """Export JSON Schema files for every API payload and log event: `python -m schemas.export`.
 
+Also writes `openapi.json`, the OpenAPI 3.1 description of the HTTP API (`schemas.openapi`).
+
 The files under `schemas/json/` are committed; a test fails when they are stale.
 """
 
@@ -22,6 +24,7 @@ from schemas.events import (
     PatientUpserted,
     TrajectoryUpdated,
 )
+from schemas.openapi import openapi_json
 from schemas.patients import Patient, PatientIn
 from schemas.problems import Problem
 from schemas.trajectory import Trajectory
@@ -53,10 +56,12 @@ OUT = Path(__file__).parent / "json"
 
 
 def render() -> dict[str, str]:
-    return {
+    files = {
         f"{name}.json": json.dumps(model.model_json_schema(mode="validation"), indent=2, sort_keys=True) + "\n"
         for name, model in MODELS.items()
     }
+    files["openapi.json"] = openapi_json().decode()
+    return files
 
 
 def main() -> int:

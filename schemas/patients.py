@@ -6,7 +6,7 @@ from datetime import date, datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, AnyHttpUrl, Field, model_validator
+from pydantic import AfterValidator, AnyHttpUrl, Field, UrlConstraints, model_validator
 
 from schemas.common import (
     Condition,
@@ -27,7 +27,7 @@ from schemas.common import (
 def check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: "Europe" is a directory of tzdata
         raise ValueError("must be an IANA time zone name such as America/New_York") from exc
     return value
 
@@ -47,15 +47,19 @@ class Baseline(StrictModel):
     function: FunctionScore | None = None
 
 
+MAX_URL = 2048
+WebhookUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=MAX_URL)]
+
+
 class Notify(StrictModel):
-    webhook_url: AnyHttpUrl | None = None
+    webhook_url: WebhookUrl | None = None
     email: Email | None = None
 
     @model_validator(mode="after")
     def _some_channel(self) -> Notify:
         if self.webhook_url is None and self.email is None:
             raise ValueError("at least one of webhook_url or email is required")
-        if self.webhook_url is not None and len(str(self.webhook_url)) > 2048:
+        if self.webhook_url is not None and len(str(self.webhook_url)) > MAX_URL:  # once normalised
             raise ValueError("webhook_url is too long")
         return self
 

@@ -11,8 +11,9 @@ import base64
 import binascii
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -31,6 +32,11 @@ from services.alerts.store import ALERT_COLUMNS, AlertWriter, alerts_from_rows, 
 
 log = logging.getLogger(__name__)
 MAX_LIMIT = 500
+MAX_POLICY_DURATION = timedelta(days=366)
+MAX_QUERY_VALUE = 1024  # characters per query parameter value; every valid value is far shorter
+# Path ids are checked before they reach SQL: PostgreSQL text cannot hold NUL, so arbitrary bytes
+# would be a driver error (500) rather than the 404 an unknown id deserves.
+_ID = re.compile(PATIENT_ID_PATTERN)
 
 
 def encode_cursor(opened_at: datetime, alert_id: str) -> str:
@@ -42,8 +48,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = json.loads(raw)
-        return datetime.fromisoformat(data["o"]), str(data["i"])
-    except (binascii.Error, ValueError, KeyError, TypeError):
+        opened_at, alert_id = datetime.fromisoformat(data["o"]), data["i"]
+        if opened_at.tzinfo is None or not isinstance(alert_id, str) or not _ID.fullmatch(alert_id):
+            raise ValueError("not a cursor this service issued")
+        return opened_at.astimezone(UTC), alert_id
+    except (binascii.Error, ValueError, KeyError, TypeError, OverflowError):
         raise ProblemError(400, "Invalid cursor", "pass next_cursor unchanged", slug="invalid-cursor") from None
 
 
@@ -111,6 +120,11 @@ class AlertsApi:
             policy = model.policy_from_dict(body)
         except ValueError as exc:
             raise ProblemError(422, "Invalid policy", str(exc)[:300], slug="invalid-policy") from None
+        except OverflowError:  # a duration beyond what timedelta can hold, e.g. hysteresis_hours: 1e300
+            raise ProblemError(422, "Invalid policy", "a duration is out of range", slug="invalid-policy") from None
+        if any(d > MAX_POLICY_DURATION for d in _durations(policy)):
+            # Timers add these to alert times; beyond a year they are a mistake that would overflow later.
+            raise ProblemError(422, "Invalid policy", "durations must not exceed 366 days", slug="invalid-policy")
         stored = model.policy_to_dict(policy)
         await self.pool.execute(
             """INSERT INTO alerts.tenant_config (tenant_id, policy) VALUES ($1, $2)
@@ -123,6 +137,9 @@ class AlertsApi:
     async def list_alerts(self, request: web.Request) -> web.Response:
         principal = await authenticate(request, "care")
         q = request.query
+        for name, value in q.items():
+            if len(value) > MAX_QUERY_VALUE:
+                raise _bad_param(name)
         clauses = ["tenant_id = $1"]
         args: list[Any] = [principal.tenant_id]
 
@@ -138,18 +155,17 @@ class AlertsApi:
                 except ValueError:
                     raise _bad_param(name) from None
         if "patient_id" in q:
-            import re
-
-            if not re.fullmatch(PATIENT_ID_PATTERN, q["patient_id"]):
+            if not _ID.fullmatch(q["patient_id"]):
                 raise _bad_param("patient_id")
             add("patient_id = {}", q["patient_id"])
         if "since" in q:
             try:
                 since = datetime.fromisoformat(q["since"])
-            except ValueError:
+                if since.tzinfo is None:
+                    raise ValueError("no offset")
+                since = since.astimezone(UTC)
+            except (ValueError, OverflowError):
                 raise _bad_param("since") from None
-            if since.tzinfo is None:
-                raise _bad_param("since")
             add("opened_at >= {}", since)
         try:
             limit = int(q.get("limit", "100"))
@@ -174,15 +190,16 @@ class AlertsApi:
 
     async def get_alert(self, request: web.Request) -> web.Response:
         principal = await authenticate(request, "care")
+        alert_id = _path_id(request, "alert_id", "alert")
         async with self.pool.acquire() as conn:
-            alert = await load_alert(conn, principal.tenant_id, request.match_info["alert_id"])
+            alert = await load_alert(conn, principal.tenant_id, alert_id)
         if alert is None:
             raise not_found("alert")
         return json_response(alert.model_dump_json())
 
     async def audit(self, request: web.Request) -> web.Response:
         principal = await authenticate(request, "care")
-        alert_id = request.match_info["alert_id"]
+        alert_id = _path_id(request, "alert_id", "alert")
         async with self.pool.acquire() as conn:
             owner = await conn.fetchval(
                 "SELECT 1 FROM alerts.alerts WHERE tenant_id = $1 AND id = $2", principal.tenant_id, alert_id
@@ -204,7 +221,7 @@ class AlertsApi:
             act = AlertAction.model_validate(body)
         except ValidationError as exc:
             return validation_problem(exc)
-        alert_id = request.match_info["alert_id"]
+        alert_id = _path_id(request, "alert_id", "alert")
         now = datetime.now(UTC)
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
@@ -262,7 +279,7 @@ class AlertsApi:
             return validation_problem(exc)
         if data.kind is AlertKind.red_flag:
             raise ProblemError(422, "Red flags are never snoozed", "choose another kind", slug="red-flag-snooze")
-        patient_id = request.match_info["patient_id"]
+        patient_id = _path_id(request, "patient_id", "patient")
         async with self.pool.acquire() as conn:
             known = await conn.fetchval(
                 "SELECT 1 FROM alerts.patients WHERE tenant_id = $1 AND patient_id = $2",
@@ -312,6 +329,19 @@ class AlertsApi:
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             pass  # the console went away
         return resp
+
+
+def _durations(policy: model.AlertPolicy) -> list[timedelta]:
+    steps = [step.after for chain in policy.escalation.values() for step in chain]
+    return [*steps, policy.repeat_interval, policy.hysteresis, policy.disengagement_after, policy.disengagement_quiet]
+
+
+def _path_id(request: web.Request, name: str, what: str) -> str:
+    """A path id that could exist (`[A-Za-z0-9._-]{1,64}`), else a 404 like any unknown id."""
+    value = request.match_info[name]
+    if not _ID.fullmatch(value):
+        raise not_found(what)
+    return value
 
 
 def _bad_param(name: str) -> ProblemError:

@@ -1,9 +1,11 @@
 """Outbound delivery: signed webhooks (with SSRF protection) and SMTP email.
 
 Webhooks: `NerveWatch-Signature: t=<unix>,v1=<hex HMAC-SHA256("<t>.<body>", tenant secret)>` and
-`NerveWatch-Delivery: <delivery id>` (the same on every retry). Redirects are not followed (a
-3xx is a failure), so a redirect to a private address cannot be used to reach one. Unless the
-tenant allows private targets, host names are resolved through a resolver that refuses
+`NerveWatch-Delivery: <delivery id>` (the same on every retry). While a rotated webhook secret's
+overlap lasts, the header carries one `v1=` per valid secret, the new one first
+(`t=<unix>,v1=<new>,v1=<old>`); a receiver accepts the webhook if any `v1` matches a secret it holds.
+Redirects are not followed (a 3xx is a failure), so a redirect to a private address cannot be
+used to reach one. Unless the tenant allows private targets, host names are resolved through a resolver that refuses
 private, loopback, link-local, multicast and reserved addresses, so DNS rebinding cannot
 bypass the check either.
 """
@@ -15,6 +17,7 @@ import hmac
 import ipaddress
 import socket
 import time
+from collections.abc import Sequence
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,23 +38,58 @@ class DeliveryError(Exception):
         self.code = code
 
 
-def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
+MAX_SIGNATURES = 8  # v1 values a verifier looks at; more is not a header we sent
+
+
+def _secrets(secret: str | Sequence[str]) -> list[str]:
+    return [secret] if isinstance(secret, str) else list(secret)
+
+
+def _mac(secret: str, t: int, body: bytes) -> str:
+    return hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def sign(secret: str | Sequence[str], body: bytes, timestamp: int | None = None) -> str:
+    """`t=<unix>,v1=<mac>` with one `v1` per secret, in the order given (current secret first)."""
     t = int(time.time()) if timestamp is None else timestamp
-    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={t},v1={mac}"
+    keys = _secrets(secret)
+    if not keys:
+        raise ValueError("no signing secret")
+    return ",".join([f"t={t}", *(f"v1={_mac(k, t, body)}" for k in keys)])
 
 
-def verify(secret: str, header: str, body: bytes, tolerance_s: int = 300, now: int | None = None) -> bool:
-    """Receiver-side check of a signature header (used by tests and documented for partners)."""
-    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
+def verify(
+    secret: str | Sequence[str], header: str, body: bytes, tolerance_s: int = 300, now: int | None = None
+) -> bool:
+    """Receiver-side check of a signature header (used by tests and documented for partners).
+
+    True if the timestamp is within `tolerance_s` and any `v1` signature in the header matches any
+    of the given secrets (a receiver mid-rotation may pass both its old and new secret)."""
+    t_values: list[str] = []
+    signatures: list[str] = []
+    for part in header.split(","):
+        name, sep, value = part.strip().partition("=")
+        if not sep:
+            continue
+        if name == "t":
+            t_values.append(value)
+        elif name == "v1" and len(signatures) < MAX_SIGNATURES:
+            signatures.append(value)
+    if len(t_values) != 1 or not signatures:
+        return False
     try:
-        t = int(parts["t"])
-    except (KeyError, ValueError):
+        t = int(t_values[0])
+    except ValueError:
         return False
     if abs((int(time.time()) if now is None else now) - t) > tolerance_s:
         return False
-    expected = sign(secret, body, t).split("v1=", 1)[1]
-    return hmac.compare_digest(expected, parts.get("v1", ""))
+    matched = False
+    for key in _secrets(secret):
+        expected = _mac(key, t, body)
+        for candidate in signatures:
+            # Compare every pair (no early exit) so timing does not reveal which one matched.
+            matched |= hmac.compare_digest(expected.encode(), candidate.encode())
+    return matched
 
 
 def is_public_address(ip: str) -> bool:
@@ -121,7 +159,10 @@ class Deliverer:
         await self._public.close()
         await self._open.close()
 
-    async def webhook(self, url: str, body: bytes, secret: str, delivery_id: str, allow_private: bool) -> None:
+    async def webhook(
+        self, url: str, body: bytes, secret: str | Sequence[str], delivery_id: str, allow_private: bool
+    ) -> None:
+        """POST a signed webhook; `secret` may be several secrets (current first) during a rotation."""
         check_url(url, allow_private)
         session = self._open if allow_private else self._public
         headers = {

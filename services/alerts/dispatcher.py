@@ -44,7 +44,7 @@ def backoff(attempts: int, rng: Callable[[], float] = random.random) -> timedelt
 class _Send:
     body: bytes
     alert: dict[str, Any]
-    secret: str
+    secrets: tuple[str, ...]  # current webhook secret, then the previous one during a rotation overlap
     allow_private: bool
 
 
@@ -107,7 +107,7 @@ class Dispatcher:
             return "failed", "alert_missing"
         if row["reason"] in ("reminder", "escalation") and alert.status.value != "open":
             return "suppressed", f"alert_{alert.status.value}"
-        tenant = await self.identity.webhook_secret(row["tenant_id"])
+        tenant = await self.identity.signing_secrets(row["tenant_id"])
         if tenant is None:
             return "failed", "tenant_missing"
         return _Send(alert.model_dump_json().encode(), alert.model_dump(mode="json"), tenant[0], tenant[1])
@@ -118,7 +118,7 @@ class Dispatcher:
         try:
             if row["channel"] == "webhook":
                 await self.deliverer.webhook(
-                    row["target"], plan.body, plan.secret, str(row["delivery_id"]), plan.allow_private
+                    row["target"], plan.body, plan.secrets, str(row["delivery_id"]), plan.allow_private
                 )
             else:
                 await self.deliverer.email(row["target"], plan.alert, str(row["delivery_id"]))

@@ -305,7 +305,7 @@ def policy_from_dict(d: Mapping[str, Any]) -> AlertPolicy:
             raise ValueError("alert policy: timezone must be an IANA time zone name")
         try:
             ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a tzdata directory, a name too long
             raise ValueError(f"alert policy: timezone {timezone!r} is not a known IANA time zone") from None
     hysteresis = defaults.hysteresis
     if "hysteresis_hours" in d:

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from nervewatch.http import BEFORE_SCRAPE, READY_CHECKS, create_app
 from nervewatch.runtime import Runtime
+from services.ingest.admin import AdminHandlers
 from services.ingest.handlers import IngestHandlers
 from services.ingest.patients import PatientRegistry
 
@@ -16,6 +17,7 @@ def build_app(rt: Runtime) -> web.Application:
     app[READY_CHECKS].update({"database": rt.db_ready, "kafka": rt.kafka_ready})
     handlers = IngestHandlers(rt.settings, PatientRegistry(rt.pool, rt.producer), rt.producer)
     app.add_routes(handlers.routes())
+    app.add_routes(AdminHandlers(rt.identity).routes())
 
     async def close(_: web.Application) -> None:
         await rt.close()

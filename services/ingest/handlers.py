@@ -3,6 +3,9 @@
 A 202 means the event is durably in the log (`acks=all`). When the log cannot take it the
 answer is 503 with `Retry-After` and nothing was accepted (a retry with the same `event_id` is
 harmless). Validation errors list every bad field and never echo the submitted values.
+
+Backpressure: at most `ingest_max_in_flight` POSTs are served at once; one more is answered
+503 + `Retry-After` at once, before its body is read, so memory stays bounded under overload.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 
 ACTIVITY_CHUNK = 1000
 RETRY_AFTER_S = "2"
+OVERLOAD_RETRY_AFTER_S = "1"
 _PATIENT_ID = re.compile(PATIENT_ID_PATTERN)
 
 
@@ -42,15 +46,39 @@ class IngestHandlers:
         self.settings = settings
         self.registry = registry
         self.producer = producer
+        self.in_flight = 0
 
     def routes(self) -> list[web.RouteDef]:
         return [
-            web.post("/v1/patients", self.upsert_patient),
+            web.post("/v1/patients", self._admitted(self.upsert_patient)),
             web.get("/v1/patients/{patient_id}", self.get_patient),
-            web.post("/v1/checkins", self.post_checkin),
-            web.post("/v1/checkins/batch", self.post_checkin_batch),
-            web.post("/v1/activity", self.post_activity),
+            web.post("/v1/checkins", self._admitted(self.post_checkin)),
+            web.post("/v1/checkins/batch", self._admitted(self.post_checkin_batch)),
+            web.post("/v1/activity", self._admitted(self.post_activity)),
         ]
+
+    def _admitted(
+        self, handler: Callable[[web.Request], Awaitable[web.Response]]
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """Shed load: answer 503 + Retry-After without reading the body when the cap is reached."""
+
+        async def admitted(request: web.Request) -> web.Response:
+            if self.in_flight >= self.settings.ingest_max_in_flight:
+                metrics.INGEST_UNAVAILABLE.labels("overloaded").inc()
+                raise ProblemError(
+                    503,
+                    "Overloaded",
+                    "too many requests in progress; nothing was accepted, retry later",
+                    slug="overloaded",
+                    headers={"Retry-After": OVERLOAD_RETRY_AFTER_S},
+                )
+            self.in_flight += 1
+            try:
+                return await handler(request)
+            finally:
+                self.in_flight -= 1
+
+        return admitted
 
     # -- helpers -----------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ batch in flight, the outbox relay stops, then the producer and pool close.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -15,17 +16,21 @@ from nervewatch.kafka import BatchConsumer
 from nervewatch.outbox import Outbox
 from nervewatch.problems import not_found
 from nervewatch.runtime import Runtime
+from schemas.common import PATIENT_ID_PATTERN
 from schemas.events import Topics
 from schemas.trajectory import Trajectory, TrajectoryState
 from services.scoring.processor import ScoringProcessor, decode
 
 GROUP = "nervewatch-scoring"
+_PATIENT_ID = re.compile(PATIENT_ID_PATTERN)
 
 
 async def get_trajectory(request: web.Request) -> web.Response:
     principal = await authenticate(request, "care")
     rt: Runtime = request.app[RUNTIME]
     patient_id = request.match_info["patient_id"]
+    if not _PATIENT_ID.fullmatch(patient_id):  # e.g. a NUL byte, which PostgreSQL text cannot hold
+        raise not_found("patient")
     row = await rt.pool.fetchrow(
         """SELECT p.updated_at, t.data FROM scoring.patients p
            LEFT JOIN scoring.trajectories t ON t.tenant_id = p.tenant_id AND t.patient_id = p.patient_id

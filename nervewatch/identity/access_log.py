@@ -1,0 +1,138 @@
+"""Audit of data access by care-team keys, written asynchronously in batches.
+
+`AccessLog.record` never blocks and never raises: rows go to a bounded in-process queue that a
+background task flushes to `identity.access_log` every `interval_s` or as soon as `batch` rows
+are waiting (one COPY per batch). A full queue drops the new row; a failed write puts its rows
+back (as far as the queue bound allows) and is retried on the next tick, at most
+`MAX_ATTEMPTS` times (so one bad row cannot hold the queue forever). Every dropped row is
+counted in `nervewatch_access_log_dropped_total{reason}`; nothing identifying goes to the logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from dataclasses import astuple, dataclass
+from datetime import datetime
+
+import asyncpg
+from prometheus_client import Counter
+
+log = logging.getLogger(__name__)
+
+# Defined here (not in nervewatch.metrics) because this module owns them; same conventions.
+ACCESS_LOG_WRITTEN = Counter("nervewatch_access_log_written_total", "Access-audit rows written")
+ACCESS_LOG_DROPPED = Counter(
+    "nervewatch_access_log_dropped_total", "Access-audit rows dropped (queue_full, write_failed)", ["reason"]
+)
+
+MAX_ATTEMPTS = 3
+COLUMNS = ("at", "tenant_id", "key_id", "method", "route", "patient_id", "alert_id", "status")
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRecord:
+    at: datetime
+    tenant_id: str
+    key_id: str
+    method: str
+    route: str
+    patient_id: str | None
+    alert_id: str | None
+    status: int
+
+
+class AccessLog:
+    """A bounded queue of access records and the task that flushes it. One per process."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, *, max_queue: int = 20_000, batch: int = 500, interval_s: float = 1.0
+    ) -> None:
+        self.pool = pool
+        self.max_queue = max_queue
+        self.batch = batch
+        self.interval_s = interval_s
+        self._rows: deque[AccessRecord] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._flush_lock = asyncio.Lock()
+        self._failures = 0  # consecutive failed writes of the batch at the head of the queue
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def record(self, row: AccessRecord) -> None:
+        """Queue one row. Never blocks, never raises."""
+        if len(self._rows) >= self.max_queue:
+            ACCESS_LOG_DROPPED.labels("queue_full").inc()
+            return
+        self._rows.append(row)
+        if len(self._rows) >= self.batch:
+            self._wake.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="access-log")
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the flusher and write what is queued (bounded by `timeout_s`)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            self._task = None
+        try:
+            await asyncio.wait_for(self.flush(final=True), timeout=timeout_s)
+        except Exception as exc:
+            log.warning("access log final flush failed", extra={"error": type(exc).__name__})
+        if self._rows:
+            ACCESS_LOG_DROPPED.labels("write_failed").inc(len(self._rows))
+            self._rows.clear()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval_s)
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self, final: bool = False) -> int:
+        """Write queued rows in batches; returns how many were written. Stops at the first failure."""
+        written = 0
+        async with self._flush_lock:
+            while self._rows:
+                batch = [self._rows.popleft() for _ in range(min(self.batch, len(self._rows)))]
+                try:
+                    await self.pool.copy_records_to_table(
+                        "access_log",
+                        schema_name="identity",
+                        columns=COLUMNS,
+                        records=[astuple(r) for r in batch],
+                    )
+                except Exception as exc:
+                    log.warning("access log write failed", extra={"error": type(exc).__name__, "count": len(batch)})
+                    self._failures += 1
+                    if final or self._failures >= MAX_ATTEMPTS:
+                        self._failures = 0
+                        ACCESS_LOG_DROPPED.labels("write_failed").inc(len(batch))
+                        if final:
+                            continue
+                        break
+                    self._requeue(batch)
+                    break
+                self._failures = 0
+                written += len(batch)
+                ACCESS_LOG_WRITTEN.inc(len(batch))
+        return written
+
+    def _requeue(self, batch: list[AccessRecord]) -> None:
+        """Put a failed batch back at the front; the newest rows beyond the bound are dropped."""
+        self._rows.extendleft(reversed(batch))
+        dropped = 0
+        while len(self._rows) > self.max_queue:
+            self._rows.pop()
+            dropped += 1
+        if dropped:
+            ACCESS_LOG_DROPPED.labels("write_failed").inc(dropped)

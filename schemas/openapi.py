@@ -1,0 +1,466 @@
+"""The OpenAPI 3.1 description of the public HTTP API, built from the contract models and a route table.
+
+`build()` returns the document; `openapi_json()` its canonical bytes, which `schemas.export` writes to
+`schemas/json/openapi.json` and every service serves at `GET /openapi.json`. Request and response
+bodies are the pydantic models of `schemas/` (their JSON Schemas go under `components/schemas`);
+every error is an RFC 9457 problem (`application/problem+json`, schema `Problem`).
+
+Each path item names its service's default local server; `ROUTES[i].service` says the same for code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
+
+from schemas.activity import ActivityBatch
+from schemas.alerts import Alert, AlertAction, AlertKind, AlertPage, AlertStatus, AuditPage, Snooze, SnoozeIn
+from schemas.checkins import BatchResult, CheckIn, CheckInAccepted, CheckInBatch, RejectedItem
+from schemas.common import PATIENT_ID_PATTERN, Role, Severity
+from schemas.patients import Patient, PatientIn
+from schemas.problems import Problem
+from schemas.trajectory import Trajectory
+
+Service = Literal["ingest", "scoring", "alerts", "all"]
+PORTS: dict[str, int] = {"ingest": 8080, "scoring": 8081, "alerts": 8082}
+MAX_QUERY_VALUE = 1024
+PROBLEM_MEDIA = "application/problem+json"
+
+# -- documentation-only models (bodies that have no contract model of their own) -----------------
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, bool]
+
+
+class ActivityResult(BaseModel):
+    """`202` body of `POST /v1/activity`: valid samples were accepted, invalid ones are listed by index."""
+
+    accepted: int
+    rejected: int
+    errors: list[RejectedItem]
+
+
+class EscalationStep(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    after_minutes: float = Field(gt=0, le=366 * 24 * 60)
+    roles: list[Role] = Field(min_length=1)
+
+
+class QuietHours(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):([0-5]\d)$")
+    end: str = Field(pattern=r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class AlertPolicy(BaseModel):
+    """A tenant's alerting policy (docs/alerting.md). Every key is optional on `PUT`; `GET` returns all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    escalation: dict[Severity, list[EscalationStep]] | None = None
+    repeat_interval_minutes: float | None = Field(default=None, ge=5, le=366 * 24 * 60)
+    quiet_hours: QuietHours | None = None
+    timezone: str | None = Field(default=None, max_length=64)
+    hysteresis_hours: float | None = Field(default=None, ge=0, le=366 * 24)
+    disengagement_days: float | None = Field(default=None, ge=1, le=366)
+    disengagement_quiet_minutes: float | None = Field(default=None, ge=0, le=366 * 24 * 60)
+
+
+# -- the route table --------------------------------------------------------------------------------
+
+Body = type[BaseModel] | None
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    where: Literal["path", "query"]
+    schema: dict[str, Any]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Route:
+    service: Service
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    scope: str | None
+    request: Body = None
+    responses: dict[int, tuple[str, Body]] = field(default_factory=dict)
+    errors: tuple[int, ...] = ()
+    params: tuple[Param, ...] = ()
+    media: str = "application/json"  # of the success responses
+
+
+PATIENT_ID = Param(
+    "patient_id", "path", {"type": "string", "pattern": PATIENT_ID_PATTERN}, "The tenant's own patient identifier."
+)
+ALERT_ID = Param("alert_id", "path", {"type": "string", "pattern": PATIENT_ID_PATTERN}, "An alert id (`al_...`).")
+
+
+def _csv_enum(values: list[str]) -> dict[str, Any]:
+    one = "|".join(values)
+    return {"type": "string", "pattern": f"^({one})(,({one}))*$", "maxLength": MAX_QUERY_VALUE}
+
+
+LIST_QUERY = (
+    Param("status", "query", _csv_enum([s.value for s in AlertStatus]), "Comma-separated statuses."),
+    Param("severity", "query", _csv_enum([s.value for s in Severity]), "Comma-separated severities."),
+    Param("kind", "query", _csv_enum([k.value for k in AlertKind]), "Comma-separated alert kinds."),
+    Param("patient_id", "query", {"type": "string", "pattern": PATIENT_ID_PATTERN}),
+    Param("since", "query", {"type": "string", "format": "date-time"}, "Alerts opened at or after (with offset)."),
+    Param("cursor", "query", {"type": "string", "maxLength": MAX_QUERY_VALUE}, "`next_cursor` of the previous page."),
+    Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}),
+)
+
+AUTH = (401, 403, 429)
+BODY = (400, 413, 415, 422)
+
+ROUTES: tuple[Route, ...] = (
+    # every service
+    Route("all", "get", "/healthz", "healthz", "Process alive", None, responses={200: ("Alive", Health)}),
+    Route(
+        "all",
+        "get",
+        "/readyz",
+        "readyz",
+        "Broker and database reachable (503 otherwise)",
+        None,
+        responses={200: ("Ready", Readiness), 503: ("Not ready", Readiness)},
+    ),
+    Route(
+        "all",
+        "get",
+        "/metrics",
+        "metrics",
+        "Prometheus metrics",
+        None,
+        responses={200: ("Prometheus text exposition format", None)},
+        media="text/plain",
+    ),
+    Route(
+        "all",
+        "get",
+        "/openapi.json",
+        "openapi",
+        "This document",
+        None,
+        responses={200: ("The OpenAPI 3.1 description", None)},
+    ),
+    # ingest
+    Route(
+        "ingest",
+        "post",
+        "/v1/patients",
+        "upsertPatient",
+        "Enrol or update a patient",
+        "ingest",
+        PatientIn,
+        {201: ("Created", Patient), 200: ("Updated", Patient)},
+        (*BODY, *AUTH, 503),
+    ),
+    Route(
+        "ingest",
+        "get",
+        "/v1/patients/{patient_id}",
+        "getPatient",
+        "A stored patient",
+        "ingest",
+        None,
+        {200: ("The patient", Patient)},
+        (*AUTH, 404),
+        (PATIENT_ID,),
+    ),
+    Route(
+        "ingest",
+        "post",
+        "/v1/checkins",
+        "postCheckin",
+        "One telehealth check-in",
+        "ingest",
+        CheckIn,
+        {202: ("Durably in the event log", CheckInAccepted)},
+        (*BODY, *AUTH, 404, 503),
+    ),
+    Route(
+        "ingest",
+        "post",
+        "/v1/checkins/batch",
+        "postCheckinBatch",
+        "Up to 500 check-ins; every item is validated on its own",
+        "ingest",
+        CheckInBatch,
+        {202: ("The valid items are durably in the event log", BatchResult)},
+        (*BODY, *AUTH, 503),
+    ),
+    Route(
+        "ingest",
+        "post",
+        "/v1/activity",
+        "postActivity",
+        "Up to 5000 wearable samples",
+        "ingest",
+        ActivityBatch,
+        {202: ("The valid samples are durably in the event log", ActivityResult)},
+        (*BODY, *AUTH, 404, 503),
+    ),
+    # scoring
+    Route(
+        "scoring",
+        "get",
+        "/v1/patients/{patient_id}/trajectory",
+        "getTrajectory",
+        "The patient's recovery trajectory",
+        "care",
+        None,
+        {200: ("The trajectory", Trajectory)},
+        (*AUTH, 404),
+        (PATIENT_ID,),
+    ),
+    # alerts
+    Route(
+        "alerts",
+        "get",
+        "/v1/alerts",
+        "listAlerts",
+        "Alerts, newest first, at most 500 per page",
+        "care",
+        None,
+        {200: ("A page of alerts", AlertPage)},
+        (400, *AUTH),
+        LIST_QUERY,
+    ),
+    Route(
+        "alerts",
+        "get",
+        "/v1/alerts/stream",
+        "streamAlerts",
+        "Server-Sent Events: one `alert` event per alert change",
+        "care",
+        None,
+        {200: ("An endless text/event-stream; `data` is the alert object", None)},
+        AUTH,
+        media="text/event-stream",
+    ),
+    Route(
+        "alerts",
+        "get",
+        "/v1/alerts/{alert_id}",
+        "getAlert",
+        "One alert",
+        "care",
+        None,
+        {200: ("The alert", Alert)},
+        (*AUTH, 404),
+        (ALERT_ID,),
+    ),
+    Route(
+        "alerts",
+        "get",
+        "/v1/alerts/{alert_id}/audit",
+        "getAlertAudit",
+        "The alert's audit trail",
+        "care",
+        None,
+        {200: ("Audit entries, oldest first", AuditPage)},
+        (*AUTH, 404),
+        (ALERT_ID,),
+    ),
+    Route(
+        "alerts",
+        "post",
+        "/v1/alerts/{alert_id}/acknowledge",
+        "acknowledgeAlert",
+        "Acknowledge an alert",
+        "care",
+        AlertAction,
+        {200: ("The updated alert", Alert)},
+        (*BODY, *AUTH, 404, 409),
+        (ALERT_ID,),
+    ),
+    Route(
+        "alerts",
+        "post",
+        "/v1/alerts/{alert_id}/resolve",
+        "resolveAlert",
+        "Resolve an alert",
+        "care",
+        AlertAction,
+        {200: ("The updated alert", Alert)},
+        (*BODY, *AUTH, 404, 409),
+        (ALERT_ID,),
+    ),
+    Route(
+        "alerts",
+        "post",
+        "/v1/patients/{patient_id}/snoozes",
+        "snoozeAlerts",
+        "Hold back alerts of one kind for a patient (never red flags)",
+        "care",
+        SnoozeIn,
+        {201: ("The snooze", Snooze)},
+        (*BODY, *AUTH, 404),
+        (PATIENT_ID,),
+    ),
+    Route(
+        "alerts",
+        "get",
+        "/v1/admin/alert-policy",
+        "getAlertPolicy",
+        "The tenant's alerting policy, defaults filled in",
+        "admin",
+        None,
+        {200: ("The policy", AlertPolicy)},
+        AUTH,
+    ),
+    Route(
+        "alerts",
+        "put",
+        "/v1/admin/alert-policy",
+        "putAlertPolicy",
+        "Replace the tenant's alerting policy",
+        "admin",
+        AlertPolicy,
+        {200: ("The stored policy", AlertPolicy)},
+        (*BODY, *AUTH),
+    ),
+)
+
+ERROR_TEXT: dict[int, str] = {
+    400: "Malformed JSON, JSON nested too deeply, or an invalid query parameter",
+    401: "Missing, unknown or revoked API key",
+    403: "The key lacks the operation's scope",
+    404: "No such resource for this tenant (another tenant's resources are never revealed)",
+    409: "Conflict with the resource's state (e.g. the alert is already resolved)",
+    413: "The body exceeds 1 MiB",
+    415: "The body is not application/json",
+    422: "Validation failed: `errors` lists every bad field by `loc`; values are never echoed",
+    429: "Too many requests; retry after `Retry-After` seconds",
+    503: "A dependency (event log, database) is unavailable; nothing was accepted; retry after `Retry-After`",
+}
+
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "string"}}}
+
+
+def _ref(model: type[BaseModel], refs: dict[type[BaseModel], str]) -> dict[str, Any]:
+    return {"$ref": refs[model]}
+
+
+def _operation(route: Route, refs: dict[type[BaseModel], str]) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "operationId": route.operation_id,
+        "summary": route.summary,
+        "tags": [route.service],
+        "security": [{"bearerAuth": []}] if route.scope else [],
+    }
+    if route.scope:
+        op["x-scope"] = route.scope
+        op["description"] = f"Requires an API key with scope `{route.scope}`."
+    if route.params:
+        op["parameters"] = [
+            {"name": p.name, "in": p.where, "required": p.where == "path", "schema": p.schema}
+            | ({"description": p.description} if p.description else {})
+            for p in route.params
+        ]
+    if route.request is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(route.request, refs)}},
+        }
+    responses: dict[str, Any] = {}
+    for status, (description, body) in sorted(route.responses.items()):
+        resp: dict[str, Any] = {"description": description}
+        if body is not None:
+            resp["content"] = {"application/json": {"schema": _ref(body, refs)}}
+        elif route.media != "application/json" or route.operation_id == "openapi":
+            resp["content"] = {route.media: {"schema": {"type": "string"} if route.media != "application/json" else {}}}
+        responses[str(status)] = resp
+    for status in sorted(route.errors):
+        responses[str(status)] = {"$ref": f"#/components/responses/Problem{status}"}
+    op["responses"] = responses
+    return op
+
+
+def build() -> dict[str, Any]:
+    """The OpenAPI 3.1 document (a fresh dict)."""
+    models: list[type[BaseModel]] = []
+    for route in ROUTES:
+        for model in (route.request, *(body for _, body in route.responses.values())):
+            if model is not None and model not in models:
+                models.append(model)
+    models.append(Problem)
+    keys, top = models_json_schema(
+        [(m, "validation") for m in models], ref_template="#/components/schemas/{model}", title="NerveWatch"
+    )
+    refs = {m: keys[(m, "validation")]["$ref"] for m in models}
+    paths: dict[str, Any] = {}
+    for route in ROUTES:
+        item = paths.setdefault(route.path, {})
+        if route.service != "all":
+            item["servers"] = [{"url": f"http://localhost:{PORTS[route.service]}", "description": route.service}]
+        item[route.method] = _operation(route, refs)
+    problem_ref = refs[Problem]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "NerveWatch public API",
+            "version": "1",
+            "description": (
+                "Remote monitoring of recovery from peripheral nerve entrapment and injury "
+                "(shared/CONTRACT.md is the normative text). Ingest, scoring and alerts are separate "
+                "services; each path item lists its service's default local server. Every error is an "
+                "RFC 9457 problem (`application/problem+json`). Request bodies: at most 1 MiB, UTF-8 "
+                "JSON nested at most 32 levels, without NUL characters or unpaired surrogates."
+            ),
+        },
+        "servers": [{"url": f"http://localhost:{port}", "description": name} for name, port in PORTS.items()],
+        "tags": [{"name": name} for name in ("all", *PORTS)],
+        "paths": paths,
+        "components": {
+            "schemas": top.get("$defs", {}),
+            "responses": {
+                f"Problem{status}": {
+                    "description": text,
+                    "content": {PROBLEM_MEDIA: {"schema": {"$ref": problem_ref}}},
+                }
+                | ({"headers": RETRY_AFTER} if status in (429, 503) else {})
+                for status, text in ERROR_TEXT.items()
+            },
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key of one tenant; scopes `ingest`, `care`, `admin`.",
+                }
+            },
+        },
+    }
+
+
+@cache
+def openapi_json() -> bytes:
+    """The document as served and exported (sorted keys, two-space indent, trailing newline)."""
+    return (json.dumps(build(), indent=2, sort_keys=True) + "\n").encode()
+
+
+def route_for(method: str, path: str) -> Route:
+    """The route of an OpenAPI (method, path template)."""
+    for route in ROUTES:
+        if route.method == method.lower() and route.path == path:
+            return route
+    raise KeyError((method, path))
