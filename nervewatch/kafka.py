@@ -409,7 +409,17 @@ class BatchConsumer(Generic[T]):
             except Exception:  # partition moved away during a rebalance, or its offset is unknown
                 log.debug("position unavailable", extra={"topic": tp.topic, "partition": tp.partition})
                 continue
-            lag = max(hw - pos, 0)
+            if pos > hw:
+                # The partition's log is shorter than our position: the broker lost data (a memory-only
+                # broker restarted, or a topic was re-created). Nothing at or after `pos` will ever
+                # arrive, so read the new log from its start instead of waiting forever.
+                log.warning(
+                    "partition log behind our position; rewinding",
+                    extra={"topic": tp.topic, "partition": tp.partition, "position": pos, "highwater": hw},
+                )
+                await self._consumer.seek_to_beginning(tp)
+                continue
+            lag = hw - pos
             total += lag
             metrics.CONSUMER_LAG.labels(self.group_id, tp.topic, str(tp.partition)).set(lag)
             seen.append((tp.topic, str(tp.partition)))
