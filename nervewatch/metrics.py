@@ -83,3 +83,8 @@ OUTBOX_OLDEST_AGE = Gauge(
 
 DB_POOL = Gauge("nervewatch_db_pool_connections", "Database pool connections", ["state"])
 READY = Gauge("nervewatch_ready", "1 when broker and database are reachable", ["service"])
+
+ACCESS_LOG_WRITTEN = Counter("nervewatch_access_log_written_total", "Access-audit rows written")
+ACCESS_LOG_DROPPED = Counter(
+    "nervewatch_access_log_dropped_total", "Access-audit rows dropped (queue_full, write_failed)", ["reason"]
+)

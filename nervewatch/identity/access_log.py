@@ -18,15 +18,11 @@ from dataclasses import astuple, dataclass
 from datetime import datetime
 
 import asyncpg
-from prometheus_client import Counter
+
+from nervewatch.metrics import ACCESS_LOG_DROPPED, ACCESS_LOG_WRITTEN
 
 log = logging.getLogger(__name__)
 
-# Defined here (not in nervewatch.metrics) because this module owns them; same conventions.
-ACCESS_LOG_WRITTEN = Counter("nervewatch_access_log_written_total", "Access-audit rows written")
-ACCESS_LOG_DROPPED = Counter(
-    "nervewatch_access_log_dropped_total", "Access-audit rows dropped (queue_full, write_failed)", ["reason"]
-)
 
 MAX_ATTEMPTS = 3
 COLUMNS = ("at", "tenant_id", "key_id", "method", "route", "patient_id", "alert_id", "status")

@@ -13,9 +13,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from nervewatch.http import authenticate, create_app
 from nervewatch.identity import access_log as access_log_module
-from nervewatch.identity.access_log import ACCESS_LOG_DROPPED, AccessLog, AccessRecord
+from nervewatch.identity.access_log import AccessLog, AccessRecord
 from nervewatch.identity.ratelimit import KeyRateLimiter
 from nervewatch.identity.store import IdentityStore, Principal
+from nervewatch.metrics import ACCESS_LOG_DROPPED
 from nervewatch.settings import Settings
 from services.alerts.delivery import sign, verify
 
