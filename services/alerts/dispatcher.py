@@ -26,10 +26,10 @@ from nervewatch import metrics
 from nervewatch.identity.store import IdentityStore
 from nervewatch.settings import Settings
 from services.alerts.delivery import Deliverer, DeliveryError
-from services.alerts.store import load_alert
+from services.alerts.store import ALERT_COLUMNS, alerts_from_rows
 
 log = logging.getLogger(__name__)
-BATCH = 50
+BATCH = 200
 BACKOFF_BASE_S = 5.0
 BACKOFF_CAP_S = 3600.0
 
@@ -93,24 +93,35 @@ class Dispatcher:
             )
             if not rows:
                 return 0
-            plans = [await self._prepare(conn, r) for r in rows]
+            plans = await self._prepare(conn, rows)
             outcomes = await asyncio.gather(*(self._deliver(r, p) for r, p in zip(rows, plans, strict=True)))
-            now = self.clock()
-            for row, (status, error) in zip(rows, outcomes, strict=True):
-                await self._record(conn, row, status, error, now)
+            await self._record(conn, rows, outcomes, self.clock())
         return len(rows)
 
-    async def _prepare(self, conn: asyncpg.Connection, row: asyncpg.Record) -> tuple[str, str | None] | _Send:
-        """Database reads for one row: an outcome decided without sending, or what to send."""
-        alert = await load_alert(conn, row["tenant_id"], row["alert_id"])
-        if alert is None:
-            return "failed", "alert_missing"
-        if row["reason"] in ("reminder", "escalation") and alert.status.value != "open":
-            return "suppressed", f"alert_{alert.status.value}"
-        tenant = await self.identity.signing_secrets(row["tenant_id"])
-        if tenant is None:
-            return "failed", "tenant_missing"
-        return _Send(alert.model_dump_json().encode(), alert.model_dump(mode="json"), tenant[0], tenant[1])
+    async def _prepare(
+        self, conn: asyncpg.Connection, rows: list[asyncpg.Record]
+    ) -> list[tuple[str, str | None] | _Send]:
+        """Database reads for a round (alerts and signing secrets loaded once): per row, an outcome
+        decided without sending, or what to send."""
+        alert_rows = await conn.fetch(
+            f"SELECT {ALERT_COLUMNS} FROM alerts.alerts WHERE id = ANY($1::text[])",
+            list({r["alert_id"] for r in rows}),
+        )
+        alerts = {a.id: a for a in await alerts_from_rows(conn, alert_rows)}
+        secrets = {t: await self.identity.signing_secrets(t) for t in {r["tenant_id"] for r in rows}}
+        plans: list[tuple[str, str | None] | _Send] = []
+        for row in rows:
+            alert = alerts.get(row["alert_id"])
+            tenant = secrets.get(row["tenant_id"])
+            if alert is None:
+                plans.append(("failed", "alert_missing"))
+            elif row["reason"] in ("reminder", "escalation") and alert.status.value != "open":
+                plans.append(("suppressed", f"alert_{alert.status.value}"))
+            elif tenant is None:
+                plans.append(("failed", "tenant_missing"))
+            else:
+                plans.append(_Send(alert.model_dump_json().encode(), alert.model_dump(mode="json"), *tenant))
+        return plans
 
     async def _deliver(self, row: asyncpg.Record, plan: tuple[str, str | None] | _Send) -> tuple[str, str | None]:
         if not isinstance(plan, _Send):
@@ -127,46 +138,44 @@ class Dispatcher:
         return "delivered", None
 
     async def _record(
-        self, conn: asyncpg.Connection, row: asyncpg.Record, status: str, error: str | None, now: datetime
+        self,
+        conn: asyncpg.Connection,
+        rows: list[asyncpg.Record],
+        outcomes: list[tuple[str, str | None]],
+        now: datetime,
     ) -> None:
-        attempts = row["attempts"] + (0 if status == "suppressed" else 1)
-        channel = row["channel"]
-        if status == "retry":
-            if now - row["created_at"] >= timedelta(seconds=self.settings.delivery_max_age_s) or error in (
-                "blocked_target",
-                "invalid_url",
-            ):
-                status = "failed"
-            else:
-                status = "retrying"
-        metrics.NOTIFICATIONS.labels(channel, status).inc()
-        next_at = now + backoff(attempts) if status == "retrying" else now
-        await conn.execute(
-            """UPDATE alerts.notifications SET status = $2, attempts = $3, next_attempt_at = $4, last_error = $5,
-                      delivered_at = CASE WHEN $2 = 'delivered' THEN $6 ELSE delivered_at END
-               WHERE id = $1""",
-            row["id"],
-            status,
-            attempts,
-            next_at,
-            error,
-            now,
-        )
-        await conn.execute(
-            "INSERT INTO alerts.audit (alert_id, actor, action, detail) VALUES ($1, 'system', $2, $3)",
-            row["alert_id"],
-            "notified" if status == "delivered" else f"delivery_{status}",
-            {
+        """Write every outcome of the round and its audit entry (two statements for the whole round)."""
+        updates: list[tuple[object, ...]] = []
+        audits: list[tuple[object, ...]] = []
+        for row, (status, error) in zip(rows, outcomes, strict=True):
+            attempts = row["attempts"] + (0 if status == "suppressed" else 1)
+            channel = row["channel"]
+            if status == "retry":
+                expired = now - row["created_at"] >= timedelta(seconds=self.settings.delivery_max_age_s)
+                status = "failed" if expired or error in ("blocked_target", "invalid_url") else "retrying"
+            metrics.NOTIFICATIONS.labels(channel, status).inc()
+            next_at = now + backoff(attempts) if status == "retrying" else now
+            updates.append((row["id"], status, attempts, next_at, error, now))
+            detail = {
                 "member_id": row["member_id"],
                 "channel": channel,
                 "delivery_id": str(row["delivery_id"]),
                 "attempt": attempts,
                 "reason": row["reason"],
                 "error": error,
-            },
+            }
+            audits.append((row["alert_id"], "notified" if status == "delivered" else f"delivery_{status}", detail))
+            if status != "delivered":
+                log.info(
+                    "delivery not completed",
+                    extra={"delivery_id": str(row["delivery_id"]), "status": status, "error": error},
+                )
+        await conn.executemany(
+            """UPDATE alerts.notifications SET status = $2, attempts = $3, next_attempt_at = $4, last_error = $5,
+                      delivered_at = CASE WHEN $2 = 'delivered' THEN $6 ELSE delivered_at END
+               WHERE id = $1""",
+            updates,
         )
-        if status != "delivered":
-            log.info(
-                "delivery not completed",
-                extra={"delivery_id": str(row["delivery_id"]), "status": status, "error": error},
-            )
+        await conn.executemany(
+            "INSERT INTO alerts.audit (alert_id, actor, action, detail) VALUES ($1, 'system', $2, $3)", audits
+        )
