@@ -43,7 +43,8 @@ class FakeClient:
         return 1
 
     async def position(self, tp: TopicPartition) -> int:
-        return self.committed.get(tp, 0) + (1 if self.delivered else 0)
+        # The next offset to fetch: past the one record once delivered, never past the high watermark.
+        return max(self.committed.get(tp, 0), 1 if self.delivered else 0)
 
     async def getmany(self, **_: Any) -> dict[TopicPartition, list[ConsumerRecord]]:
         if self.wedged:
