@@ -190,7 +190,7 @@ class Replayer:
             self.stats.enrolled += 1
         else:
             self.stats.enrol_failed += 1
-            log.debug("enrolment of %s failed with %s", patient.get("patient_id"), resp.status)
+            log.debug("enrolment failed", extra={"status": resp.status})
         return ok
 
     async def post_checkins(self, items: Sequence[dict[str, Any]]) -> None:
