@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
@@ -153,23 +154,24 @@ class Decoded(Generic[T]):
     value: T
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Errors that mean "a dependency is unreachable", as opposed to "this data is bad"."""
-    import asyncpg
+# Errors that mean "a dependency is unreachable", as opposed to "this data is bad".
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    KafkaError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.AdminShutdownError,
+)
 
-    transient = (
-        OSError,
-        asyncio.TimeoutError,
-        KafkaError,
-        asyncpg.exceptions.PostgresConnectionError,
-        asyncpg.exceptions.CannotConnectNowError,
-        asyncpg.exceptions.InterfaceError,
-        asyncpg.exceptions.TooManyConnectionsError,
-        asyncpg.exceptions.DeadlockDetectedError,
-        asyncpg.exceptions.SerializationError,
-        asyncpg.exceptions.AdminShutdownError,
-    )
-    return isinstance(exc, transient)
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors that mean a dependency is unreachable (retry), false for bad data."""
+    return isinstance(exc, TRANSIENT_ERRORS)
 
 
 class BatchConsumer(Generic[T]):

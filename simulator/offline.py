@@ -129,20 +129,7 @@ class _Alerts:
             return  # the store's unique index: one unresolved alert per kind (ON CONFLICT DO NOTHING)
         self.seq += 1
         alert_id = f"{self.patient_id}/{self.seq:04d}-{d.kind.value}"
-        self.active[alert_id] = AlertState(
-            id=alert_id,
-            patient_id=self.patient_id,
-            kind=d.kind,
-            severity=d.severity,
-            status=AlertStatus.open,
-            opened_at=now,
-            updated_at=now,
-            event_time=d.event_time,
-            retrospective=d.retrospective,
-            summary=d.summary,
-            reasons=d.reasons,
-            trajectory_state=d.trajectory_state,
-        )
+        self.active[alert_id] = AlertState.opened(d, alert_id, self.patient_id, now)
         self.records[alert_id] = Alert(
             id=alert_id,
             patient_id=self.patient_id,

@@ -10,10 +10,26 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from nervewatch import metrics
+from schemas.common import Severity
 from schemas.events import TriggerRef
 from services.alerts import rules
-from services.alerts.model import AlertPolicy, Member, OpenAlert, ResolveAlert, UpdateAlert
+from services.alerts.model import AlertPolicy, Member, OpenAlert, Recipient, ResolveAlert, UpdateAlert
 from services.alerts.store import AlertWriter, new_alert_id
+
+
+async def page(
+    w: AlertWriter,
+    tenant: str,
+    alert_id: str,
+    severity: Severity,
+    recipients: Sequence[Recipient],
+    reason: str,
+    policy: AlertPolicy,
+    now: datetime,
+) -> int:
+    """Queue notifications, deferred to the end of the tenant's quiet hours for low and medium alerts."""
+    not_before = rules.quiet_hours_delay(severity, policy, now) or now
+    return await w.notify(tenant, alert_id, recipients, reason, not_before)
 
 
 async def open_alert(
@@ -64,8 +80,7 @@ async def open_alert(
         await w.audit(alert_id, "system", "not_paged", {"why": "retrospective"})
     else:
         recipients = rules.route(d.severity, members)
-        not_before = rules.quiet_hours_delay(d.severity, policy, now) or now
-        queued = await w.notify(tenant, alert_id, recipients, "initial", not_before)
+        queued = await page(w, tenant, alert_id, d.severity, recipients, "initial", policy, now)
         if not recipients:
             await w.audit(alert_id, "system", "unrouted", {"severity": d.severity.value})
     await w.publish(tenant, alert_id, "opened", "system")
@@ -100,8 +115,7 @@ async def update_alert(
     queued = 0
     if d.renotify and rules.should_page(bool(retrospective)):
         recipients = rules.route(d.severity, members)
-        not_before = rules.quiet_hours_delay(d.severity, policy, now) or now
-        queued = await w.notify(tenant, d.alert_id, recipients, "severity_raised", not_before)
+        queued = await page(w, tenant, d.alert_id, d.severity, recipients, "severity_raised", policy, now)
     await w.publish(tenant, d.alert_id, "updated", "system")
     return queued
 

@@ -43,6 +43,24 @@ class AlertState:
     reasons: tuple[Reason, ...] = ()
     trajectory_state: TrajectoryState | None = None
 
+    @classmethod
+    def opened(cls, decision: OpenAlert, alert_id: str, patient_id: str, now: datetime) -> AlertState:
+        """The state of the alert an `OpenAlert` decision creates (what the store writes)."""
+        return cls(
+            id=alert_id,
+            patient_id=patient_id,
+            kind=decision.kind,
+            severity=decision.severity,
+            status=AlertStatus.open,
+            opened_at=now,
+            updated_at=now,
+            event_time=decision.event_time,
+            retrospective=decision.retrospective,
+            summary=decision.summary,
+            reasons=decision.reasons,
+            trajectory_state=decision.trajectory_state,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class SnoozeState:

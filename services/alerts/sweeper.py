@@ -18,7 +18,7 @@ import asyncpg
 from nervewatch import metrics
 from nervewatch.outbox import Outbox
 from schemas.alerts import AlertKind
-from services.alerts import apply, rules, timers
+from services.alerts import apply, timers
 from services.alerts.model import Escalate, Member, OpenAlert, Remind, ResolveAlert, SnoozeState
 from services.alerts.policy import PolicyCache
 from services.alerts.store import ALERT_COLUMNS, AlertWriter, members_from_json, state_from_row
@@ -102,13 +102,12 @@ class Sweeper:
                         "escalated" if recipients else "escalation_unrouted",
                         {"level": d.level, "roles": [r.value for r in d.roles], "recipients": len(recipients)},
                     )
-                    await w.notify(tenant, d.alert_id, recipients, "escalation", now)
+                    await apply.page(w, tenant, d.alert_id, alert.severity, recipients, "escalation", policy, now)
                     metrics.ESCALATIONS.labels(alert.severity.value).inc()
                     await w.publish(tenant, d.alert_id, "escalated", "system")
                 elif isinstance(d, Remind):
                     recipients = timers.reminder_recipients(alert, members, policy)
-                    not_before = rules.quiet_hours_delay(alert.severity, policy, now) or now
-                    await w.notify(tenant, d.alert_id, recipients, "reminder", not_before)
+                    await apply.page(w, tenant, d.alert_id, alert.severity, recipients, "reminder", policy, now)
                     await w.audit(d.alert_id, "system", "reminded", {"recipients": len(recipients)})
                 applied += 1
         return applied

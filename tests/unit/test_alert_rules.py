@@ -94,20 +94,7 @@ def ev(
 
 def stored(decision: OpenAlert, now: datetime = T0, alert_id: str | None = None) -> AlertState:
     """What the shell stores for an OpenAlert."""
-    return AlertState(
-        id=alert_id or f"al-{decision.kind.value}",
-        patient_id=PID,
-        kind=decision.kind,
-        severity=decision.severity,
-        status=AlertStatus.open,
-        opened_at=now,
-        updated_at=now,
-        event_time=decision.event_time,
-        retrospective=decision.retrospective,
-        summary=decision.summary,
-        reasons=decision.reasons,
-        trajectory_state=decision.trajectory_state,
-    )
+    return AlertState.opened(decision, alert_id or f"al-{decision.kind.value}", PID, now)
 
 
 def alert_for(kind: AlertKind, event: TrajectoryUpdated, **changes: Any) -> AlertState:
