@@ -25,15 +25,19 @@ import contextlib
 import json
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+import aiokafka.client
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.conn import CloseReason
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.protocol.metadata import MetadataRequest
 from pydantic import TypeAdapter, ValidationError
 
 from nervewatch import metrics
@@ -46,6 +50,23 @@ T = TypeVar("T")
 
 TOPIC_EXISTS = 36
 TOPIC_CHECK_S = 5.0
+
+
+class _NoAutoCreateMetadataRequest(MetadataRequest):  # type: ignore[misc]
+    """A metadata request that never asks the broker to create the topics it names."""
+
+    def __init__(self, topics: list[str] | None = None, allow_auto_topic_creation: bool | None = None) -> None:
+        super().__init__(topics, allow_auto_topic_creation=False)
+
+
+# Topics are created by `ensure_topics` only, with the configured partition count. aiokafka asks
+# the broker to auto-create any topic it looks up; a broker that lost its state (the memory-only
+# embedded one after a restart) would then re-create our topics with *its* default partition count
+# (4 on tansu, `num.partitions` on Kafka), moving patients to other partitions mid-stream (per-patient
+# order lost) and racing our own creation (tansu then drops acknowledged records). A lookup of a
+# missing topic now fails with UnknownTopicOrPartitionError: ingest answers 503 until
+# `keep_topics` has re-created it.
+aiokafka.client.MetadataRequest = _NoAutoCreateMetadataRequest
 
 
 class DecodeError(ValueError):
@@ -102,16 +123,46 @@ async def ensure_topics(settings: Settings, topics: Sequence[str] | None = None)
         await admin.close()
 
 
+async def keep_topics(
+    settings: Settings, topics: Sequence[str] | None = None, interval_s: float = TOPIC_CHECK_S
+) -> None:
+    """Re-create missing topics every `interval_s` until cancelled; never raises otherwise.
+
+    A broker that lost its state (the embedded one keeps it in memory) has lost our topics;
+    producers and consumers wait on them (ingest answers 503) until this loop has re-created them.
+    """
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await asyncio.wait_for(ensure_topics(settings, topics), timeout=10)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # broker unreachable: the next round tries again
+            log.debug("topic check failed", extra={"error": type(exc).__name__})
+
+
 def _bootstrap(settings: Settings) -> str:
     if not settings.kafka_bootstrap_servers:
         raise RuntimeError("KAFKA_BOOTSTRAP_SERVERS is not set")
     return settings.kafka_bootstrap_servers
 
 
-def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
-    """A producer that waits for all in-sync replicas (`acks=all`).
+@dataclass
+class _Link:
+    """Connection losses of one producer's client, and the loss count its metadata was checked at."""
 
-    Idempotence is configurable because the embedded broker does not support it.
+    losses: int = 0
+    verified: int = 0
+
+
+_LINKS: weakref.WeakKeyDictionary[AIOKafkaProducer, _Link] = weakref.WeakKeyDictionary()
+
+
+def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    """A producer that waits for all in-sync replicas (`acks=all`), for use with `produce*`.
+
+    Idempotence is configurable because the embedded broker does not support it. The producer's
+    broken connections are counted (see `produce_many`).
     """
     options: dict[str, Any] = {
         "bootstrap_servers": _bootstrap(settings),
@@ -122,25 +173,62 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
         "max_request_size": 4 * 1024 * 1024,
     }
     options.update(overrides)
-    return AIOKafkaProducer(**options)
+    producer = AIOKafkaProducer(**options)
+    link = _LINKS[producer] = _Link()
+    client = producer.client
+    on_closed = getattr(client, "_on_connection_closed", None)
+    if on_closed is not None:  # aiokafka passes it to every connection it opens as `on_close`
+
+        def count_losses(conn: Any, reason: CloseReason) -> None:
+            if reason in (CloseReason.CONNECTION_BROKEN, CloseReason.CONNECTION_TIMEOUT):
+                link.losses += 1
+            on_closed(conn, reason)
+
+        client._on_connection_closed = count_losses
+    return producer
+
+
+async def _revalidate(producer: AIOKafkaProducer, link: _Link, topics: set[str]) -> None:
+    """After a lost connection, re-read metadata and require every topic to exist before sending.
+
+    A broker that restarted may have lost its topics; the client's cached metadata would still
+    send to them and the embedded broker acknowledges writes to a topic that does not exist (and
+    loses them). Raises KafkaConnectionError while the refresh fails, UnknownTopicOrPartitionError
+    (after the request timeout) while a topic is missing.
+    """
+    checked_at = link.losses
+    if not await producer.client.force_metadata_update():
+        raise KafkaConnectionError("metadata refresh failed")
+    for topic in topics:
+        await producer.partitions_for(topic)
+    link.verified = checked_at
 
 
 async def produce(producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes) -> None:
-    """Send one record and wait for the broker's acknowledgement."""
-    try:
-        await producer.send_and_wait(topic, value=value, key=key)
-    except Exception:
-        metrics.PRODUCE_FAILURES.labels(topic).inc()
-        raise
-    metrics.EVENTS_PRODUCED.labels(topic).inc()
+    """Send one record and wait for the broker's acknowledgement (see `produce_many`)."""
+    await produce_many(producer, [(topic, key, value)])
 
 
 async def produce_many(producer: AIOKafkaProducer, records: Sequence[tuple[str, bytes, bytes]]) -> None:
-    """Send records (topic, key, value) pipelined; returns once every one is acknowledged."""
-    futures = [await producer.send(topic, value=value, key=key) for topic, key, value in records]
+    """Send records (topic, key, value) pipelined; returns once every one is acknowledged.
+
+    Raises on any failure; the caller may resend everything (consumers are idempotent by event id).
+    An acknowledgement is trusted only if the producer's connection did not break while the
+    records were in flight: otherwise this raises KafkaConnectionError, because the broker that
+    answered may not be the one that holds the records (a restart in between). After a broken
+    connection the next call first checks, with fresh metadata, that its topics exist.
+    """
+    link = _LINKS.get(producer)
+    topics = {topic for topic, _, _ in records}
     try:
+        if link is not None and link.verified != link.losses:
+            await _revalidate(producer, link, topics)
+        losses = link.losses if link is not None else 0
+        futures = [await producer.send(topic, value=value, key=key) for topic, key, value in records]
         await asyncio.gather(*futures)
-    except Exception:
+        if link is not None and link.losses != losses:
+            raise KafkaConnectionError("the connection broke while records were in flight")
+    except BaseException:
         for topic, _, _ in records:
             metrics.PRODUCE_FAILURES.labels(topic).inc()
         raise
@@ -231,17 +319,9 @@ class BatchConsumer(Generic[T]):
     async def _watch(self) -> None:
         """Recreate the client when the consumer has been stalled for twice the stall threshold."""
         interval = min(1.0, self.settings.consumer_stall_seconds / 4)
-        last_topic_check = time.monotonic()
         while not self._stopping.is_set():
             await asyncio.sleep(interval)
             now = time.monotonic()
-            if now - last_topic_check > TOPIC_CHECK_S:
-                # A broker that lost its state (the embedded one keeps it in memory) has lost our
-                # topics, offsets and group: re-create the topics; the client rejoins by itself and
-                # picks them up at its next metadata refresh (no committed offset: from the start).
-                last_topic_check = now
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(ensure_topics(self.settings, self.topics), timeout=10)
             idle = now - self.last_progress
             dead = self._task is None or self._task.done()
             stalled = self.lag > 0 and idle > 2 * self.settings.consumer_stall_seconds

@@ -1,8 +1,9 @@
 """Process runtime shared by the services: connect with retries, expose readiness, clean up.
 
 Start-up blocks until PostgreSQL and the broker answer (retrying with backoff), creates missing
-topics, then returns. `close()` stops the producer and the pool; consumers and background tasks
-are stopped first by the service's own cleanup hooks (registered before this one).
+topics, starts the topic keeper (re-creates topics a broker lost), then returns. `close()` stops
+the producer and the pool; consumers and background tasks are stopped first by the service's own
+cleanup hooks (registered before this one).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from aiokafka import AIOKafkaProducer
 
 from nervewatch import db
 from nervewatch.identity.store import IdentityStore
-from nervewatch.kafka import ensure_topics, make_producer
+from nervewatch.kafka import ensure_topics, keep_topics, make_producer
 from nervewatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,9 @@ class Runtime:
         await retry_until_ready("kafka", lambda: ensure_topics(settings))
         producer = make_producer(settings)
         await retry_until_ready("kafka", producer.start)
-        return cls(settings=settings, pool=pool, producer=producer, identity=IdentityStore(pool))
+        runtime = cls(settings=settings, pool=pool, producer=producer, identity=IdentityStore(pool))
+        runtime.spawn(keep_topics(settings), "topic-keeper")
+        return runtime
 
     def spawn(self, coro: Awaitable[None], name: str) -> None:
         """Run a background loop; it is cancelled on close."""

@@ -50,11 +50,6 @@ async def test_postgres_restart_under_load(env: FaultEnv) -> None:
     )
 
 
-@pytest.mark.skip(
-    reason="known gap: after a restart of the memory-only broker, ingest answers 503 while it is down and "
-    "consumers now rewind to the re-created (empty) logs, but the scenario does not yet recover end to end "
-    "within its time limit; see docs/reliability.md"
-)
 async def test_broker_restart_loses_only_unconsumed_events(env: FaultEnv) -> None:
     load = await _cohort(env, "broker-restart")
     await asyncio.sleep(3)
