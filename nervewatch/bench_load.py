@@ -15,6 +15,7 @@ import aiohttp
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from nervewatch.kafka import PRODUCER_BATCH_BYTES, topic_partitions
 from schemas.checkins import CheckIn
 from schemas.events import CheckInRecorded, TrajectoryUpdated, TriggerRef, event_key
 from schemas.trajectory import Signal, SignalCode, Trajectory, TrajectoryState
@@ -281,6 +282,7 @@ def producer(bootstrap: str, linger_ms: int) -> AIOKafkaProducer:
         enable_idempotence=False,
         linger_ms=linger_ms,
         max_request_size=4 * 1024 * 1024,
+        max_batch_size=PRODUCER_BATCH_BYTES,
     )
 
 
@@ -312,10 +314,7 @@ async def consume_ceiling(bootstrap: str, topic: str, n: int) -> float:
     )
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())]
-        if not tps:
-            await consumer.client.force_metadata_update()
-            tps = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())]
+        tps = await topic_partitions(bootstrap, topic)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         got = 0
@@ -372,12 +371,7 @@ class GroupWatch:
         return self._consumers[group]
 
     async def partitions(self, topic: str) -> list[TopicPartition]:
-        c = await self._consumer(None)
-        parts = c.partitions_for_topic(topic)
-        if not parts:
-            await c.client.force_metadata_update()
-            parts = c.partitions_for_topic(topic) or set()
-        return [TopicPartition(topic, p) for p in sorted(parts)]
+        return await topic_partitions(self.bootstrap, topic)
 
     async def end_offsets(self, topics: list[str]) -> dict[TopicPartition, int]:
         tps = [tp for t in topics for tp in await self.partitions(t)]
@@ -435,10 +429,7 @@ async def hop_latency(
     await prod.start()
     latencies: list[float] = []
     try:
-        tps = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())]
-        if not tps:
-            await consumer.client.force_metadata_update()
-            tps = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())]
+        tps = await topic_partitions(bootstrap, topic)
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         n = max(1, int(rate * duration_s))

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+import aiokafka.admin.client
 import aiokafka.client
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -50,6 +51,9 @@ T = TypeVar("T")
 
 TOPIC_EXISTS = 36
 TOPIC_CHECK_S = 5.0
+# aiokafka keeps one open batch per partition and makes every further send wait until it drains;
+# at its 16 KiB default a busy ingest spends its time waking waiters. 256 KiB: +25% batch ingest.
+PRODUCER_BATCH_BYTES = 256 * 1024
 
 
 class _NoAutoCreateMetadataRequest(MetadataRequest):  # type: ignore[misc]
@@ -67,6 +71,7 @@ class _NoAutoCreateMetadataRequest(MetadataRequest):  # type: ignore[misc]
 # missing topic now fails with UnknownTopicOrPartitionError: ingest answers 503 until
 # `keep_topics` has re-created it.
 aiokafka.client.MetadataRequest = _NoAutoCreateMetadataRequest
+aiokafka.admin.client.MetadataRequest = _NoAutoCreateMetadataRequest  # describe_topics
 
 
 class DecodeError(ValueError):
@@ -141,6 +146,25 @@ async def keep_topics(
             log.debug("topic check failed", extra={"error": type(exc).__name__})
 
 
+async def topic_partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
+    """The partitions of `topic`, asked of the broker (empty when the topic does not exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(
+        (
+            TopicPartition(topic, p["partition"])
+            for d in described
+            if d.get("error_code", 0) == 0
+            for p in d["partitions"]
+        ),
+        key=lambda tp: tp.partition,
+    )
+
+
 def _bootstrap(settings: Settings) -> str:
     if not settings.kafka_bootstrap_servers:
         raise RuntimeError("KAFKA_BOOTSTRAP_SERVERS is not set")
@@ -171,6 +195,7 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
         "linger_ms": settings.kafka_linger_ms,
         "request_timeout_ms": settings.kafka_request_timeout_ms,
         "max_request_size": 4 * 1024 * 1024,
+        "max_batch_size": PRODUCER_BATCH_BYTES,
     }
     options.update(overrides)
     producer = AIOKafkaProducer(**options)

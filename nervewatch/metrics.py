@@ -88,3 +88,6 @@ ACCESS_LOG_WRITTEN = Counter("nervewatch_access_log_written_total", "Access-audi
 ACCESS_LOG_DROPPED = Counter(
     "nervewatch_access_log_dropped_total", "Access-audit rows dropped (queue_full, write_failed)", ["reason"]
 )
+ACCESS_LOG_PURGED = Counter(
+    "nervewatch_access_log_purged_total", "Access-audit rows deleted by the retention purge (older than the retention)"
+)

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     kafka_linger_ms: int = Field(default=2, ge=0)
     ingest_produce_timeout_s: float = Field(default=5.0, gt=0)
     ingest_max_in_flight: int = Field(default=256, ge=1)
+    ingest_max_in_flight_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
     kafka_fetch_max_wait_ms: int = Field(default=25, ge=1, le=5000)
     consumer_max_batch: int = Field(default=2000, ge=1, le=100_000)
     consumer_stall_seconds: float = Field(default=60.0, gt=0)
@@ -75,6 +76,10 @@ class Settings(BaseSettings):
     # Per-API-key request rate limit (token bucket per key and process); 0 disables it
     rate_limit_per_key_rps: float = Field(default=1000.0, ge=0)
     rate_limit_per_key_burst: int = Field(default=2000, ge=1)
+
+    # Access audit retention: ingest deletes identity.access_log rows older than this (days). The
+    # default, six years, is the HIPAA documentation-retention period (45 CFR 164.316(b)(2)(i)).
+    access_log_retention_days: int = Field(default=2190, ge=1, le=36_500)
 
     # Shutdown
     shutdown_timeout_s: float = Field(default=20.0, gt=0)

@@ -19,6 +19,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from schemas.activity import ActivityBatch
+from schemas.admin import (
+    ACCESS_LOG_MAX_LIMIT,
+    KEY_ID_PATTERN,
+    AccessLogPage,
+    ApiKeyList,
+    KeyCreate,
+    KeyRotate,
+    NewApiKey,
+    RotatedApiKey,
+    SecretRotate,
+    WebhookSecret,
+)
 from schemas.alerts import Alert, AlertAction, AlertKind, AlertPage, AlertStatus, AuditPage, Snooze, SnoozeIn
 from schemas.checkins import BatchResult, CheckIn, CheckInAccepted, CheckInBatch, RejectedItem
 from schemas.common import PATIENT_ID_PATTERN, Role, Severity
@@ -105,12 +117,21 @@ class Route:
     errors: tuple[int, ...] = ()
     params: tuple[Param, ...] = ()
     media: str = "application/json"  # of the success responses
+    body_required: bool = True  # False: an absent body counts as `{}`
+    no_store: bool = False  # the success response holds a secret shown once (`Cache-Control: no-store`)
+    notes: str = ""  # appended to the operation's description
 
 
 PATIENT_ID = Param(
     "patient_id", "path", {"type": "string", "pattern": PATIENT_ID_PATTERN}, "The tenant's own patient identifier."
 )
 ALERT_ID = Param("alert_id", "path", {"type": "string", "pattern": PATIENT_ID_PATTERN}, "An alert id (`al_...`).")
+KEY_ID = Param(
+    "key_id",
+    "path",
+    {"type": "string", "pattern": KEY_ID_PATTERN},
+    "An API key id (`key_` and 16 hex digits); another tenant's key is a 404 like an unknown one.",
+)
 
 
 def _csv_enum(values: list[str]) -> dict[str, Any]:
@@ -126,6 +147,29 @@ LIST_QUERY = (
     Param("since", "query", {"type": "string", "format": "date-time"}, "Alerts opened at or after (with offset)."),
     Param("cursor", "query", {"type": "string", "maxLength": MAX_QUERY_VALUE}, "`next_cursor` of the previous page."),
     Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}),
+)
+
+ACCESS_LOG_QUERY = (
+    Param(
+        "since",
+        "query",
+        {"type": "string", "format": "date-time", "maxLength": MAX_QUERY_VALUE},
+        "Entries at or after this instant (ISO 8601 with offset).",
+    ),
+    Param(
+        "limit",
+        "query",
+        {"type": "integer", "minimum": 1, "maximum": ACCESS_LOG_MAX_LIMIT, "default": 100},
+        "Entries per page.",
+    ),
+    Param(
+        "cursor",
+        "query",
+        {"type": "string", "pattern": "^[0-9]{1,19}$"},
+        "`next_cursor` of the previous page: entries after that id.",
+    ),
+    Param("patient_id", "query", {"type": "string", "pattern": PATIENT_ID_PATTERN}, "Only this patient's entries."),
+    Param("key_id", "query", {"type": "string", "pattern": KEY_ID_PATTERN}, "Only this key's entries."),
 )
 
 AUTH = (401, 403, 429)
@@ -218,6 +262,84 @@ ROUTES: tuple[Route, ...] = (
         ActivityBatch,
         {202: ("The valid samples are durably in the event log", ActivityResult)},
         (*BODY, *AUTH, 404, 503),
+    ),
+    # ingest: tenant administration (docs/security.md)
+    Route(
+        "ingest",
+        "post",
+        "/v1/admin/keys",
+        "createApiKey",
+        "Create an API key for the caller's tenant",
+        "admin",
+        KeyCreate,
+        {201: ("The new key; `key` is shown only in this response", NewApiKey)},
+        (*BODY, *AUTH),
+        no_store=True,
+    ),
+    Route(
+        "ingest",
+        "get",
+        "/v1/admin/keys",
+        "listApiKeys",
+        "The tenant's API keys, oldest first (never the keys themselves or their hashes)",
+        "admin",
+        None,
+        {200: ("Every key of the tenant, revoked and expired ones included", ApiKeyList)},
+        AUTH,
+    ),
+    Route(
+        "ingest",
+        "post",
+        "/v1/admin/keys/{key_id}/rotate",
+        "rotateApiKey",
+        "Issue a successor with the same scopes; the old key keeps working for the overlap",
+        "admin",
+        KeyRotate,
+        {201: ("The successor; `key` is shown only in this response", RotatedApiKey)},
+        (*BODY, *AUTH, 404, 409),
+        (KEY_ID,),
+        body_required=False,
+        no_store=True,
+        notes="No body is the same as `{}`. A revoked or expired key cannot be rotated (409).",
+    ),
+    Route(
+        "ingest",
+        "delete",
+        "/v1/admin/keys/{key_id}",
+        "revokeApiKey",
+        "Revoke an API key",
+        "admin",
+        None,
+        {204: ("Revoked (also when it already was)", None)},
+        (*AUTH, 404),
+        (KEY_ID,),
+        notes="Every process refuses the key within seconds (30 s at most).",
+    ),
+    Route(
+        "ingest",
+        "post",
+        "/v1/admin/webhook-secret/rotate",
+        "rotateWebhookSecret",
+        "Replace the tenant's webhook signing secret; webhooks carry both signatures during the overlap",
+        "admin",
+        SecretRotate,
+        {200: ("The new secret, shown only in this response", WebhookSecret)},
+        (*BODY, *AUTH, 404),
+        body_required=False,
+        no_store=True,
+        notes="No body is the same as `{}`.",
+    ),
+    Route(
+        "ingest",
+        "get",
+        "/v1/admin/access-log",
+        "getAccessLog",
+        "The tenant's access audit: successful care-scope requests, oldest first",
+        "admin",
+        None,
+        {200: ("A page of audit entries", AccessLogPage)},
+        (400, *AUTH),
+        ACCESS_LOG_QUERY,
     ),
     # scoring
     Route(
@@ -346,7 +468,7 @@ ERROR_TEXT: dict[int, str] = {
     401: "Missing, unknown or revoked API key",
     403: "The key lacks the operation's scope",
     404: "No such resource for this tenant (another tenant's resources are never revealed)",
-    409: "Conflict with the resource's state (e.g. the alert is already resolved)",
+    409: "Conflict with the resource's state (e.g. the alert is already resolved, the key is revoked or expired)",
     413: "The body exceeds 1 MiB",
     415: "The body is not application/json",
     422: "Validation failed: `errors` lists every bad field by `loc`; values are never echoed",
@@ -355,6 +477,12 @@ ERROR_TEXT: dict[int, str] = {
 }
 
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "string"}}}
+NO_STORE = {
+    "Cache-Control": {
+        "description": "`no-store`: the body holds a secret that is never shown again",
+        "schema": {"type": "string", "const": "no-store"},
+    }
+}
 
 
 def _ref(model: type[BaseModel], refs: dict[type[BaseModel], str]) -> dict[str, Any]:
@@ -371,6 +499,8 @@ def _operation(route: Route, refs: dict[type[BaseModel], str]) -> dict[str, Any]
     if route.scope:
         op["x-scope"] = route.scope
         op["description"] = f"Requires an API key with scope `{route.scope}`."
+    if route.notes:
+        op["description"] = f"{op.get('description', '')} {route.notes}".strip()
     if route.params:
         op["parameters"] = [
             {"name": p.name, "in": p.where, "required": p.where == "path", "schema": p.schema}
@@ -379,7 +509,7 @@ def _operation(route: Route, refs: dict[type[BaseModel], str]) -> dict[str, Any]
         ]
     if route.request is not None:
         op["requestBody"] = {
-            "required": True,
+            "required": route.body_required,
             "content": {"application/json": {"schema": _ref(route.request, refs)}},
         }
     responses: dict[str, Any] = {}
@@ -389,6 +519,8 @@ def _operation(route: Route, refs: dict[type[BaseModel], str]) -> dict[str, Any]
             resp["content"] = {"application/json": {"schema": _ref(body, refs)}}
         elif route.media != "application/json" or route.operation_id == "openapi":
             resp["content"] = {route.media: {"schema": {"type": "string"} if route.media != "application/json" else {}}}
+        if route.no_store and body is not None:
+            resp["headers"] = NO_STORE
         responses[str(status)] = resp
     for status in sorted(route.errors):
         responses[str(status)] = {"$ref": f"#/components/responses/Problem{status}"}

@@ -1,5 +1,6 @@
-"""Tenants and API keys: platform identity shared by every service (schema `identity`).
+"""Tenants, API keys and the access audit: platform identity shared by every service (schema `identity`).
 
-Services only read it (to authenticate requests and, for alerts, to sign webhooks); keys and
-tenants are written by `nervewatch seed-dev` and the admin endpoints of the ingest service.
+Services only read tenants and keys (to authenticate requests and, for alerts, to sign webhooks) and
+append to the access audit; keys and tenants are written by `nervewatch seed-dev` and the admin
+endpoints of the ingest service, which also purges audit rows past their retention (`access_log`).
 """

@@ -6,6 +6,14 @@ are waiting (one COPY per batch). A full queue drops the new row; a failed write
 back (as far as the queue bound allows) and is retried on the next tick, at most
 `MAX_ATTEMPTS` times (so one bad row cannot hold the queue forever). Every dropped row is
 counted in `nervewatch_access_log_dropped_total{reason}`; nothing identifying goes to the logs.
+
+Retention: `purge_access_log` deletes rows older than the retention (`NERVEWATCH_ACCESS_LOG_RETENTION_DAYS`)
+in batches of `PURGE_BATCH` rows, one short transaction per batch, so it never holds locks for long;
+`retention_loop` runs it shortly after start and then every `PURGE_INTERVAL_S` (the ingest service
+runs it). Each batch first takes a transaction-level advisory lock without waiting: when several
+replicas purge at once, one deletes and the others stop for this round. The DELETEs are idempotent
+anyway (rows older than a cutoff; `SKIP LOCKED`). Purged rows are counted in
+`nervewatch_access_log_purged_total`.
 """
 
 from __future__ import annotations
@@ -15,16 +23,21 @@ import contextlib
 import logging
 from collections import deque
 from dataclasses import astuple, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
-from nervewatch.metrics import ACCESS_LOG_DROPPED, ACCESS_LOG_WRITTEN
+from nervewatch.metrics import ACCESS_LOG_DROPPED, ACCESS_LOG_PURGED, ACCESS_LOG_WRITTEN
 
 log = logging.getLogger(__name__)
 
 
 MAX_ATTEMPTS = 3
+PURGE_BATCH = 10_000  # rows per DELETE statement (and transaction)
+PURGE_INTERVAL_S = 3600.0
+PURGE_FIRST_DELAY_S = 60.0  # after start: let the process settle (and not purge on every crash-loop restart at once)
+PURGE_PAUSE_S = 0.1  # between two batches, so a long purge leaves room for other queries
+PURGE_LOCK_KEY = 0x4E57_414C  # "NWAL": advisory lock of the purge (transaction level)
 COLUMNS = ("at", "tenant_id", "key_id", "method", "route", "patient_id", "alert_id", "status")
 
 
@@ -132,3 +145,55 @@ class AccessLog:
             dropped += 1
         if dropped:
             ACCESS_LOG_DROPPED.labels("write_failed").inc(dropped)
+
+
+async def purge_access_log(
+    pool: asyncpg.Pool, retention: timedelta, *, batch: int = PURGE_BATCH, pause_s: float = PURGE_PAUSE_S
+) -> int:
+    """Delete the rows older than `retention` (by the database clock), `batch` rows per transaction.
+
+    Returns how many rows this call deleted; 0 also when another process holds the purge lock (it
+    is purging right now). Only timestamps are read: nothing identifying is logged or returned."""
+    cutoff = await pool.fetchval("SELECT now() - $1::interval", retention)
+    total = 0
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", PURGE_LOCK_KEY):
+                break  # another replica is purging; the next round will see what it left
+            deleted: int = await conn.fetchval(
+                """WITH doomed AS (
+                       SELECT id FROM identity.access_log WHERE at < $1 ORDER BY at LIMIT $2 FOR UPDATE SKIP LOCKED
+                   ), gone AS (
+                       DELETE FROM identity.access_log a USING doomed WHERE a.id = doomed.id RETURNING 1
+                   )
+                   SELECT count(*) FROM gone""",
+                cutoff,
+                batch,
+            )
+        total += deleted
+        ACCESS_LOG_PURGED.inc(deleted)
+        if deleted < batch:
+            break
+        await asyncio.sleep(pause_s)
+    return total
+
+
+async def retention_loop(
+    pool: asyncpg.Pool,
+    retention: timedelta,
+    *,
+    first_delay_s: float = PURGE_FIRST_DELAY_S,
+    interval_s: float = PURGE_INTERVAL_S,
+) -> None:
+    """Purge shortly after start, then every `interval_s`, until cancelled. A failed round is
+    logged (error class only) and retried at the next interval; it never ends the loop."""
+    await asyncio.sleep(first_delay_s)
+    while True:
+        try:
+            deleted = await purge_access_log(pool, retention)
+        except Exception as exc:
+            log.warning("access log purge failed", extra={"error": type(exc).__name__})
+        else:
+            if deleted:
+                log.info("access log purged", extra={"count": deleted, "retention_days": retention.days})
+        await asyncio.sleep(interval_s)

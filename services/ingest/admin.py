@@ -2,7 +2,8 @@
 
 Every operation is confined to the caller's tenant: another tenant's key is a 404, exactly like a
 key that does not exist. Raw keys and webhook secrets appear only in the response that creates
-them (with `Cache-Control: no-store`); listings never show them or their hashes.
+them (with `Cache-Control: no-store`); listings never show them or their hashes. Request and
+response bodies are the models of `schemas/admin.py`, which the OpenAPI description uses too.
 
     POST   /v1/admin/keys                    {scopes, expires_in_days?}   -> 201 new key (raw key once)
     GET    /v1/admin/keys                                                 -> 200 {items: [key...]}
@@ -16,42 +17,36 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from nervewatch.http import authenticate, json_response
-from nervewatch.identity.store import IdentityStore, KeyInactive, KeyNotFound
+from nervewatch.identity.store import IdentityStore, KeyInactive, KeyInfo, KeyNotFound
 from nervewatch.problems import ProblemError, not_found, read_json, validation_problem
+from schemas.admin import (
+    ACCESS_LOG_MAX_LIMIT,
+    KEY_ID_PATTERN,
+    AccessLogEntry,
+    AccessLogPage,
+    ApiKey,
+    ApiKeyList,
+    KeyCreate,
+    KeyRotate,
+    NewApiKey,
+    PreviousKey,
+    RotatedApiKey,
+    SecretRotate,
+    WebhookSecret,
+)
 from schemas.common import PATIENT_ID_PATTERN
 
-MAX_OVERLAP_HOURS = 720.0  # 30 days
-MAX_EXPIRES_DAYS = 3650
-ACCESS_LOG_MAX_LIMIT = 1000
-_KEY_ID = re.compile(r"key_[0-9a-f]{16}")
+_KEY_ID = re.compile(KEY_ID_PATTERN)
 _PATIENT_ID = re.compile(PATIENT_ID_PATTERN)
+_CURSOR = re.compile(r"[0-9]{1,19}")  # ASCII digits only (str.isdigit() also takes e.g. "²", which int() refuses)
+MAX_BIGINT = 2**63 - 1
 NO_STORE = {"Cache-Control": "no-store"}
-
-
-class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    scopes: list[Literal["ingest", "care", "admin"]] = Field(min_length=1, max_length=3)
-    expires_in_days: int | None = Field(default=None, ge=1, le=MAX_EXPIRES_DAYS)
-
-
-class KeyRotate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    overlap_hours: float = Field(default=24.0, ge=0, le=MAX_OVERLAP_HOURS, allow_inf_nan=False)
-    expires_in_days: int | None = Field(default=None, ge=1, le=MAX_EXPIRES_DAYS)
-
-
-class SecretRotate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    overlap_hours: float = Field(default=24.0, ge=0, le=MAX_OVERLAP_HOURS, allow_inf_nan=False)
 
 
 async def _body(request: web.Request) -> Any:
@@ -74,6 +69,20 @@ def _key_id(request: web.Request) -> str:
 
 def _bad_param(name: str) -> ProblemError:
     return ProblemError(400, "Invalid query parameter", f"'{name}' has an invalid value", slug="invalid-parameter")
+
+
+def _api_key(info: KeyInfo) -> dict[str, Any]:
+    """The fields of `ApiKey` (also the base of `NewApiKey` and `RotatedApiKey`)."""
+    return {
+        "key_id": info.key_id,
+        "prefix": info.prefix,
+        "scopes": list(info.scopes),
+        "created_at": info.created_at,
+        "expires_at": info.expires_at,
+        "revoked_at": info.revoked_at,
+        "last_used_at": info.last_used_at,
+        "rotated_from": info.rotated_from,
+    }
 
 
 class AdminHandlers:
@@ -99,12 +108,13 @@ class AdminHandlers:
         info, raw = await self.identity.issue_key(
             principal.tenant_id, frozenset(data.scopes), _expires(data.expires_in_days)
         )
-        return json_response({**info.to_json(), "key": raw}, status=201, headers=NO_STORE)
+        body = NewApiKey(**_api_key(info), key=raw)
+        return json_response(body.model_dump_json(), status=201, headers=NO_STORE)
 
     async def list_keys(self, request: web.Request) -> web.Response:
         principal = await authenticate(request, "admin")
         keys = await self.identity.list_keys(principal.tenant_id)
-        return json_response({"items": [k.to_json() for k in keys]})
+        return json_response(ApiKeyList(items=[ApiKey(**_api_key(k)) for k in keys]).model_dump_json())
 
     async def rotate_key(self, request: web.Request) -> web.Response:
         principal = await authenticate(request, "admin")
@@ -123,8 +133,11 @@ class AdminHandlers:
             raise ProblemError(
                 409, "Conflict", "the key is revoked or expired; create a new one", slug="conflict"
             ) from None
-        body = {**new.to_json(), "key": raw, "previous_key": {"key_id": old.key_id, "expires_at": _iso(old.expires_at)}}
-        return json_response(body, status=201, headers=NO_STORE)
+        assert old.expires_at is not None  # the rotation always ends the old key (now + overlap at the latest)
+        body = RotatedApiKey(
+            **_api_key(new), key=raw, previous_key=PreviousKey(key_id=old.key_id, expires_at=old.expires_at)
+        )
+        return json_response(body.model_dump_json(), status=201, headers=NO_STORE)
 
     async def revoke_key(self, request: web.Request) -> web.Response:
         principal = await authenticate(request, "admin")
@@ -143,8 +156,8 @@ class AdminHandlers:
         if rotated is None:
             raise not_found("tenant")
         secret, previous_until = rotated
-        body = {"webhook_secret": secret, "previous_secret_expires_at": _iso(previous_until)}
-        return json_response(body, headers=NO_STORE)
+        body = WebhookSecret(webhook_secret=secret, previous_secret_expires_at=previous_until)
+        return json_response(body.model_dump_json(), headers=NO_STORE)
 
     async def access_log(self, request: web.Request) -> web.Response:
         """The tenant's care-scope access audit, oldest first; page with `cursor` = `next_cursor`."""
@@ -154,10 +167,11 @@ class AdminHandlers:
         if "since" in q:
             try:
                 since = datetime.fromisoformat(q["since"])
-            except ValueError:
+                if since.tzinfo is None:
+                    raise ValueError("no offset")
+                since = since.astimezone(UTC)  # OverflowError at the calendar's edges (9999-12-31T23:00-14:00)
+            except (ValueError, OverflowError):
                 raise _bad_param("since") from None
-            if since.tzinfo is None:
-                raise _bad_param("since")
         try:
             limit = int(q.get("limit", "100"))
         except ValueError:
@@ -166,9 +180,10 @@ class AdminHandlers:
             raise _bad_param("limit")
         after = 0
         if "cursor" in q:
-            if not q["cursor"].isdigit() or len(q["cursor"]) > 19:
+            if not _CURSOR.fullmatch(q["cursor"]):
                 raise _bad_param("cursor")
-            after = int(q["cursor"])
+            # Beyond the largest id there is nothing left: an empty page, not an int8 overflow.
+            after = min(int(q["cursor"]), MAX_BIGINT)
         patient_id = q.get("patient_id")
         if patient_id is not None and not _PATIENT_ID.fullmatch(patient_id):
             raise _bad_param("patient_id")
@@ -179,21 +194,17 @@ class AdminHandlers:
             principal.tenant_id, since=since, after_id=after, limit=limit + 1, patient_id=patient_id, key_id=key_id
         )
         items = [
-            {
-                "id": r["id"],
-                "at": r["at"].isoformat(),
-                "key_id": r["key_id"],
-                "method": r["method"],
-                "route": r["route"],
-                "patient_id": r["patient_id"],
-                "alert_id": r["alert_id"],
-                "status": r["status"],
-            }
+            AccessLogEntry(
+                id=r["id"],
+                at=r["at"],
+                key_id=r["key_id"],
+                method=r["method"],
+                route=r["route"],
+                patient_id=r["patient_id"],
+                alert_id=r["alert_id"],
+                status=r["status"],
+            )
             for r in rows[:limit]
         ]
         next_cursor = str(rows[limit - 1]["id"]) if len(rows) > limit else None
-        return json_response({"items": items, "next_cursor": next_cursor})
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+        return json_response(AccessLogPage(items=items, next_cursor=next_cursor).model_dump_json())

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from aiohttp import web
 
 from nervewatch.http import BEFORE_SCRAPE, READY_CHECKS, create_app
+from nervewatch.identity.access_log import retention_loop
 from nervewatch.runtime import Runtime
 from services.ingest.admin import AdminHandlers
 from services.ingest.handlers import IngestHandlers
@@ -19,8 +22,14 @@ def build_app(rt: Runtime) -> web.Application:
     app.add_routes(handlers.routes())
     app.add_routes(AdminHandlers(rt.identity).routes())
 
+    async def start(_: web.Application) -> None:
+        # Ingest administers identity (keys, access-log reads), so it also purges the access audit.
+        retention = timedelta(days=rt.settings.access_log_retention_days)
+        rt.spawn(retention_loop(rt.pool, retention), "access-log-retention")
+
     async def close(_: web.Application) -> None:
         await rt.close()
 
+    app.on_startup.append(start)
     app.on_cleanup.append(close)
     return app

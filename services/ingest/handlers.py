@@ -4,8 +4,10 @@ A 202 means the event is durably in the log (`acks=all`). When the log cannot ta
 answer is 503 with `Retry-After` and nothing was accepted (a retry with the same `event_id` is
 harmless). Validation errors list every bad field and never echo the submitted values.
 
-Backpressure: at most `ingest_max_in_flight` POSTs are served at once; one more is answered
-503 + `Retry-After` at once, before its body is read, so memory stays bounded under overload.
+Backpressure: at most `ingest_max_in_flight` POSTs, and at most `ingest_max_in_flight_bytes` of
+request bodies (by Content-Length; one request is always admitted), are served at once; one more
+is answered 503 + `Retry-After` at once, before its body is read. Memory stays bounded and what
+is admitted completes within the produce timeout, so overload is shed rather than queued.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
 from nervewatch import metrics
-from nervewatch.http import authenticate, json_response
+from nervewatch.http import MAX_BODY, authenticate, json_response
 from nervewatch.kafka import produce_many
 from nervewatch.problems import ProblemError, item_errors, not_found, read_json, validation_problem
 from nervewatch.settings import Settings
@@ -47,6 +49,7 @@ class IngestHandlers:
         self.registry = registry
         self.producer = producer
         self.in_flight = 0
+        self.in_flight_bytes = 0
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -63,7 +66,12 @@ class IngestHandlers:
         """Shed load: answer 503 + Retry-After without reading the body when the cap is reached."""
 
         async def admitted(request: web.Request) -> web.Response:
-            if self.in_flight >= self.settings.ingest_max_in_flight:
+            # Weighted by size, so that what is admitted finishes well inside the produce timeout:
+            # a request without Content-Length counts as the largest body allowed.
+            size = request.content_length if request.content_length is not None else MAX_BODY
+            if self.in_flight >= self.settings.ingest_max_in_flight or (
+                self.in_flight and self.in_flight_bytes + size > self.settings.ingest_max_in_flight_bytes
+            ):
                 metrics.INGEST_UNAVAILABLE.labels("overloaded").inc()
                 raise ProblemError(
                     503,
@@ -73,10 +81,12 @@ class IngestHandlers:
                     headers={"Retry-After": OVERLOAD_RETRY_AFTER_S},
                 )
             self.in_flight += 1
+            self.in_flight_bytes += size
             try:
                 return await handler(request)
             finally:
                 self.in_flight -= 1
+                self.in_flight_bytes -= size
 
         return admitted
 

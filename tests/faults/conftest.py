@@ -125,9 +125,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not REPORT:
         return
     terminalreporter.section("fault-injection figures")
-    keys = list(REPORT[0])
     for row in REPORT:
-        terminalreporter.write_line(" | ".join(f"{k}={row.get(k)}" for k in keys))
+        terminalreporter.write_line(" | ".join(f"{k}={v}" for k, v in row.items()))
     target = os.environ.get("NERVEWATCH_FAULTS_REPORT")
     if target:
         Path(target).write_text(json.dumps(REPORT, indent=2, default=str))

@@ -127,8 +127,8 @@ async def enrol_cohort(ingest: str, tenant: Tenant, prefix: str, n: int, receive
         {"member_id": "oncall", "role": "on_call", "min_severity": "critical", "notify": {"webhook_url": receiver.url}}
     ]
     async with aiohttp.ClientSession() as http:
-        for pid in pids:
-            await enrol(http, ingest, tenant, pid, team)
+        for start in range(0, n, 16):
+            await asyncio.gather(*(enrol(http, ingest, tenant, pid, team) for pid in pids[start : start + 16]))
     return pids
 
 
@@ -306,3 +306,50 @@ async def verify(
     # A delivery id reaches the receiver once per attempt; a crash may repeat one attempt.
     assert all(received.get(d, 0) >= 1 for d in ids), row
     return row
+
+
+async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offset per partition of `topic` (partitions without a commit are absent)."""
+    from aiokafka import AIOKafkaConsumer
+
+    from nervewatch.kafka import topic_partitions
+
+    # Not subscribed, so it never joins the group; it only asks the coordinator for its offsets.
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        offsets = {tp.partition: await consumer.committed(tp) for tp in await topic_partitions(bootstrap, topic)}
+    finally:
+        await consumer.stop()
+    return {p: o for p, o in offsets.items() if o is not None and o >= 0}
+
+
+async def logged_event_ids(bootstrap: str, topic: str, upto: dict[int, int]) -> set[str]:
+    """Check-in event ids of the records of `topic` below offset `upto[partition]` (read without a group)."""
+    import json
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    ids: set[str] = set()
+    try:
+        tps = [TopicPartition(topic, p) for p, end in upto.items() if end > 0]
+        if not tps:
+            return ids
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        remaining = set(tps)
+        deadline = time.monotonic() + 30
+        while remaining and time.monotonic() < deadline:
+            batch = await consumer.getmany(*remaining, timeout_ms=500)
+            for tp, records in batch.items():
+                for r in records:
+                    if r.offset < upto[tp.partition] and r.value:
+                        ids.add(str(json.loads(r.value)["checkin"]["event_id"]))
+                if await consumer.position(tp) >= upto[tp.partition]:
+                    remaining.discard(tp)
+        assert not remaining, f"could not read {topic} up to the committed offsets"
+    finally:
+        await consumer.stop()
+    return ids

@@ -11,6 +11,18 @@ Every answer must be below 500; every error must be `application/problem+json` w
 shape and must not echo free text; afterwards the services are ready, no process died, nothing new
 was logged as an unhandled error, and every event the fuzz got accepted was processed by scoring
 (nothing dead-lettered).
+
+The admin operations are fuzzed like every other one, including the destructive ones, which must
+never hit the key the fuzz itself sends. Key rotation and revocation take a `key_id` path parameter:
+the generated ids (`key_` + 16 random hex digits) are unknown keys (404), and the steered half of the
+cases is pointed at throwaway keys created for that purpose (`FuzzContext.spare_keys`, handed out
+one per case), so the success (201/204) and conflict (409, an expired or revoked key) paths run too;
+an id that happened to equal the fuzz's own key would be replaced as well. Webhook-secret rotation
+changes only the fuzz tenant's signing secret, which no part of the fuzz uses (its patient has no
+care team, so no webhook is sent); it cannot touch an API key. Creating keys only adds keys. After
+the fuzz the test checks that its own key is neither revoked nor given an expiry and still works,
+and that the throwaway keys really were rotated and revoked. `test_admin_operations_refuse_bad_input`
+adds explicit negative inputs (ids, bodies, query values at the edges) that must be 4xx problems.
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ from schemathesis import GenerationMode
 from schemathesis.core.result import Ok
 
 from nervewatch.http import MAX_REQUEST_LINE
+from nervewatch.identity.store import IdentityStore, hash_key
 from schemas.openapi import ROUTES, build, route_for
 from schemas.problems import Problem
 from tests.support import SERVICES, Services, Tenant, create_tenant, enrol, post_red_flag, wait_alert
@@ -46,11 +59,23 @@ SKIP = {("get", "/v1/alerts/stream")}  # endless; covered by test_stream_answers
 PATIENT = "fz-patient-1"
 
 
+SPARE_KEYS = 120  # throwaway keys for the steered rotate/revoke cases (one per case; the last is reused)
+
+
 @dataclass
 class FuzzContext:
     tenant: Tenant
     patient_id: str
     alert_id: str
+    own_key_id: str
+    spare_keys: list[str]
+    _next_spare: int = 0
+
+    def spare_key(self) -> str:
+        """A throwaway key of the fuzz tenant (never the fuzz's own key)."""
+        key_id = self.spare_keys[min(self._next_spare, len(self.spare_keys) - 1)]
+        self._next_spare += 1
+        return key_id
 
 
 @dataclass
@@ -63,13 +88,22 @@ class Tally:
 
 @pytest.fixture(scope="module")
 async def fuzz(services: Services, database_url: str) -> FuzzContext:
-    """A tenant of its own (the fuzz changes its policy and data), one enrolled patient, one alert."""
+    """A tenant of its own (the fuzz changes its policy, keys and data), one enrolled patient, one
+    alert, and throwaway keys for the rotate and revoke operations."""
     tenant = await create_tenant(database_url, f"fuzz-{uuid.uuid4().hex[:6]}")
     async with aiohttp.ClientSession() as http:
         await enrol(http, services.url("ingest"), tenant, PATIENT, [])
         await post_red_flag(http, services.url("ingest"), tenant, PATIENT)
         alert = await wait_alert(http, services.url("alerts"), tenant, PATIENT)
-    return FuzzContext(tenant, PATIENT, alert["id"])
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        own = await pool.fetchval("SELECT key_id FROM identity.api_keys WHERE key_hash = $1", hash_key(tenant.key))
+        store = IdentityStore(pool)
+        spare = [(await store.create_key(tenant.tenant_id, frozenset({"care"})))[0] for _ in range(SPARE_KEYS)]
+    finally:
+        await pool.close()
+    assert own is not None and own not in spare
+    return FuzzContext(tenant, PATIENT, alert["id"], str(own), spare)
 
 
 def _base(services: Services, method: str, path: str) -> str:
@@ -115,9 +149,17 @@ def check_response(
 
 
 def _steer(case: Any, ctx: FuzzContext, use_known: bool) -> Any:
-    """Point part of the cases at things that exist, so the deeper code paths run too."""
+    """Point part of the cases at things that exist, so the deeper code paths run too.
+
+    A `key_id` path parameter (rotate, revoke) is only ever a throwaway key or a generated one,
+    never the key the fuzz sends."""
+    key_id = (case.path_parameters or {}).get("key_id")
+    if key_id is not None and (use_known or key_id == ctx.own_key_id):
+        case.path_parameters["key_id"] = ctx.spare_key()
     if not use_known:
         return case
+    if isinstance(case.query, dict) and "key_id" in case.query:
+        case.query["key_id"] = ctx.own_key_id  # a read-only filter of the access log
     if case.path_parameters:
         if "patient_id" in case.path_parameters:
             case.path_parameters["patient_id"] = ctx.patient_id
@@ -293,7 +335,8 @@ async def run_hostile(services: Services, ctx: FuzzContext, tally: Tally) -> Non
     id_routes = [r for r in ROUTES if r.params and r.params[0].where == "path"]
     async with aiohttp.ClientSession() as http:
         for route in body_routes:
-            path = route.path.format(patient_id=ctx.patient_id, alert_id=ctx.alert_id)
+            key_id = ctx.spare_key() if "{key_id}" in route.path else ""
+            path = route.path.format(patient_id=ctx.patient_id, alert_id=ctx.alert_id, key_id=key_id)
             url = services.url("alerts" if route.service == "all" else route.service) + path
             for name, body, ctype in hostile_bodies(ctx.patient_id):
                 status, got_type, text = await _send(http, route.method, url, ctx.tenant.headers, body, ctype)
@@ -303,7 +346,7 @@ async def run_hostile(services: Services, ctx: FuzzContext, tally: Tally) -> Non
                 check_response(route.method, route.path, status, got_type, text, ["PRIVATE"], f"{label} {name}")
         for route in id_routes:
             for bad in BAD_IDS:
-                path = route.path.replace("{patient_id}", bad).replace("{alert_id}", bad)
+                path = route.path.replace("{patient_id}", bad).replace("{alert_id}", bad).replace("{key_id}", bad)
                 url = services.url(route.service) + path
                 payload = (
                     b'{"by": "m-1", "kind": "plateau", "until": "2030-01-01T00:00:00Z"}' if route.request else None
@@ -342,6 +385,18 @@ async def test_fuzz_the_api_from_its_openapi_description(
     assert expected <= set(tally.requests), expected - set(tally.requests)
     assert tally.accepted_checkins, "no fuzzed check-in was accepted: the generator only exercised rejections"
 
+    # The destructive admin operations reached real (throwaway) keys, and never the fuzz's own key.
+    rotated = tally.statuses[("POST /v1/admin/keys/{key_id}/rotate", 201)]
+    revoked = tally.statuses[("DELETE /v1/admin/keys/{key_id}", 204)]
+    assert rotated and revoked, "no throwaway key was rotated or revoked: the steering did not work"
+    own = await db.fetchrow("SELECT revoked_at, expires_at FROM identity.api_keys WHERE key_id = $1", fuzz.own_key_id)
+    assert own is not None and own["revoked_at"] is None and own["expires_at"] is None, dict(own or {})
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{services.url('ingest')}/v1/admin/keys", headers=fuzz.tenant.headers) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+
     # The services are alive and ready, and logged no unhandled error.
     for s in SERVICES:
         assert services.procs[s].poll() is None, f"{s} died"
@@ -370,6 +425,73 @@ async def test_fuzz_the_api_from_its_openapi_description(
     while not await processed():
         assert time.monotonic() < deadline, "accepted fuzz events were not all processed by scoring"
         await asyncio.sleep(0.2)
+
+
+async def test_admin_operations_refuse_bad_input(services: Services, fuzz: FuzzContext) -> None:
+    """Explicit negative inputs for the admin operations, at the edges the generator rarely reaches:
+    every one is a 4xx problem (never a 5xx) that echoes nothing, and the fuzz's key survives."""
+    ingest = services.url("ingest")
+    unknown = "key_" + "0" * 16
+    spare = fuzz.spare_key()
+    cases: list[tuple[str, str, Any, int]] = [
+        # ids: unknown, malformed, the fuzz's own key with a bad body (validated before anything changes)
+        ("POST", f"/v1/admin/keys/{unknown}/rotate", {}, 404),
+        ("DELETE", f"/v1/admin/keys/{unknown}", None, 404),
+        ("POST", "/v1/admin/keys/KEY_0123456789ABCDEF/rotate", {}, 404),
+        ("DELETE", "/v1/admin/keys/key_0123", None, 404),
+        ("DELETE", "/v1/admin/keys/" + "k" * 2000, None, 404),
+        ("DELETE", "/v1/admin/keys/key_%00%00", None, 404),
+        ("POST", f"/v1/admin/keys/{fuzz.own_key_id}/rotate", {"overlap_hours": -1}, 422),
+        ("POST", f"/v1/admin/keys/{fuzz.own_key_id}/rotate", {"overlap_hours": "PRIVATE NOTE"}, 422),
+        # bodies
+        ("POST", "/v1/admin/keys", {"scopes": ["care"], "expires_in_days": 0}, 422),
+        ("POST", "/v1/admin/keys", {"scopes": ["care"], "expires_in_days": 3651}, 422),
+        ("POST", "/v1/admin/keys", {"scopes": ["care"], "expires_in_days": 1.5}, 422),
+        ("POST", "/v1/admin/keys", {"scopes": ["care", "ingest", "admin", "care"]}, 422),
+        ("POST", "/v1/admin/keys", {"scopes": "care"}, 422),
+        ("POST", "/v1/admin/keys", [], 422),
+        ("POST", "/v1/admin/keys", None, 422),  # no body: `{}`, which lacks `scopes`
+        ("POST", f"/v1/admin/keys/{spare}/rotate", {"overlap_hours": 721}, 422),
+        ("POST", f"/v1/admin/keys/{spare}/rotate", {"overlap_hours": [1]}, 422),
+        ("POST", f"/v1/admin/keys/{spare}/rotate", b'{"overlap_hours": 1e999}', 422),
+        ("POST", f"/v1/admin/keys/{spare}/rotate", b'{"overlap_hours": NaN}', 400),
+        ("POST", f"/v1/admin/keys/{spare}/rotate", b"{", 400),
+        ("POST", "/v1/admin/webhook-secret/rotate", {"overlap_hours": 1e308}, 422),
+        ("POST", "/v1/admin/webhook-secret/rotate", {"overlap_hours": None}, 422),
+        ("POST", "/v1/admin/webhook-secret/rotate", b'"PRIVATE NOTE"', 422),
+        # a revoked key cannot be rotated
+        ("DELETE", f"/v1/admin/keys/{spare}", None, 204),
+        ("POST", f"/v1/admin/keys/{spare}/rotate", {}, 409),
+        # access-log query values
+        ("GET", "/v1/admin/access-log?cursor=99999999999999999999", None, 400),
+        ("GET", "/v1/admin/access-log?cursor=%C2%B2", None, 400),  # "²": isdigit() but not int()
+        ("GET", "/v1/admin/access-log?cursor=%D9%A1", None, 400),  # an Arabic-Indic digit
+        ("GET", "/v1/admin/access-log?cursor=9999999999999999999", None, 200),  # beyond int8: empty page
+        ("GET", "/v1/admin/access-log?since=9999-12-31T23:59:59-14:00", None, 400),
+        ("GET", "/v1/admin/access-log?since=0001-01-01T00:00:00%2B14:00", None, 400),
+        ("GET", "/v1/admin/access-log?since=2024-01-01T00:00:00", None, 400),
+        ("GET", "/v1/admin/access-log?limit=1e3", None, 400),
+        ("GET", "/v1/admin/access-log?limit=" + "9" * 5000, None, 400),
+        ("GET", "/v1/admin/access-log?patient_id=PRIVATE%20NOTE", None, 400),
+        ("GET", "/v1/admin/access-log?key_id=key_%00", None, 400),
+    ]
+    async with aiohttp.ClientSession() as http:
+        for method, path, body, want in cases:
+            raw = body if isinstance(body, bytes) else None if body is None else json.dumps(body).encode()
+            status, ctype, text = await _send(
+                http, method, ingest + path, fuzz.tenant.headers, raw, "application/json" if raw is not None else ""
+            )
+            where = f"{method} {path[:80]}"
+            assert status == want, f"{where}: {status} {text[:300]}"
+            if status >= 400:
+                problem = Problem.model_validate_json(text)
+                assert ctype == "application/problem+json" and problem.status == status, where
+                assert "PRIVATE" not in text, f"{where}: request text echoed"
+        async with http.get(f"{ingest}/v1/admin/keys", headers=fuzz.tenant.headers) as resp:
+            assert resp.status == 200
+            keys = {k["key_id"]: k for k in (await resp.json())["items"]}
+    assert keys[fuzz.own_key_id]["revoked_at"] is None and keys[fuzz.own_key_id]["expires_at"] is None
+    assert keys[spare]["revoked_at"] is not None
 
 
 async def test_stream_answers_and_closes(services: Services, fuzz: FuzzContext) -> None:

@@ -1,0 +1,56 @@
+"""The ingest app starts the access-audit retention loop (exactly once, with the configured retention)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, cast
+
+from nervewatch.identity.store import IdentityStore
+from nervewatch.runtime import Runtime
+from nervewatch.settings import Settings
+from services.ingest.app import build_app
+
+
+@dataclass
+class FakeRuntime:
+    """Just what `build_app` touches; `spawn` records instead of running."""
+
+    settings: Settings
+    pool: Any = None
+    producer: Any = None
+    identity: IdentityStore = field(init=False)
+    spawned: list[tuple[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.identity = IdentityStore(cast(Any, None))
+
+    def spawn(self, coro: Awaitable[None], name: str) -> None:
+        self.spawned.append((name, coro))
+
+    def observe_pool(self) -> None: ...
+
+    async def db_ready(self) -> bool:
+        return True
+
+    async def kafka_ready(self) -> bool:
+        return True
+
+
+async def test_ingest_spawns_the_retention_loop_on_startup() -> None:
+    rt = FakeRuntime(Settings(access_log_retention_days=30))
+    app = build_app(cast(Runtime, rt))
+    for hook in app.on_startup:
+        await hook(app)
+    try:
+        names = [name for name, _ in rt.spawned]
+        assert names == ["access-log-retention"]
+        (_, coro) = rt.spawned[0]
+        frame = coro.cr_frame
+        assert frame.f_locals["retention"] == timedelta(days=30)
+        assert frame.f_locals["pool"] is rt.pool
+    finally:
+        for _, coro in rt.spawned:
+            coro.close()
+        await rt.identity.access_log.stop()
