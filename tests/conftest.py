@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,9 +10,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from nervewatch.db import migrate
 from nervewatch.devstack import EmbeddedStack, free_port, start_embedded
-from tests.support import SERVICES, Services, Tenant, create_tenant, service_env
+from tests.support import SERVICES, Services, Tenant, create_tenant, fresh_database, service_env
 
 
 @pytest.fixture(scope="session")
@@ -39,17 +37,7 @@ def stack(workdir: Path) -> Iterator[EmbeddedStack]:
 @pytest.fixture(scope="session")
 async def database_url(stack: EmbeddedStack) -> str:
     """A fresh database per test session inside the (embedded or given) PostgreSQL server."""
-    name = f"nwtest_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(stack.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base, _, query = stack.database_url.partition("?")
-    root = base.rsplit("/", 1)[0]
-    dsn = f"{root}/{name}" + (f"?{query}" if query else "")
-    await migrate(dsn)
-    return dsn
+    return await fresh_database(stack.database_url, "nwtest")
 
 
 @pytest.fixture(scope="session")

@@ -103,6 +103,22 @@ def service_env(stack: EmbeddedStack, ports: dict[str, int], extra: dict[str, st
     return env
 
 
+async def fresh_database(server_url: str, prefix: str) -> str:
+    """Create a database named `<prefix>_<random>` on the server of `server_url`, migrate it, return its URL."""
+    from nervewatch.db import migrate
+
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base, _, query = server_url.partition("?")
+    dsn = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+    await migrate(dsn)
+    return dsn
+
+
 async def create_tenant(dsn: str, tenant_id: str, scopes: frozenset[str] | None = None) -> Tenant:
     from nervewatch.identity.store import SCOPES, IdentityStore
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -19,13 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
-from nervewatch.db import migrate
 from nervewatch.devstack import EmbeddedStack, free_port, start_embedded
 from tests.faults.load import REPORT
-from tests.support import SERVICES, Receiver, Services, Tenant, create_tenant, service_env, webhook_receiver
+from tests.support import (
+    SERVICES,
+    Receiver,
+    Services,
+    Tenant,
+    create_tenant,
+    fresh_database,
+    service_env,
+    webhook_receiver,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -86,15 +92,7 @@ def fault_stack() -> Iterator[EmbeddedStack]:
 
 @pytest.fixture(scope="package")
 async def faults(fault_stack: EmbeddedStack) -> AsyncIterator[FaultEnv]:
-    name = f"nwfaults_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(fault_stack.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base, _, query = fault_stack.database_url.partition("?")
-    dsn = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
-    await migrate(dsn)
+    dsn = await fresh_database(fault_stack.database_url, "nwfaults")
     tenant = await create_tenant(dsn, "faults-clinic")
     log_dir = Path(fault_stack.broker_log or "/tmp").parent
     ports = {s: free_port() for s in SERVICES}

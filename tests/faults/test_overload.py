@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import random
-import secrets
 import shutil
 import time
 import uuid
@@ -34,15 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 
-from nervewatch.db import migrate
 from nervewatch.devstack import EmbeddedStack, free_port
 from nervewatch.kafka import topic_partitions
 from schemas.events import Topics
 from tests.faults.load import REPORT, committed_offsets, enrol_cohort, wait_scored
-from tests.support import Receiver, Services, Tenant, create_tenant, service_env
+from tests.support import Receiver, Services, Tenant, create_tenant, fresh_database, service_env
 
 OVERLOAD_S = float(os.environ.get("NERVEWATCH_OVERLOAD_SECONDS", "60"))
 BATCH = 100
@@ -67,15 +64,7 @@ class Isolated:
 @pytest.fixture
 async def isolated(fault_stack: EmbeddedStack) -> AsyncIterator[Isolated]:
     """An ingest and a scoring process on their own database and their own embedded broker."""
-    name = f"nwoverload_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(fault_stack.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base, _, query = fault_stack.database_url.partition("?")
-    dsn = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
-    await migrate(dsn)
+    dsn = await fresh_database(fault_stack.database_url, "nwoverload")
     tenant = await create_tenant(dsn, "overload-clinic")
     log_dir = Path(fault_stack.broker_log or "/tmp").parent / "overload"
     log_dir.mkdir(parents=True, exist_ok=True)
