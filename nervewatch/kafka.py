@@ -1,5 +1,10 @@
 """Kafka plumbing: topic creation, a producer factory and an at-least-once batch consumer.
 
+Topics are created only by `ensure_topics` (and re-created by `keep_topics`); no client ever asks
+the broker to auto-create one. Producers from `make_producer`, used through `produce`/`produce_many`,
+trust no acknowledgement that arrives after their connection broke, and check their topics exist
+before the first send after a broken connection.
+
 Delivery contract of `BatchConsumer`:
 - records are decoded one by one; a record that cannot be decoded goes to the dead-letter topic
   with its reason, partition and offset, and the batch goes on;
