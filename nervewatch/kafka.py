@@ -249,10 +249,9 @@ async def produce_many(producer: AIOKafkaProducer, records: Sequence[tuple[str, 
     connection the next call first checks, with fresh metadata, that its topics exist.
     """
     link = _LINKS.get(producer)
-    topics = {topic for topic, _, _ in records}
     try:
         if link is not None and link.verified != link.losses:
-            await _revalidate(producer, link, topics)
+            await _revalidate(producer, link, {topic for topic, _, _ in records})
         losses = link.losses if link is not None else 0
         futures = [await producer.send(topic, value=value, key=key) for topic, key, value in records]
         await asyncio.gather(*futures)
@@ -399,6 +398,10 @@ class BatchConsumer(Generic[T]):
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    async def ready(self) -> bool:
+        """Readiness: the consumer loop runs and is not stalled."""
+        return self.running and not self.stalled()
 
     def stalled(self) -> bool:
         """True while the consumer holds lag but has made no progress for `consumer_stall_seconds`."""

@@ -13,14 +13,16 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
+from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from nervewatch import db
+from nervewatch.http import BEFORE_SCRAPE, READY_CHECKS, create_app
 from nervewatch.identity.store import IdentityStore
-from nervewatch.kafka import ensure_topics, keep_topics, make_producer
+from nervewatch.kafka import BatchConsumer, ensure_topics, keep_topics, make_producer
 from nervewatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,16 @@ class Runtime:
                 raise
 
         self.background.append(asyncio.create_task(wrapper(), name=name))
+
+    def create_app(self, service: str, consumer: BatchConsumer[Any] | None = None) -> web.Application:
+        """The service's app with the shared readiness checks (database, broker, and the consumer's
+        progress when it has one) and the pool gauges refreshed before each scrape."""
+        app = create_app(service, self.identity)
+        app[BEFORE_SCRAPE].append(self.observe_pool)
+        app[READY_CHECKS].update({"database": self.db_ready, "kafka": self.kafka_ready})
+        if consumer is not None:
+            app[READY_CHECKS]["consumer"] = consumer.ready
+        return app
 
     def observe_pool(self) -> None:
         db.record_pool_metrics(self.pool)

@@ -40,6 +40,18 @@ ABNORMAL_ARCHETYPES: tuple[str, ...] = (
 )
 ALL_ARCHETYPES: tuple[str, ...] = NORMAL_ARCHETYPES + ABNORMAL_ARCHETYPES
 
+
+def parse_archetypes(value: str | None) -> list[str] | None:
+    """A comma-separated subset of ALL_ARCHETYPES (None when empty); ValueError names unknown ones."""
+    if not value:
+        return None
+    names = [a.strip() for a in value.split(",") if a.strip()]
+    unknown = [a for a in names if a not in ALL_ARCHETYPES]
+    if unknown:
+        raise ValueError(f"unknown archetype(s): {', '.join(unknown)}; known: {', '.join(ALL_ARCHETYPES)}")
+    return names
+
+
 TIMEZONES: tuple[str, ...] = (
     "America/New_York",
     "Europe/London",

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 from pydantic import ValidationError
 
-from simulator.archetypes import ALL_ARCHETYPES, SimPatient, generate_cohort, validate_patient
+from simulator.archetypes import ALL_ARCHETYPES, SimPatient, generate_cohort, parse_archetypes, validate_patient
 from simulator.client import ApiClient, PostStats, replay
 from simulator.evaluate import (
     check_targets,
@@ -79,16 +79,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a detection target fails")
     parser.add_argument("--dry-run", action="store_true", help="generate and print counts only; no HTTP")
-
-
-def _parse_archetypes(value: str | None) -> list[str] | None:
-    if not value:
-        return None
-    names = [a.strip() for a in value.split(",") if a.strip()]
-    unknown = [a for a in names if a not in ALL_ARCHETYPES]
-    if unknown:
-        raise ValueError(f"unknown archetype(s): {', '.join(unknown)}; known: {', '.join(ALL_ARCHETYPES)}")
-    return names
 
 
 def _parse_end(value: str | None, now: datetime) -> datetime:
@@ -158,7 +148,7 @@ def _validate(cohort: list[SimPatient], now: datetime) -> int:
 
 async def run(args: argparse.Namespace) -> int:
     try:
-        archetypes = _parse_archetypes(args.archetypes)
+        archetypes = parse_archetypes(args.archetypes)
         now = datetime.now(UTC)
         end = _parse_end(args.end, now)
     except ValueError as exc:

@@ -51,7 +51,7 @@ from services.alerts.model import AlertPolicy, AlertState, OpenAlert, ResolveAle
 from services.scoring import daily, engine, series
 from services.scoring.codec import activity_obs, checkin_obs, profile_from_patient
 from services.scoring.model import ActivityObs, Assessment, CheckinObs, DayRecord
-from simulator.archetypes import ALL_ARCHETYPES, SimPatient, generate_cohort
+from simulator.archetypes import ALL_ARCHETYPES, SimPatient, generate_cohort, parse_archetypes
 from simulator.evaluate import Evaluation, TargetResult, check_targets, evaluate, render_markdown, to_dict
 from simulator.evaluate import truths_from_cohort as _truths
 
@@ -323,16 +323,6 @@ def run_offline(
 # CLI
 
 
-def _parse_archetypes(value: str | None) -> list[str] | None:
-    if not value:
-        return None
-    names = [a.strip() for a in value.split(",") if a.strip()]
-    unknown = [a for a in names if a not in ALL_ARCHETYPES]
-    if unknown:
-        raise ValueError(f"unknown archetype(s): {', '.join(unknown)}; known: {', '.join(ALL_ARCHETYPES)}")
-    return names
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m simulator.offline", description=__doc__.split("\n")[0])
     parser.add_argument("--per-archetype", type=int, default=50, help="patients per archetype (default 50)")
@@ -348,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
     args = parser.parse_args(argv)
     try:
-        archetypes = _parse_archetypes(args.archetypes)
+        archetypes = parse_archetypes(args.archetypes)
         end = datetime.fromisoformat(args.end)
         if end.tzinfo is None:
             raise ValueError("--end needs an offset, e.g. 2026-03-02T12:00:00Z")

@@ -70,11 +70,7 @@ def services(stack: EmbeddedStack, database_url: str, workdir: Path) -> Iterator
         yield svc
     finally:
         svc.stop_all()
-        keep = os.environ.get("NERVEWATCH_TEST_LOG_DIR")
-        if keep:
-            Path(keep).mkdir(parents=True, exist_ok=True)
-            for log in workdir.glob("*.log"):
-                (Path(keep) / log.name).write_bytes(log.read_bytes())
+        svc.keep_logs()
 
 
 @pytest.fixture

@@ -77,6 +77,15 @@ class Services:
         for s in list(self.procs):
             self.stop(s)
 
+    def keep_logs(self, prefix: str = "") -> None:
+        """Copy the processes' logs to `$NERVEWATCH_TEST_LOG_DIR` (as `<prefix><name>.log`) when it is set."""
+        keep = os.environ.get("NERVEWATCH_TEST_LOG_DIR")
+        if not keep:
+            return
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        for log in self.log_dir.glob("*.log"):
+            (Path(keep) / f"{prefix}{log.name}").write_bytes(log.read_bytes())
+
     def logs(self) -> str:
         return "".join(
             (self.log_dir / f"{s}.log").read_text(errors="replace")

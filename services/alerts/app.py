@@ -18,7 +18,6 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from nervewatch.http import BEFORE_SCRAPE, READY_CHECKS, create_app
 from nervewatch.kafka import BatchConsumer
 from nervewatch.outbox import Outbox
 from nervewatch.runtime import Runtime, retry_until_ready
@@ -59,7 +58,6 @@ async def listen_changes(rt: Runtime, broadcaster: Broadcaster) -> None:
 
 
 async def build_app(rt: Runtime) -> web.Application:
-    app = create_app("alerts", rt.identity)
     outbox = Outbox("alerts", rt.pool, rt.producer)
     wake = asyncio.Event()
     policies = PolicyCache()
@@ -77,11 +75,7 @@ async def build_app(rt: Runtime) -> web.Application:
         producer=rt.producer,
     )
 
-    async def consumer_ok() -> bool:
-        return consumer.running and not consumer.stalled()
-
-    app[BEFORE_SCRAPE].append(rt.observe_pool)
-    app[READY_CHECKS].update({"database": rt.db_ready, "kafka": rt.kafka_ready, "consumer": consumer_ok})
+    app = rt.create_app("alerts", consumer)
     app.add_routes(AlertsApi(rt.pool, outbox, broadcaster).routes())
 
     async def start(_: web.Application) -> None:

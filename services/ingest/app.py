@@ -6,7 +6,6 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from nervewatch.http import BEFORE_SCRAPE, READY_CHECKS, create_app
 from nervewatch.identity.access_log import retention_loop
 from nervewatch.runtime import Runtime
 from services.ingest.admin import AdminHandlers
@@ -15,9 +14,7 @@ from services.ingest.patients import PatientRegistry
 
 
 def build_app(rt: Runtime) -> web.Application:
-    app = create_app("ingest", rt.identity)
-    app[BEFORE_SCRAPE].append(rt.observe_pool)
-    app[READY_CHECKS].update({"database": rt.db_ready, "kafka": rt.kafka_ready})
+    app = rt.create_app("ingest")
     handlers = IngestHandlers(rt.settings, PatientRegistry(rt.pool, rt.producer), rt.producer)
     app.add_routes(handlers.routes())
     app.add_routes(AdminHandlers(rt.identity).routes())

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from nervewatch.http import BEFORE_SCRAPE, READY_CHECKS, authenticate, create_app, json_response
+from nervewatch.http import authenticate, json_response
 from nervewatch.kafka import BatchConsumer
 from nervewatch.outbox import Outbox
 from nervewatch.problems import not_found
@@ -52,8 +52,6 @@ RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
 
 
 async def build_app(rt: Runtime) -> web.Application:
-    app = create_app("scoring", rt.identity)
-    app[RUNTIME] = rt
     outbox = Outbox("scoring", rt.pool, rt.producer)
     processor = ScoringProcessor(rt.pool, outbox)
     consumer: BatchConsumer[object] = BatchConsumer(
@@ -65,11 +63,8 @@ async def build_app(rt: Runtime) -> web.Application:
         producer=rt.producer,
     )
 
-    async def consumer_ok() -> bool:
-        return consumer.running and not consumer.stalled()
-
-    app[BEFORE_SCRAPE].append(rt.observe_pool)
-    app[READY_CHECKS].update({"database": rt.db_ready, "kafka": rt.kafka_ready, "consumer": consumer_ok})
+    app = rt.create_app("scoring", consumer)
+    app[RUNTIME] = rt
     app.router.add_get("/v1/patients/{patient_id}/trajectory", get_trajectory)
 
     async def start(_: web.Application) -> None:

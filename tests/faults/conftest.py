@@ -105,11 +105,7 @@ async def faults(fault_stack: EmbeddedStack) -> AsyncIterator[FaultEnv]:
             yield env_
         finally:
             services.stop_all()
-            keep = os.environ.get("NERVEWATCH_TEST_LOG_DIR")
-            if keep:
-                Path(keep).mkdir(parents=True, exist_ok=True)
-                for log in log_dir.glob("*.log"):
-                    (Path(keep) / f"faults-{log.name}").write_bytes(log.read_bytes())
+            services.keep_logs("faults-")
 
 
 @pytest.fixture

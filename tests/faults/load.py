@@ -324,32 +324,41 @@ async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int,
     return {p: o for p, o in offsets.items() if o is not None and o >= 0}
 
 
-async def logged_event_ids(bootstrap: str, topic: str, upto: dict[int, int]) -> set[str]:
-    """Check-in event ids of the records of `topic` below offset `upto[partition]` (read without a group)."""
+async def logged_event_ids(bootstrap: str, topic: str, upto: dict[int, int] | None = None) -> set[str]:
+    """Check-in event ids of `topic`, read from the start without a group: the records below offset
+    `upto[partition]`, or without `upto` every record until a poll comes back empty (the embedded
+    broker's end offsets can lag the records it holds, so they are not used as the end)."""
     import json
 
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
+
+    from nervewatch.kafka import topic_partitions
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     ids: set[str] = set()
     try:
-        tps = [TopicPartition(topic, p) for p, end in upto.items() if end > 0]
+        tps = [tp for tp in await topic_partitions(bootstrap, topic) if upto is None or upto.get(tp.partition, 0) > 0]
         if not tps:
             return ids
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         remaining = set(tps)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while remaining and time.monotonic() < deadline:
-            batch = await consumer.getmany(*remaining, timeout_ms=500)
+            batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=10_000)
+            if not batch and upto is None:
+                break
             for tp, records in batch.items():
-                for r in records:
-                    if r.offset < upto[tp.partition] and r.value:
-                        ids.add(str(json.loads(r.value)["checkin"]["event_id"]))
-                if await consumer.position(tp) >= upto[tp.partition]:
+                end = upto[tp.partition] if upto is not None else None
+                ids.update(
+                    str(json.loads(r.value)["checkin"]["event_id"])
+                    for r in records
+                    if r.value and (end is None or r.offset < end)
+                )
+                if end is not None and await consumer.position(tp) >= end:
                     remaining.discard(tp)
-        assert not remaining, f"could not read {topic} up to the committed offsets"
+        assert upto is None or not remaining, f"could not read {topic} up to the committed offsets"
     finally:
         await consumer.stop()
     return ids

@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import random
-import shutil
 import time
 import uuid
 from collections import Counter
@@ -36,9 +35,8 @@ import aiohttp
 import pytest
 
 from nervewatch.devstack import EmbeddedStack, free_port
-from nervewatch.kafka import topic_partitions
 from schemas.events import Topics
-from tests.faults.load import REPORT, committed_offsets, enrol_cohort, wait_scored
+from tests.faults.load import REPORT, committed_offsets, enrol_cohort, logged_event_ids, wait_scored
 from tests.support import Receiver, Services, Tenant, create_tenant, fresh_database, service_env
 
 OVERLOAD_S = float(os.environ.get("NERVEWATCH_OVERLOAD_SECONDS", "60"))
@@ -83,11 +81,7 @@ async def isolated(fault_stack: EmbeddedStack) -> AsyncIterator[Isolated]:
     finally:
         services.stop_all()
         broker.stop_broker()
-        keep = os.environ.get("NERVEWATCH_TEST_LOG_DIR")
-        if keep:
-            Path(keep).mkdir(parents=True, exist_ok=True)
-            for log in log_dir.glob("*.log"):
-                shutil.copyfile(log, Path(keep) / f"overload-{log.name}")
+        services.keep_logs("overload-")
 
 
 class Checkins:
@@ -156,28 +150,6 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
-async def _logged_ids(bootstrap: str, topic: str) -> set[str]:
-    """Every check-in event id in `topic`, read from the start without a group."""
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    ids: set[str] = set()
-    try:
-        tps = await topic_partitions(bootstrap, topic)
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-            if not batch:
-                break
-            ids.update(json.loads(r.value)["checkin"]["event_id"] for recs in batch.values() for r in recs if r.value)
-    finally:
-        await consumer.stop()
-    return ids
-
-
 async def test_twice_capacity_is_shed_with_bounded_memory(isolated: Isolated) -> None:
     svc = isolated.services
     ingest = svc.url("ingest")
@@ -231,7 +203,7 @@ async def test_twice_capacity_is_shed_with_bounded_memory(isolated: Isolated) ->
         elapsed = time.monotonic() - t0
 
     accepted = tally.accepted_ids | capacity_tally.accepted_ids
-    logged = await _logged_ids(isolated.bootstrap, Topics.checkins)
+    logged = await logged_event_ids(isolated.bootstrap, Topics.checkins)
     scored = sum((await committed_offsets(isolated.bootstrap, "nervewatch-scoring", Topics.checkins)).values())
     third = max(1, len(samples) // 3)
     middle, last = samples[third : 2 * third], samples[-third:]

@@ -29,6 +29,8 @@ class FakeRuntime:
     def spawn(self, coro: Awaitable[None], name: str) -> None:
         self.spawned.append((name, coro))
 
+    create_app = Runtime.create_app  # the real wiring, on this fake's checks
+
     def observe_pool(self) -> None: ...
 
     async def db_ready(self) -> bool:
