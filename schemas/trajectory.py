@@ -37,6 +37,11 @@ class Signal(BaseModel):
 
     `event_time` is the event time of the observation that raised it (for a red flag, the
     reporting check-in's `recorded_at`); `since` is the local date the condition started.
+
+    Red flags are reported per observation: one `red_flag` signal for every check-in version
+    reporting a red flag within the window, with its `event_id`, `flags` and `received_at`
+    (arrival time, which decides whether it is backfill). Alerts pages every (event id, flag)
+    pair it has not paged before; see docs/safety.md.
     """
 
     code: SignalCode
@@ -44,6 +49,8 @@ class Signal(BaseModel):
     event_time: UtcDatetime
     event_id: str | None = None
     reasons: list[Reason] = Field(default_factory=list)
+    flags: list[str] = Field(default_factory=list)
+    received_at: UtcDatetime | None = None
 
 
 class TrajectoryDay(BaseModel):

@@ -11,7 +11,7 @@ from typing import Any
 
 from schemas.activity import ActivitySample
 from schemas.patients import Patient
-from services.scoring.model import ActivityObs, Baseline, CheckinObs, DayRecord, PatientProfile
+from services.scoring.model import ActivityObs, Baseline, CheckinObs, DayRecord, PatientProfile, RedFlagObs
 
 
 def content_hash(raw: bytes) -> bytes:
@@ -93,7 +93,9 @@ def _day_field_kinds() -> dict[str, str]:
     for f in dataclasses.fields(DayRecord):
         hint = hints[f.name]
         args = set(typing.get_args(hint)) or {hint}
-        if datetime in args:
+        if f.name == "red_flag_obs":
+            kinds[f.name] = "red_flag_obs"
+        elif datetime in args:
             kinds[f.name] = "datetime"
         elif date in args:
             kinds[f.name] = "date"
@@ -112,6 +114,16 @@ def day_to_json(day: DayRecord) -> dict[str, Any]:
             continue
         if kind in ("datetime", "date"):
             out[name] = value.isoformat()
+        elif kind == "red_flag_obs":
+            out[name] = [
+                {
+                    "event_id": o.event_id,
+                    "recorded_at": o.recorded_at.isoformat(),
+                    "received_at": o.received_at.isoformat(),
+                    "flags": list(o.flags),
+                }
+                for o in value
+            ]
         elif kind == "tuple":
             out[name] = list(value)
         else:
@@ -130,6 +142,16 @@ def day_from_json(data: dict[str, Any]) -> DayRecord:
             kwargs[name] = datetime.fromisoformat(value)
         elif kind == "date":
             kwargs[name] = date.fromisoformat(value)
+        elif kind == "red_flag_obs":
+            kwargs[name] = tuple(
+                RedFlagObs(
+                    event_id=o["event_id"],
+                    recorded_at=datetime.fromisoformat(o["recorded_at"]),
+                    received_at=datetime.fromisoformat(o["received_at"]),
+                    flags=tuple(o["flags"]),
+                )
+                for o in value
+            )
         elif kind == "tuple":
             kwargs[name] = tuple(value)
         else:

@@ -9,8 +9,10 @@ Pure functions; no I/O, no clock. Aggregation rules (see docs/clinical-logic.md)
 - Grip strength: maximum of the day's check-in readings (`grip_strength_kg`) and, separately, the
   maximum of dynamometer samples (`device_grip_strength_kg`); the engine prefers the device.
 - Function score: the newest check-in that carries one.
-- Red flags: union of the day's flags; event id/time of the FIRST check-in reporting one.
-  Spreading numbness likewise. `last_*`: the newest check-in.
+- Red flags: union of the day's flags; event id/time of the FIRST check-in reporting one, and
+  every reporting check-in in `red_flag_obs` (plus the red flags of conflicting versions of the
+  day's event ids, which must page too). Spreading numbness: the first reporting check-in.
+  `last_*`: the newest check-in.
 - Wearable counts (steps, active/sleep minutes, sleep interruptions): summed per device without
   double counting overlapping samples of one device, then the maximum across devices.
 """
@@ -21,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from services.scoring.model import ActivityObs, CheckinObs, DayRecord
+from services.scoring.model import ActivityObs, CheckinObs, DayRecord, RedFlagObs
 
 _COUNT_TYPES = ("steps", "active_minutes", "sleep_minutes", "sleep_interruptions")
 
@@ -86,18 +88,41 @@ def _cluster_value(cluster: list[ActivityObs]) -> float:
     return max(disjoint, max(s.value for s in cluster))
 
 
+def replace_flags(obs: RedFlagObs) -> RedFlagObs:
+    """`obs` with its flags sorted and de-duplicated (the canonical form compared by alerts)."""
+    return RedFlagObs(obs.event_id, obs.recorded_at, obs.received_at, tuple(sorted(set(obs.flags))))
+
+
 def _grip_key(a: ActivityObs) -> tuple[float, datetime, str]:
     return (a.value, a.end, a.event_id)
 
 
-def aggregate_day(day: date, checkins: Sequence[CheckinObs], activity: Sequence[ActivityObs]) -> DayRecord:
+def aggregate_day(
+    day: date,
+    checkins: Sequence[CheckinObs],
+    activity: Sequence[ActivityObs],
+    conflicting_red_flags: Sequence[RedFlagObs] = (),
+) -> DayRecord:
     """Aggregate the check-ins and samples the caller assigned to local day `day`.
 
-    Input order does not matter; duplicate event ids count once. See the module docstring for the
-    rule of each field.
+    Input order does not matter; duplicate event ids count once. `conflicting_red_flags` are the
+    red flags of other versions of event ids (a repost with different content): they add to
+    `red_flag_obs` and `red_flags` but to nothing else. See the module docstring for the rule of
+    each field.
     """
     cs = sorted({c.event_id: c for c in checkins}.values(), key=lambda c: (c.recorded_at, c.event_id))
     flagged = next((c for c in cs if c.red_flags), None)
+    red_obs = {
+        (o.event_id, o.flags): o
+        for o in [
+            *(
+                RedFlagObs(c.event_id, c.recorded_at, c.received_at, tuple(sorted(set(c.red_flags))))
+                for c in cs
+                if c.red_flags
+            ),
+            *(replace_flags(o) for o in conflicting_red_flags if o.flags),
+        ]
+    }
     spreading = next((c for c in cs if c.numbness_spreading), None)
     with_function = [c for c in cs if c.function_instrument is not None and c.function_score is not None]
     function = with_function[-1] if with_function else None
@@ -141,9 +166,10 @@ def aggregate_day(day: date, checkins: Sequence[CheckinObs], activity: Sequence[
         numbness_spreading=spreading is not None,
         spreading_event_id=spreading.event_id if spreading else None,
         spreading_recorded_at=spreading.recorded_at if spreading else None,
-        red_flags=tuple(sorted({f for c in cs for f in c.red_flags})),
+        red_flags=tuple(sorted({f for o in red_obs.values() for f in o.flags})),
         red_flag_event_id=flagged.event_id if flagged else None,
         red_flag_recorded_at=flagged.recorded_at if flagged else None,
+        red_flag_obs=tuple(sorted(red_obs.values(), key=lambda o: (o.recorded_at, o.event_id, o.flags))),
         pt_session=session is not None,
         pt_session_ended_at=session.pt_session_ended_at if session else None,
         pt_intensity=session.pt_intensity if session else None,

@@ -18,7 +18,7 @@ from schemas.common import Reason
 from schemas.trajectory import Signal, SignalCode, TrajectoryState
 from services.scoring.config import ScoringConfig, config_for
 from services.scoring.daily import local_day
-from services.scoring.model import Assessment, Baseline, DayRecord, PatientProfile
+from services.scoring.model import Assessment, Baseline, DayRecord, PatientProfile, RedFlagObs
 
 _DEFAULT = ScoringConfig()
 _ITEMS = ("pain", "tingling", "numbness", "weakness")
@@ -224,32 +224,55 @@ class _Engine:
         return _median(vals) if vals else None
 
     # ----- conditions --------------------------------------------------------------------------
-    def red_flag(self) -> Signal | None:
+    def red_flags(self) -> list[Signal]:
+        """One `red_flag` signal per red-flag check-in version recorded within the window before
+        `as_of` (0 <= as_of - recorded_at <= window), oldest first; empty when there is none.
+
+        Each signal names its own observation (event id, recorded_at, received_at, flags), so the
+        alert rules can page every observation exactly once whatever was paged or resolved before.
+        Days stored before `red_flag_obs` existed fall back to the day's first reporting check-in.
+        """
         window = timedelta(hours=self.cfg.red_flag_window_hours)
-        hits = [
-            r
-            for r in self.recs
-            if r.red_flags
-            and r.red_flag_recorded_at is not None
-            and timedelta(0) <= self.as_of - r.red_flag_recorded_at <= window
-        ]
-        if not hits:
-            return None
-        first = hits[0]
-        flags = sorted({f for r in hits for f in r.red_flags})
-        assert first.red_flag_recorded_at is not None
-        hours = (self.as_of - first.red_flag_recorded_at).total_seconds() / 3600.0
-        reason = Reason(
+        out: list[Signal] = []
+        for r in self.recs:
+            if not r.red_flags:
+                continue
+            observed = r.red_flag_obs or (
+                (RedFlagObs(r.red_flag_event_id or "", r.red_flag_recorded_at, r.red_flag_recorded_at, r.red_flags),)
+                if r.red_flag_recorded_at is not None
+                else ()
+            )
+            for o in observed:
+                age = self.as_of - o.recorded_at
+                if not timedelta(0) <= age <= window:
+                    continue
+                reason = Reason(
+                    code="red_flag_reported",
+                    detail=f"red flag reported: {', '.join(o.flags)} ({_fmt(age.total_seconds() / 3600.0)} h before "
+                    f"as_of, window {_fmt(self.cfg.red_flag_window_hours)} h)",
+                )
+                out.append(
+                    Signal(
+                        code=SignalCode.red_flag,
+                        since=r.date,
+                        event_time=o.recorded_at,
+                        event_id=o.event_id or None,
+                        reasons=[reason],
+                        flags=list(o.flags),
+                        received_at=o.received_at,
+                    )
+                )
+        return out
+
+    def red_flag_reason(self, signals: Sequence[Signal]) -> Reason:
+        """The state reason of `red_flag`: every flag in the window, hours since the newest report."""
+        flags = sorted({f for sig in signals for f in sig.flags})
+        newest = max(sig.event_time for sig in signals)
+        hours = (self.as_of - newest).total_seconds() / 3600.0
+        return Reason(
             code="red_flag_reported",
-            detail=f"red flag reported: {', '.join(flags)} ({_fmt(hours)} h before as_of, window "
+            detail=f"red flag reported: {', '.join(flags)} (latest {_fmt(hours)} h before as_of, window "
             f"{_fmt(self.cfg.red_flag_window_hours)} h)",
-        )
-        return Signal(
-            code=SignalCode.red_flag,
-            since=first.date,
-            event_time=first.red_flag_recorded_at,
-            event_id=first.red_flag_event_id,
-            reasons=[reason],
         )
 
     def spreading(self) -> tuple[_Episode | None, DayRecord | None]:
@@ -753,9 +776,9 @@ class _Engine:
     def run(self) -> Assessment:
         s, cfg = self.s, self.cfg
         day_index = {r.date: v for r, v in zip(s.recs, s.vals, strict=True)}
-        red = self.red_flag()
-        if red is not None:
-            self.signals.append(red)
+        reds = self.red_flags()
+        self.signals.extend(reds)
+        red = self.red_flag_reason(reds) if reds else None
         spread_ep, spread_rec = self.spreading()
         if spread_ep is not None and spread_rec is not None:
             reason = Reason(
@@ -792,7 +815,7 @@ class _Engine:
         state: TrajectoryState | None = None
         if red is not None:
             state = TrajectoryState.red_flag
-            state_reasons.extend(red.reasons)
+            state_reasons.append(red)
         neuro = spread_ep is not None or grip_ep is not None
         if state is None and neuro:
             state = TrajectoryState.worsening
@@ -979,7 +1002,7 @@ class _Engine:
     def without_checkins(
         self,
         day_index: dict[date, float],
-        red: Signal | None,
+        red: Reason | None,
         spread_ep: _Episode | None,
         grip_ep: _Episode | None,
         act_ep: _Episode | None,
@@ -992,7 +1015,7 @@ class _Engine:
             self.signal(SignalCode.regression, grip_ep.start, grip_ep.detected, [reason])
         if red is not None:
             state = TrajectoryState.red_flag
-            self.reasons.extend(red.reasons)
+            self.reasons.append(red)
         elif spread_ep is not None or grip_ep is not None:
             state = TrajectoryState.worsening
             self.reasons.extend(

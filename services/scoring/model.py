@@ -36,6 +36,16 @@ class CheckinObs:
 
 
 @dataclass(frozen=True, slots=True)
+class RedFlagObs:
+    """One check-in version reporting red flags: what alerts needs to page it exactly once."""
+
+    event_id: str
+    recorded_at: datetime
+    received_at: datetime
+    flags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ActivityObs:
     """One wearable sample. `device_id` lets aggregation avoid double counting across devices."""
 
@@ -77,10 +87,11 @@ class DayRecord:
     """One local day of a patient's series, aggregated from that day's observations.
 
     Symptom fields are the day's aggregate (see `daily.aggregate_day`); None means not reported.
-    `events` lists (event_id, recorded_at, received_at) of the day's check-ins, oldest first, so
-    signals can name the observation that raised them. `device_grip_recorded_at` is the end of the
-    dynamometer sample behind `device_grip_strength_kg`; `last_sample_end` the newest wearable sample
-    end of the day (event times for signals raised by device data).
+    `red_flag_obs` lists every check-in of the day that reported a red flag, oldest first (an
+    event id may appear twice when a conflicting version of it reported other flags).
+    `device_grip_recorded_at` is the end of the dynamometer sample behind `device_grip_strength_kg`;
+    `last_sample_end` the newest wearable sample end of the day (event times for signals raised by
+    device data).
     """
 
     date: date
@@ -101,6 +112,7 @@ class DayRecord:
     red_flags: tuple[str, ...] = ()
     red_flag_event_id: str | None = None
     red_flag_recorded_at: datetime | None = None
+    red_flag_obs: tuple[RedFlagObs, ...] = ()
     pt_session: bool = False
     pt_session_ended_at: datetime | None = None
     pt_intensity: str | None = None
