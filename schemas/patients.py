@@ -80,6 +80,10 @@ class PatientIn(StrictModel):
     treatment: Treatment
     onset_date: date | None = None
     procedure_date: date | None = None
+    # Nerve repair: distance from the repair site to the target (muscle or skin territory) in mm.
+    # Axons regrow at about 1 mm a day, so this sets the expected latent phase; without it the
+    # scoring profile's default for the condition applies. Ignored for other treatments.
+    repair_distance_mm: float | None = Field(default=None, gt=0, le=1500, allow_inf_nan=False)
     timezone: Timezone
     baseline: Baseline | None = None
     care_team: list[CareTeamMember] = Field(default_factory=list, max_length=50)

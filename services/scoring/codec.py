@@ -78,6 +78,7 @@ def profile_from_patient(p: Patient) -> PatientProfile:
         timezone=p.timezone,
         onset_date=p.onset_date,
         procedure_date=p.procedure_date,
+        repair_distance_mm=p.repair_distance_mm,
         baseline=baseline,
     )
 

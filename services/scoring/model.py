@@ -79,6 +79,7 @@ class PatientProfile:
     timezone: str
     onset_date: date | None = None
     procedure_date: date | None = None
+    repair_distance_mm: float | None = None
     baseline: Baseline | None = None
 
 
