@@ -73,6 +73,8 @@ ALERTS_OPENED = Counter("nervewatch_alerts_opened_total", "Alerts opened", ["kin
 ALERTS_RESOLVED = Counter("nervewatch_alerts_resolved_total", "Alerts resolved", ["kind", "resolution"])
 ALERTS_SUPPRESSED = Counter("nervewatch_alerts_suppressed_total", "Alert openings held back", ["kind", "why"])
 ESCALATIONS = Counter("nervewatch_escalations_total", "Escalations of unacknowledged alerts", ["severity"])
+SNOOZES = Counter("nervewatch_snoozes_total", "Snoozes created and ended early, by alert kind", ["action", "kind"])
+RED_FLAG_REPAGES = Counter("nervewatch_red_flag_repages_total", "Open red-flag alerts paged again for new flags")
 NOTIFICATIONS = Counter(
     "nervewatch_notifications_total", "Notification delivery attempts by outcome", ["channel", "outcome"]
 )

@@ -81,6 +81,8 @@ class Alert(BaseModel):
     acknowledged_at: UtcDatetime | None = None
     resolved_at: UtcDatetime | None = None
     resolution: Resolution | None = None
+    # Red-flag alerts: every red flag this alert has paged (a re-page adds the new ones).
+    red_flags: list[str] = Field(default_factory=list)
     notifications: list[NotificationSummary] = Field(default_factory=list)
 
 
@@ -103,11 +105,22 @@ class SnoozeIn(StrictModel):
 
 
 class Snooze(BaseModel):
+    id: str
     patient_id: PatientId
     kind: AlertKind
     until: UtcDatetime
     by: str
     created_at: UtcDatetime
+
+
+class SnoozePage(BaseModel):
+    items: list[Snooze]
+
+
+class SnoozeEnd(StrictModel):
+    """Body of `DELETE /v1/patients/{patient_id}/snoozes/{id}`."""
+
+    by: MemberId
 
 
 class AuditEntry(BaseModel):

@@ -25,10 +25,34 @@ from nervewatch import metrics
 from nervewatch.http import authenticate, json_response
 from nervewatch.outbox import Outbox
 from nervewatch.problems import ProblemError, not_found, read_json, validation_problem
-from schemas.alerts import AlertAction, AlertKind, AlertPage, AlertStatus, AuditEntry, AuditPage, Snooze, SnoozeIn
+from schemas.alerts import (
+    AlertAction,
+    AlertKind,
+    AlertPage,
+    AlertStatus,
+    AuditEntry,
+    AuditPage,
+    Snooze,
+    SnoozeEnd,
+    SnoozeIn,
+    SnoozePage,
+)
 from schemas.common import PATIENT_ID_PATTERN, Severity
-from services.alerts import model
-from services.alerts.store import ALERT_COLUMNS, AlertWriter, alerts_from_rows, load_alert
+from services.alerts import model, snooze_rules
+from services.alerts.apply import persist
+from services.alerts.book import ActionRefused, PatientBook
+from services.alerts.book import acknowledge as book_acknowledge
+from services.alerts.book import resolve as book_resolve
+from services.alerts.policy import PolicyCache
+from services.alerts.store import (
+    ALERT_COLUMNS,
+    AlertWriter,
+    alerts_from_rows,
+    load_alert,
+    new_snooze_id,
+    patient_audit,
+    state_from_row,
+)
 
 log = logging.getLogger(__name__)
 MAX_LIMIT = 500
@@ -83,10 +107,11 @@ class Broadcaster:
 
 
 class AlertsApi:
-    def __init__(self, pool: asyncpg.Pool, outbox: Outbox, broadcaster: Broadcaster) -> None:
+    def __init__(self, pool: asyncpg.Pool, outbox: Outbox, broadcaster: Broadcaster, policies: PolicyCache) -> None:
         self.pool = pool
         self.outbox = outbox
         self.broadcaster = broadcaster
+        self.policies = policies
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -97,6 +122,9 @@ class AlertsApi:
             web.post("/v1/alerts/{alert_id}/acknowledge", self.acknowledge),
             web.post("/v1/alerts/{alert_id}/resolve", self.resolve),
             web.post("/v1/patients/{patient_id}/snoozes", self.snooze),
+            web.get("/v1/patients/{patient_id}/snoozes", self.list_snoozes),
+            web.delete("/v1/patients/{patient_id}/snoozes/{snooze_id}", self.end_snooze),
+            web.get("/v1/patients/{patient_id}/audit", self.patient_audit),
             web.get("/v1/admin/alert-policy", self.get_policy),
             web.put("/v1/admin/alert-policy", self.put_policy),
         ]
@@ -225,43 +253,29 @@ class AlertsApi:
         now = datetime.now(UTC)
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                "SELECT status, kind FROM alerts.alerts WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+                f"SELECT {ALERT_COLUMNS} FROM alerts.alerts WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
                 principal.tenant_id,
                 alert_id,
             )
             if row is None:
                 raise not_found("alert")
+            state = state_from_row(row)
+            book = PatientBook(
+                principal.tenant_id,
+                state.patient_id,
+                alerts={} if state.status is AlertStatus.resolved else {state.id: state},
+            )
+            try:
+                change = book_acknowledge if action == "acknowledged" else book_resolve
+                _, effects = change(book, alert_id, act.by, act.note, now)
+            except ActionRefused:
+                raise ProblemError(409, "Conflict", "the alert is already resolved", slug="conflict") from None
             writer = AlertWriter(conn, self.outbox)
-            detail: dict[str, Any] = {"note_present": act.note is not None}
-            if action == "acknowledged":
-                if row["status"] == "resolved":
-                    raise ProblemError(409, "Conflict", "the alert is already resolved", slug="conflict")
-                if row["status"] == "acknowledged":
-                    alert = await load_alert(conn, principal.tenant_id, alert_id)
-                    assert alert is not None
-                    return json_response(alert.model_dump_json())
-                await conn.execute(
-                    """UPDATE alerts.alerts SET status = 'acknowledged', acknowledged_by = $2, acknowledged_at = $3,
-                              updated_at = $3 WHERE id = $1""",
-                    alert_id,
-                    act.by,
-                    now,
-                )
-            else:
-                if row["status"] == "resolved":
-                    raise ProblemError(409, "Conflict", "the alert is already resolved", slug="conflict")
-                await conn.execute(
-                    """UPDATE alerts.alerts SET status = 'resolved', resolution = 'manual', resolved_at = $2,
-                              updated_at = $2 WHERE id = $1""",
-                    alert_id,
-                    now,
-                )
-                metrics.ALERTS_RESOLVED.labels(row["kind"], "manual").inc()
-            if act.note is not None:
-                detail["note"] = act.note
-            await writer.audit(alert_id, act.by, action, detail)
-            alert = await writer.publish(principal.tenant_id, alert_id, action, act.by)
-        await self.outbox.drain()
+            await persist(writer, principal.tenant_id, state.patient_id, effects, now)
+            alert = await load_alert(conn, principal.tenant_id, alert_id)
+            assert alert is not None
+        if effects:
+            await self.outbox.drain()
         return json_response(alert.model_dump_json())
 
     async def acknowledge(self, request: web.Request) -> web.Response:
@@ -270,40 +284,169 @@ class AlertsApi:
     async def resolve(self, request: web.Request) -> web.Response:
         return await self._act(request, "resolved")
 
+    async def _known_patient(self, conn: asyncpg.Connection, tenant_id: str, patient_id: str) -> None:
+        known = await conn.fetchval(
+            "SELECT 1 FROM alerts.patients WHERE tenant_id = $1 AND patient_id = $2 AND version_at > '-infinity'",
+            tenant_id,
+            patient_id,
+        )
+        if known is None:
+            raise not_found("patient")
+
     async def snooze(self, request: web.Request) -> web.Response:
+        """Hold back one alert kind for a patient until `until` (future, at most the tenant's
+        `max_snooze_days` ahead; red flags never). A new snooze of a kind ends the current one.
+        Audited in the patient's alert audit."""
         principal = await authenticate(request, "care")
         body = await read_json(request)
         try:
             data = SnoozeIn.model_validate(body)
         except ValidationError as exc:
             return validation_problem(exc)
-        if data.kind is AlertKind.red_flag:
-            raise ProblemError(422, "Red flags are never snoozed", "choose another kind", slug="red-flag-snooze")
         patient_id = _path_id(request, "patient_id", "patient")
-        async with self.pool.acquire() as conn:
-            known = await conn.fetchval(
-                "SELECT 1 FROM alerts.patients WHERE tenant_id = $1 AND patient_id = $2",
+        now = datetime.now(UTC)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._known_patient(conn, principal.tenant_id, patient_id)
+            policy = await self.policies.get(conn, principal.tenant_id)
+            problem = snooze_rules.check(data.kind, data.until, policy, now)
+            if problem is not None:
+                raise ProblemError(422, "Invalid snooze", problem, slug="invalid-snooze")
+            snooze_id = new_snooze_id(now)
+            ended = await conn.fetch(
+                """UPDATE alerts.snoozes SET ended_at = $4, ended_by = $5
+                   WHERE tenant_id = $1 AND patient_id = $2 AND kind = $3 AND ended_at IS NULL RETURNING id""",
                 principal.tenant_id,
                 patient_id,
+                data.kind.value,
+                now,
+                data.by,
             )
-            if known is None:
-                raise not_found("patient")
             row = await conn.fetchrow(
-                """INSERT INTO alerts.snoozes (tenant_id, patient_id, kind, until, by) VALUES ($1, $2, $3, $4, $5)
-                   ON CONFLICT (tenant_id, patient_id, kind) DO UPDATE SET until = EXCLUDED.until, by = EXCLUDED.by,
-                     created_at = now()
-                   RETURNING created_at""",
+                """INSERT INTO alerts.snoozes (id, tenant_id, patient_id, kind, until, by, created_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING created_at""",
+                snooze_id,
                 principal.tenant_id,
                 patient_id,
                 data.kind.value,
                 data.until,
                 data.by,
+                now,
             )
+            detail = {"snooze_id": snooze_id, "kind": data.kind.value, "until": data.until.isoformat()}
+            if ended:
+                detail["replaces"] = ended[0]["id"]
+            await patient_audit(conn, principal.tenant_id, patient_id, data.by, "snoozed", detail)
         assert row is not None
+        metrics.SNOOZES.labels("created", data.kind.value).inc()
         snooze = Snooze(
-            patient_id=patient_id, kind=data.kind, until=data.until, by=data.by, created_at=row["created_at"]
+            id=snooze_id,
+            patient_id=patient_id,
+            kind=data.kind,
+            until=data.until,
+            by=data.by,
+            created_at=row["created_at"],
         )
         return json_response(snooze.model_dump_json(), status=201)
+
+    async def list_snoozes(self, request: web.Request) -> web.Response:
+        """The patient's active snoozes (not ended, `until` in the future)."""
+        principal = await authenticate(request, "care")
+        patient_id = _path_id(request, "patient_id", "patient")
+        async with self.pool.acquire() as conn:
+            await self._known_patient(conn, principal.tenant_id, patient_id)
+            rows = await conn.fetch(
+                """SELECT id, kind, until, by, created_at FROM alerts.snoozes
+                   WHERE tenant_id = $1 AND patient_id = $2 AND ended_at IS NULL AND until > now()
+                   ORDER BY until, id""",
+                principal.tenant_id,
+                patient_id,
+            )
+        page = SnoozePage(
+            items=[
+                Snooze(
+                    id=r["id"],
+                    patient_id=patient_id,
+                    kind=r["kind"],
+                    until=r["until"],
+                    by=r["by"],
+                    created_at=r["created_at"],
+                )
+                for r in rows
+            ]
+        )
+        return json_response(page.model_dump_json())
+
+    async def end_snooze(self, request: web.Request) -> web.Response:
+        """End an active snooze early (`204`); audited. Unknown, ended or expired: 404."""
+        principal = await authenticate(request, "care")
+        body = await read_json(request)
+        try:
+            data = SnoozeEnd.model_validate(body)
+        except ValidationError as exc:
+            return validation_problem(exc)
+        patient_id = _path_id(request, "patient_id", "patient")
+        snooze_id = _path_id(request, "snooze_id", "snooze")
+        now = datetime.now(UTC)
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                """UPDATE alerts.snoozes SET ended_at = $4, ended_by = $5
+                   WHERE tenant_id = $1 AND patient_id = $2 AND id = $3 AND ended_at IS NULL AND until > $4
+                   RETURNING kind, until""",
+                principal.tenant_id,
+                patient_id,
+                snooze_id,
+                now,
+                data.by,
+            )
+            if row is None:
+                raise not_found("snooze")
+            await patient_audit(
+                conn,
+                principal.tenant_id,
+                patient_id,
+                data.by,
+                "snooze_ended",
+                {"snooze_id": snooze_id, "kind": row["kind"], "until": row["until"].isoformat()},
+            )
+        metrics.SNOOZES.labels("ended", row["kind"]).inc()
+        return web.Response(status=204)
+
+    async def patient_audit(self, request: web.Request) -> web.Response:
+        """The patient's alert audit: patient-level entries (snoozes) and every entry of the
+        patient's alerts, oldest first (at most the newest `limit`, default 500)."""
+        principal = await authenticate(request, "care")
+        patient_id = _path_id(request, "patient_id", "patient")
+        try:
+            limit = int(request.query.get("limit", "500"))
+        except ValueError:
+            raise _bad_param("limit") from None
+        if not 1 <= limit <= 5000:
+            raise _bad_param("limit")
+        async with self.pool.acquire() as conn:
+            await self._known_patient(conn, principal.tenant_id, patient_id)
+            rows = await conn.fetch(
+                """SELECT * FROM (
+                       SELECT at, actor, action, detail, NULL::text AS alert_id, id AS seq, 0 AS src
+                       FROM alerts.patient_audit WHERE tenant_id = $1 AND patient_id = $2
+                       UNION ALL
+                       SELECT u.at, u.actor, u.action, u.detail, u.alert_id, u.id, 1 FROM alerts.audit u
+                       JOIN alerts.alerts a ON a.id = u.alert_id WHERE a.tenant_id = $1 AND a.patient_id = $2
+                       ORDER BY at DESC, src DESC, seq DESC LIMIT $3) x
+                   ORDER BY at, src, seq""",
+                principal.tenant_id,
+                patient_id,
+                limit,
+            )
+        items = [
+            AuditEntry(
+                at=r["at"],
+                actor=r["actor"],
+                action=r["action"],
+                detail={**r["detail"], **({"alert_id": r["alert_id"]} if r["alert_id"] else {})},
+            )
+            for r in rows
+        ]
+        return json_response(AuditPage(items=items).model_dump_json())
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         """Server-Sent Events: one `alert` event per change of one of the caller's tenant's alerts."""

@@ -76,7 +76,7 @@ async def build_app(rt: Runtime) -> web.Application:
     )
 
     app = rt.create_app("alerts", consumer)
-    app.add_routes(AlertsApi(rt.pool, outbox, broadcaster).routes())
+    app.add_routes(AlertsApi(rt.pool, outbox, broadcaster, policies).routes())
 
     async def start(_: web.Application) -> None:
         await consumer.start()

@@ -22,7 +22,11 @@ from schemas.trajectory import TrajectoryState
 
 @dataclass(frozen=True, slots=True)
 class AlertState:
-    """An alert that is not resolved (status open or acknowledged)."""
+    """One alert row as the pure core sees it (the rules are given the unresolved ones).
+
+    `paged_flags` are the red flags this alert has paged so far (red-flag alerts only); `paged_at`
+    is when it last paged as new (opening or re-page): escalation counts from it.
+    """
 
     id: str
     patient_id: str
@@ -42,6 +46,16 @@ class AlertState:
     summary: str = ""
     reasons: tuple[Reason, ...] = ()
     trajectory_state: TrajectoryState | None = None
+    acknowledged_by: str | None = None
+    resolved_at: datetime | None = None
+    resolution: str | None = None
+    paged_flags: frozenset[str] = frozenset()
+    paged_at: datetime | None = None
+
+    @property
+    def escalation_base(self) -> datetime:
+        """The instant escalation steps count from: the last opening or re-page."""
+        return self.paged_at or self.opened_at
 
     @classmethod
     def opened(cls, decision: OpenAlert, alert_id: str, patient_id: str, now: datetime) -> AlertState:
@@ -59,13 +73,32 @@ class AlertState:
             summary=decision.summary,
             reasons=decision.reasons,
             trajectory_state=decision.trajectory_state,
+            paged_flags=frozenset() if decision.retrospective else decision.paged_flags,
+            paged_at=None if decision.retrospective else now,
         )
 
 
 @dataclass(frozen=True, slots=True)
 class SnoozeState:
+    """An active hold on one alert kind for one patient until `until` (processing time)."""
+
     kind: AlertKind
     until: datetime
+    id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RedFlagSeen:
+    """A red-flag observation the rules have handled: paged, or covered by an alert that paged
+    those flags already, or recorded as backfill. Keyed by event id in `RedFlagLedger`."""
+
+    recorded_at: datetime
+    flags: frozenset[str]
+
+
+#: Event id -> the red flags of that observation already handled. An observation whose flags are
+#: not all in here is new and pages (see `rules.evaluate`).
+RedFlagLedger = Mapping[str, RedFlagSeen]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +145,8 @@ class AlertPolicy:
     # Disengagement is judged only once the patient's data stream has been quiet this long, so a
     # patient whose history is being backfilled (old event times, arriving now) is not "silent".
     disengagement_quiet: timedelta = timedelta(hours=1)
+    # Snoozes may not reach further ahead than this (a longer hold is a mute in disguise).
+    max_snooze: timedelta = timedelta(days=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +158,9 @@ class OpenAlert:
     trajectory_state: TrajectoryState | None
     event_time: datetime
     retrospective: bool
+    # Red flags only: the flags this opening pages, and the observations it handles.
+    paged_flags: frozenset[str] = frozenset()
+    red_flags_seen: Mapping[str, RedFlagSeen] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +170,9 @@ class UpdateAlert:
     `renotify` is true only when severity rose or a retrospective alert was promoted.
     `clear_since` is the new value (None clears a pending clearance). `retrospective` is the new
     value of the flag, or None to leave it unchanged (only ever False: promotion to paging).
+    Red flags: `repage` means new flags arrived that this alert has not paged: it pages again as
+    new (initial route, audit `repaged`, status back to open, escalation from now); `paged_flags`
+    is then the new set. `red_flags_seen` are the observations this update handles.
     """
 
     alert_id: str
@@ -143,6 +184,9 @@ class UpdateAlert:
     renotify: bool
     clear_since: datetime | None
     retrospective: bool | None = None
+    repage: bool = False
+    paged_flags: frozenset[str] | None = None
+    red_flags_seen: Mapping[str, RedFlagSeen] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +252,7 @@ POLICY_KEYS = frozenset(
         "hysteresis_hours",
         "disengagement_days",
         "disengagement_quiet_minutes",
+        "max_snooze_days",
     }
 )
 MIN_REPEAT_INTERVAL = timedelta(minutes=5)
@@ -343,6 +388,12 @@ def policy_from_dict(d: Mapping[str, Any]) -> AlertPolicy:
         if minutes < 0:
             raise ValueError("alert policy: disengagement_quiet_minutes must not be negative")
         quiet_stream = timedelta(minutes=minutes)
+    max_snooze = defaults.max_snooze
+    if "max_snooze_days" in d:
+        days = _number(d["max_snooze_days"], "max_snooze_days")
+        if not 1 <= days <= 90:
+            raise ValueError("alert policy: max_snooze_days must be between 1 and 90")
+        max_snooze = timedelta(days=days)
     return AlertPolicy(
         escalation=escalation,
         repeat_interval=repeat,
@@ -353,6 +404,7 @@ def policy_from_dict(d: Mapping[str, Any]) -> AlertPolicy:
         retrospective_after=defaults.retrospective_after,
         disengagement_after=disengagement,
         disengagement_quiet=quiet_stream,
+        max_snooze=max_snooze,
     )
 
 
@@ -386,4 +438,5 @@ def policy_to_dict(policy: AlertPolicy) -> dict[str, Any]:
         "hysteresis_hours": _plain(policy.hysteresis, timedelta(hours=1)),
         "disengagement_days": _plain(policy.disengagement_after, timedelta(days=1)),
         "disengagement_quiet_minutes": _plain(policy.disengagement_quiet, timedelta(minutes=1)),
+        "max_snooze_days": _plain(policy.max_snooze, timedelta(days=1)),
     }

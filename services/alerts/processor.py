@@ -22,20 +22,19 @@ from nervewatch.kafka import Decoded, decode_event
 from nervewatch.outbox import Outbox
 from schemas.alerts import AlertKind
 from schemas.events import PatientUpserted, TrajectoryUpdated
-from services.alerts import apply, rules
-from services.alerts.model import (
-    AlertPolicy,
-    AlertState,
-    Decision,
-    Member,
-    OpenAlert,
-    ResolveAlert,
-    SnoozeState,
-    Suppressed,
-    UpdateAlert,
-)
+from services.alerts import rules
+from services.alerts.apply import persist
+from services.alerts.book import PatientBook, apply_decisions
+from services.alerts.model import AlertState, SnoozeState, Suppressed
 from services.alerts.policy import PolicyCache
-from services.alerts.store import ALERT_COLUMNS, AlertWriter, members_from_json, state_from_row
+from services.alerts.store import (
+    ALERT_COLUMNS,
+    AlertWriter,
+    ledger_from_json,
+    members_from_json,
+    new_alert_id,
+    state_from_row,
+)
 
 AlertInput = PatientUpserted | TrajectoryUpdated
 Key = tuple[str, str]
@@ -101,7 +100,8 @@ class AlertsProcessor:
     async def _evaluate_all(
         self, conn: asyncpg.Connection, w: AlertWriter, events: list[TrajectoryUpdated], now: datetime
     ) -> int:
-        """Evaluate trajectory events in log order, loading the state of all their patients at once."""
+        """Evaluate trajectory events in log order against the patients' books, loaded (and their
+        alerts locked) once for the whole run; each event sees the effects of the ones before it."""
         if not events:
             return 0
         last_checkin: dict[Key, datetime | None] = {}
@@ -109,96 +109,95 @@ class AlertsProcessor:
             key = (ev.tenant_id, ev.trajectory.patient_id)
             seen = last_checkin.get(key)
             last_checkin[key] = max((t for t in (seen, ev.last_checkin_at) if t is not None), default=None)
-        keys = list(last_checkin)
-        cols = ([k[0] for k in keys], [k[1] for k in keys])
-        teams = {
-            (r["tenant_id"], r["patient_id"]): members_from_json(r["care_team"])
-            for r in await conn.fetch(
-                """INSERT INTO alerts.patients AS p (tenant_id, patient_id, care_team, timezone, version_at,
-                                                     last_checkin_at, last_seen_at)
-                   SELECT t, pid, '[]', 'UTC', '-infinity', lc, $4
-                   FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS k(t, pid, lc)
-                   ON CONFLICT (tenant_id, patient_id) DO UPDATE
-                   SET last_checkin_at = greatest(p.last_checkin_at, EXCLUDED.last_checkin_at),
-                       last_seen_at = $4
-                   RETURNING tenant_id, patient_id, care_team""",
-                *cols,
-                [last_checkin[k] for k in keys],
-                now,
-            )
-        }
-        active: dict[Key, list[AlertState]] = defaultdict(list)
-        for r in await conn.fetch(
-            f"""SELECT {ALERT_COLUMNS} FROM alerts.alerts a
-                JOIN unnest($1::text[], $2::text[]) AS k(t, pid) ON a.tenant_id = k.t AND a.patient_id = k.pid
-                WHERE a.status <> 'resolved' ORDER BY a.id FOR UPDATE OF a""",
-            *cols,
-        ):
-            active[(r["tenant_id"], r["patient_id"])].append(state_from_row(r))
-        snoozes: dict[Key, list[SnoozeState]] = defaultdict(list)
-        for r in await conn.fetch(
-            """SELECT s.tenant_id, s.patient_id, s.kind, s.until FROM alerts.snoozes s
-               JOIN unnest($1::text[], $2::text[]) AS k(t, pid) ON s.tenant_id = k.t AND s.patient_id = k.pid
-               WHERE s.until > $3""",
-            *cols,
-            now,
-        ):
-            snoozes[(r["tenant_id"], r["patient_id"])].append(SnoozeState(kind=AlertKind(r["kind"]), until=r["until"]))
-        handled: dict[Key, dict[AlertKind, datetime]] = defaultdict(dict)
-        for r in await conn.fetch(
-            """SELECT a.tenant_id, a.patient_id, a.kind, max(a.event_time) AS through FROM alerts.alerts a
-               JOIN unnest($1::text[], $2::text[]) AS k(t, pid) ON a.tenant_id = k.t AND a.patient_id = k.pid
-               WHERE a.status = 'resolved' GROUP BY a.tenant_id, a.patient_id, a.kind""",
-            *cols,
-        ):
-            handled[(r["tenant_id"], r["patient_id"])][AlertKind(r["kind"])] = r["through"]
+        books = await load_books(conn, list(last_checkin), now, last_checkin)
         queued = 0
         for ev in events:
             key = (ev.tenant_id, ev.trajectory.patient_id)
+            book = books[key]
             policy = await self.policies.get(conn, ev.tenant_id)
-            decisions = rules.evaluate(ev, active[key], snoozes[key], policy, now, resolved_through=handled[key])
-            if not decisions or all(isinstance(d, Suppressed) for d in decisions):
-                for d in decisions:
-                    metrics.ALERTS_SUPPRESSED.labels(d.kind.value, d.why).inc()  # type: ignore[union-attr]
-                continue
-            queued += await self._apply(w, key, ev, decisions, teams.get(key, []), policy, now)
-            # Later events of this patient in the batch see the changed state.
-            active[key] = [
-                state_from_row(r)
-                for r in await conn.fetch(
-                    f"""SELECT {ALERT_COLUMNS} FROM alerts.alerts
-                        WHERE tenant_id = $1 AND patient_id = $2 AND status <> 'resolved' ORDER BY id""",
-                    *key,
-                )
-            ]
+            decisions = rules.evaluate(
+                ev,
+                book.active(),
+                book.snoozes,
+                policy,
+                now,
+                resolved_through=book.resolved_through,
+                red_flags_seen=book.red_flags_seen,
+            )
             for d in decisions:
-                if isinstance(d, ResolveAlert):
-                    for r in await conn.fetch(
-                        "SELECT kind, event_time FROM alerts.alerts WHERE id = $1 AND status = 'resolved'", d.alert_id
-                    ):
-                        kind = AlertKind(r["kind"])
-                        handled[key][kind] = max(handled[key].get(kind, r["event_time"]), r["event_time"])
+                if isinstance(d, Suppressed):
+                    metrics.ALERTS_SUPPRESSED.labels(d.kind.value, d.why).inc()
+            if not decisions or all(isinstance(d, Suppressed) for d in decisions):
+                continue
+            books[key], effects = apply_decisions(book, decisions, policy, now, lambda: new_alert_id(now))
+            queued += await persist(w, key[0], key[1], effects, now, ev.trigger)
         return queued
 
-    async def _apply(
-        self,
-        w: AlertWriter,
-        key: Key,
-        ev: TrajectoryUpdated,
-        decisions: list[Decision],
-        members: list[Member],
-        policy: AlertPolicy,
-        now: datetime,
-    ) -> int:
-        tenant, pid = key
-        queued = 0
-        for d in decisions:
-            if isinstance(d, OpenAlert):
-                queued += await apply.open_alert(w, tenant, pid, d, members, policy, now, ev.trigger)
-            elif isinstance(d, UpdateAlert):
-                queued += await apply.update_alert(w, tenant, d, members, policy, now)
-            elif isinstance(d, ResolveAlert):
-                await apply.resolve_alert(w, d, now)
-            elif isinstance(d, Suppressed):
-                metrics.ALERTS_SUPPRESSED.labels(d.kind.value, d.why).inc()
-        return queued
+
+async def load_books(
+    conn: asyncpg.Connection,
+    keys: list[Key],
+    now: datetime,
+    last_checkin: dict[Key, datetime | None] | None = None,
+) -> dict[Key, PatientBook]:
+    """The books of `keys` (unknown patients get an empty row in alerts.patients), with their
+    unresolved alerts locked `FOR UPDATE` until the caller's transaction ends. When
+    `last_checkin` is given, each patient's newest check-in time and last-seen time are updated."""
+    cols = ([k[0] for k in keys], [k[1] for k in keys])
+    seen = last_checkin or {}
+    patients = {
+        (r["tenant_id"], r["patient_id"]): r
+        for r in await conn.fetch(
+            """INSERT INTO alerts.patients AS p (tenant_id, patient_id, care_team, timezone, version_at,
+                                                 last_checkin_at, last_seen_at)
+               SELECT t, pid, '[]', 'UTC', '-infinity', lc, $4
+               FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS k(t, pid, lc)
+               ON CONFLICT (tenant_id, patient_id) DO UPDATE
+               SET last_checkin_at = greatest(p.last_checkin_at, EXCLUDED.last_checkin_at),
+                   last_seen_at = CASE WHEN $5 THEN $4 ELSE p.last_seen_at END
+               RETURNING tenant_id, patient_id, care_team, red_flags_seen""",
+            *cols,
+            [seen.get(k) for k in keys],
+            now,
+            last_checkin is not None,
+        )
+    }
+    active: dict[Key, dict[str, AlertState]] = defaultdict(dict)
+    for r in await conn.fetch(
+        f"""SELECT {ALERT_COLUMNS} FROM alerts.alerts a
+            JOIN unnest($1::text[], $2::text[]) AS k(t, pid) ON a.tenant_id = k.t AND a.patient_id = k.pid
+            WHERE a.status <> 'resolved' ORDER BY a.id FOR UPDATE OF a""",
+        *cols,
+    ):
+        active[(r["tenant_id"], r["patient_id"])][r["id"]] = state_from_row(r)
+    snoozes: dict[Key, list[SnoozeState]] = defaultdict(list)
+    for r in await conn.fetch(
+        """SELECT s.id, s.tenant_id, s.patient_id, s.kind, s.until FROM alerts.snoozes s
+           JOIN unnest($1::text[], $2::text[]) AS k(t, pid) ON s.tenant_id = k.t AND s.patient_id = k.pid
+           WHERE s.until > $3 AND s.ended_at IS NULL""",
+        *cols,
+        now,
+    ):
+        snoozes[(r["tenant_id"], r["patient_id"])].append(
+            SnoozeState(kind=AlertKind(r["kind"]), until=r["until"], id=r["id"])
+        )
+    handled: dict[Key, dict[AlertKind, datetime]] = defaultdict(dict)
+    for r in await conn.fetch(
+        """SELECT a.tenant_id, a.patient_id, a.kind, max(a.event_time) AS through FROM alerts.alerts a
+           JOIN unnest($1::text[], $2::text[]) AS k(t, pid) ON a.tenant_id = k.t AND a.patient_id = k.pid
+           WHERE a.status = 'resolved' GROUP BY a.tenant_id, a.patient_id, a.kind""",
+        *cols,
+    ):
+        handled[(r["tenant_id"], r["patient_id"])][AlertKind(r["kind"])] = r["through"]
+    return {
+        k: PatientBook(
+            tenant_id=k[0],
+            patient_id=k[1],
+            alerts=active[k],
+            resolved_through=handled[k],
+            red_flags_seen=ledger_from_json(patients[k]["red_flags_seen"]),
+            snoozes=tuple(sorted(snoozes[k], key=lambda s: (s.kind.value, s.until, s.id))),
+            members=tuple(members_from_json(patients[k]["care_team"])),
+        )
+        for k in keys
+    }

@@ -13,7 +13,7 @@ measured in event time, snoozes and quiet hours in processing time.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -28,6 +28,8 @@ from services.alerts.model import (
     Member,
     OpenAlert,
     Recipient,
+    RedFlagLedger,
+    RedFlagSeen,
     ResolveAlert,
     SnoozeState,
     Suppressed,
@@ -227,6 +229,7 @@ def evaluate(
     now: datetime,
     *,
     resolved_through: Mapping[AlertKind, datetime] | None = None,
+    red_flags_seen: RedFlagLedger | None = None,
 ) -> list[Decision]:
     """Decide what one trajectory update does to one patient's alerts.
 
@@ -236,7 +239,19 @@ def evaluate(
     maps a kind to the newest `event_time` among the patient's resolved alerts of that kind:
     evidence no newer than that was already handled and does not re-open the kind (without it, a
     red flag resolved by hand re-opens on the next update while the scoring engine still
-    reports it).
+    reports it). It is not used for red flags, which go by `red_flags_seen` (see below).
+
+    Red flags (the safety rule, docs/safety.md H1): every `red_flag` signal is one observation
+    (event id, recorded_at, received_at, flags). An observation whose flags are not all in
+    `red_flags_seen[event_id]` is *new*; it is backfill when it arrived more than
+    `policy.retrospective_after` after it was recorded. With new observations:
+      - no unresolved red-flag alert: `OpenAlert`, paging unless every new one is backfill,
+        whatever was resolved or acknowledged before;
+      - an unresolved one: `UpdateAlert(repage=True)` when a new non-backfill observation brings
+        flags the alert has not paged (or the alert is retrospective: promotion), else an
+        `UpdateAlert` that records them. Red flags are never snoozed, inhibited or auto-resolved.
+    Every red-flag decision lists the observations it handled in `red_flags_seen`, which the
+    shell adds to the patient's ledger; the same observation delivered twice pages once.
 
     Per kind, at most one decision, in `KIND_ORDER`:
       - signal, no alert: `OpenAlert` (default severity), unless held back, then `Suppressed`
@@ -265,6 +280,8 @@ def evaluate(
             last = event.last_checkin_at
             if alert is not None and last is not None and last > alert.event_time:
                 decision = ResolveAlert(alert_id=alert.id, reason=RESOLVED_CHECKIN)
+        elif kind is AlertKind.red_flag:
+            decision = _red_flag(alert, ev, event, policy, red_flags_seen or {})
         elif ev is None:
             decision = _clear(alert, event, policy) if alert is not None else None
         elif alert is not None:
@@ -275,6 +292,107 @@ def evaluate(
         if decision is not None:
             decisions[kind] = decision
     return [decisions[k] for k in KIND_ORDER if k in decisions]
+
+
+@dataclass(frozen=True, slots=True)
+class RedFlagObservation:
+    """One red-flag observation as carried by a `red_flag` signal."""
+
+    key: str
+    recorded_at: datetime
+    received_at: datetime | None
+    flags: frozenset[str]
+
+    def backfill(self, trigger: TriggerRef | None, policy: AlertPolicy) -> bool:
+        """Older than `retrospective_after` when it arrived (without its own arrival time: judged
+        as any evidence, against the update's trigger)."""
+        if self.received_at is not None:
+            return self.received_at - self.recorded_at > policy.retrospective_after
+        return is_retrospective(self.recorded_at, trigger, policy)
+
+
+#: The flag name used for a red-flag signal that names no flags (events of an older scoring).
+UNNAMED_RED_FLAG = "red_flag"
+
+
+def red_flag_observations(signals: Sequence[Signal]) -> list[RedFlagObservation]:
+    """The observations behind an event's `red_flag` signals, oldest first; one per (event id,
+    flags). A signal without an event id is keyed by its event time."""
+    out: dict[tuple[str, frozenset[str]], RedFlagObservation] = {}
+    for s in signals:
+        if s.code is not SignalCode.red_flag:
+            continue
+        key = s.event_id or f"@{s.event_time.isoformat()}"
+        flags = frozenset(s.flags) or frozenset({UNNAMED_RED_FLAG})
+        prior = out.get((key, flags))
+        if prior is None or (s.event_time, s.received_at or s.event_time) > (
+            prior.recorded_at,
+            prior.received_at or prior.recorded_at,
+        ):
+            out[(key, flags)] = RedFlagObservation(key, s.event_time, s.received_at, flags)
+    return sorted(out.values(), key=lambda o: (o.recorded_at, o.key, sorted(o.flags)))
+
+
+def _seen(observations: Sequence[RedFlagObservation], ledger: RedFlagLedger) -> dict[str, RedFlagSeen]:
+    """Ledger entries that record `observations` (merged with what the ledger has for them)."""
+    out: dict[str, RedFlagSeen] = {}
+    for o in observations:
+        prior = out.get(o.key) or ledger.get(o.key)
+        flags = o.flags | (prior.flags if prior else frozenset())
+        at = max(o.recorded_at, prior.recorded_at) if prior else o.recorded_at
+        out[o.key] = RedFlagSeen(recorded_at=at, flags=flags)
+    return out
+
+
+def _red_flag(
+    alert: AlertState | None,
+    evidence: Evidence | None,
+    event: TrajectoryUpdated,
+    policy: AlertPolicy,
+    ledger: RedFlagLedger,
+) -> Decision | None:
+    """The red-flag decision of one event (see `evaluate`)."""
+    observations = red_flag_observations(event.signals)
+    new = [o for o in observations if not o.flags <= (ledger[o.key].flags if o.key in ledger else frozenset())]
+    if evidence is None or not observations:
+        return None  # no red flag in the window; red-flag alerts are never resolved automatically
+    live = [o for o in new if not o.backfill(event.trigger, policy)]
+    if alert is None:
+        if not new:
+            return Suppressed(kind=AlertKind.red_flag, why=SuppressReason.already_resolved)
+        trigger = live or new
+        return OpenAlert(
+            kind=AlertKind.red_flag,
+            severity=DEFAULT_SEVERITY[AlertKind.red_flag],
+            summary=SUMMARIES[AlertKind.red_flag],
+            reasons=evidence.reasons,
+            trajectory_state=event.trajectory.state,
+            event_time=max(o.recorded_at for o in trigger),
+            retrospective=not live,
+            paged_flags=frozenset().union(*(o.flags for o in live)),
+            red_flags_seen=_seen(new, ledger),
+        )
+    if not new:
+        return None  # nothing it has not handled: a replayed or repeated event changes nothing
+    live_flags = frozenset().union(*(o.flags for o in live))
+    repage = bool(live) and (alert.retrospective or not live_flags <= alert.paged_flags)
+    severity = _higher(alert.severity, DEFAULT_SEVERITY[AlertKind.red_flag])
+    update = UpdateAlert(
+        alert_id=alert.id,
+        severity=severity,
+        summary=SUMMARIES[AlertKind.red_flag],
+        reasons=evidence.reasons,
+        trajectory_state=event.trajectory.state,
+        event_time=max(alert.event_time, *(o.recorded_at for o in new)),
+        renotify=severity.rank > alert.severity.rank and not alert.retrospective and not repage,
+        clear_since=None,
+        red_flags_seen=_seen(new, ledger),
+    )
+    if repage:
+        # New flags, or a backfilled alert confirmed by a live report: page as new. Promotion of a
+        # retrospective red flag is always a re-page, driven by the observations' own arrival times.
+        return replace(update, retrospective=False, repage=True, paged_flags=alert.paged_flags | live_flags)
+    return update
 
 
 def _red_flag_pages(current: Mapping[AlertKind, AlertState], decisions: Mapping[AlertKind, Decision]) -> bool:
@@ -301,8 +419,6 @@ def _hold_back(
     done = handled.get(kind)
     if done is not None and evidence.event_time <= done:
         return SuppressReason.already_resolved
-    if kind is AlertKind.red_flag:
-        return None  # never inhibited, never snoozed
     if red_flag_pages:
         return SuppressReason.inhibited_by_red_flag
     if kind is AlertKind.regression and flare_window:

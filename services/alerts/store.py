@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,17 +21,37 @@ from schemas.alerts import Alert, AlertKind, AlertStatus, NotificationSummary
 from schemas.common import Reason, Role, Severity
 from schemas.events import AlertChanged, Topics, event_key
 from schemas.trajectory import TrajectoryState
-from services.alerts.model import AlertState, Member, Recipient
+from services.alerts.model import AlertState, Member, Recipient, RedFlagSeen
 
 NOTIFY_CHANNEL = "nervewatch_alerts"
 ALERT_COLUMNS = """id, tenant_id, patient_id, kind, severity, status, summary, reasons, trajectory_state, event_time,
     opened_at, updated_at, retrospective, acknowledged_by, acknowledged_at, resolved_at, resolution,
-    escalation_level, last_notified_at, clear_since"""
+    escalation_level, last_notified_at, clear_since, paged_flags, paged_at"""
 
 
 def new_alert_id(now: datetime) -> str:
     """Time-ordered, unguessable id: `al_` + 12 hex digits of milliseconds + 16 random hex digits."""
     return f"al_{int(now.timestamp() * 1000):012x}{secrets.token_hex(8)}"
+
+
+def new_snooze_id(now: datetime) -> str:
+    """Time-ordered, unguessable id: `sn_` + 12 hex digits of milliseconds + 12 random hex digits."""
+    return f"sn_{int(now.timestamp() * 1000):012x}{secrets.token_hex(6)}"
+
+
+async def patient_audit(
+    conn: asyncpg.Connection, tenant_id: str, patient_id: str, actor: str, action: str, detail: dict[str, Any]
+) -> None:
+    """One entry of the patient-level alert audit (snoozes), in the caller's transaction."""
+    await conn.execute(
+        """INSERT INTO alerts.patient_audit (tenant_id, patient_id, actor, action, detail)
+           VALUES ($1, $2, $3, $4, $5)""",
+        tenant_id,
+        patient_id,
+        actor,
+        action,
+        detail,
+    )
 
 
 def state_from_row(r: asyncpg.Record) -> AlertState:
@@ -52,7 +72,24 @@ def state_from_row(r: asyncpg.Record) -> AlertState:
         summary=r["summary"],
         reasons=tuple(Reason(**x) for x in r["reasons"]),
         trajectory_state=TrajectoryState(r["trajectory_state"]) if r["trajectory_state"] else None,
+        acknowledged_by=r["acknowledged_by"],
+        resolved_at=r["resolved_at"],
+        resolution=r["resolution"],
+        paged_flags=frozenset(r["paged_flags"] or ()),
+        paged_at=r["paged_at"],
     )
+
+
+def ledger_from_json(data: Mapping[str, Any] | None) -> dict[str, RedFlagSeen]:
+    """The patient's red-flag ledger from `alerts.patients.red_flags_seen`."""
+    return {
+        key: RedFlagSeen(recorded_at=datetime.fromisoformat(v["at"]), flags=frozenset(v["flags"]))
+        for key, v in (data or {}).items()
+    }
+
+
+def ledger_to_json(ledger: Mapping[str, RedFlagSeen]) -> dict[str, Any]:
+    return {key: {"at": v.recorded_at.isoformat(), "flags": sorted(v.flags)} for key, v in sorted(ledger.items())}
 
 
 def members_from_json(care_team: Sequence[dict[str, Any]]) -> list[Member]:
@@ -119,6 +156,7 @@ async def alerts_from_rows(conn: asyncpg.Connection, rows: Sequence[asyncpg.Reco
             acknowledged_at=r["acknowledged_at"],
             resolved_at=r["resolved_at"],
             resolution=r["resolution"],
+            red_flags=sorted(r["paged_flags"] or ()) if r["kind"] == AlertKind.red_flag.value else [],
             notifications=notes[r["id"]],
         )
         for r in rows
@@ -156,9 +194,6 @@ class AlertWriter:
                 (uuid.uuid4(), alert_id, tenant_id, r.member_id, r.channel.value, r.target, reason, not_before)
                 for r in recipients
             ],
-        )
-        await self.conn.execute(
-            "UPDATE alerts.alerts SET last_notified_at = $2 WHERE id = $1", alert_id, datetime.now(UTC)
         )
         return len(recipients)
 

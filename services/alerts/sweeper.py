@@ -15,13 +15,14 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from nervewatch import metrics
 from nervewatch.outbox import Outbox
 from schemas.alerts import AlertKind
-from services.alerts import apply, timers
-from services.alerts.model import Escalate, Member, OpenAlert, Remind, ResolveAlert, SnoozeState
+from services.alerts import timers
+from services.alerts.apply import persist
+from services.alerts.book import PatientBook, apply_decisions, apply_timers
+from services.alerts.model import AlertState, Member, SnoozeState
 from services.alerts.policy import PolicyCache
-from services.alerts.store import ALERT_COLUMNS, AlertWriter, members_from_json, state_from_row
+from services.alerts.store import ALERT_COLUMNS, AlertWriter, members_from_json, new_alert_id, state_from_row
 
 log = logging.getLogger(__name__)
 SWEEP_LIMIT = 1000
@@ -66,50 +67,26 @@ class Sweeper:
             await self.outbox.drain()
         return applied
 
-    async def _members(self, conn: asyncpg.Connection, tenant: str, pid: str) -> list[Member]:
-        team = await conn.fetchval(
-            "SELECT care_team FROM alerts.patients WHERE tenant_id = $1 AND patient_id = $2", tenant, pid
-        )
-        return members_from_json(team or [])
-
     async def _escalations(self, conn: asyncpg.Connection, w: AlertWriter, now: datetime) -> int:
         rows = await conn.fetch(
             f"""SELECT {ALERT_COLUMNS} FROM alerts.alerts
                 WHERE status = 'open' AND NOT retrospective ORDER BY opened_at LIMIT $1 FOR UPDATE SKIP LOCKED""",
             SWEEP_LIMIT,
         )
-        by_tenant: dict[str, list[asyncpg.Record]] = defaultdict(list)
+        by_patient: dict[tuple[str, str], dict[str, AlertState]] = defaultdict(dict)
         for r in rows:
-            by_tenant[r["tenant_id"]].append(r)
+            by_patient[(r["tenant_id"], r["patient_id"])][r["id"]] = state_from_row(r)
+        teams = await _care_teams(conn, list(by_patient))
         applied = 0
-        for tenant, tenant_rows in by_tenant.items():
+        for (tenant, pid), alerts in by_patient.items():
             policy = await self.policies.get(conn, tenant)
-            states = {r["id"]: state_from_row(r) for r in tenant_rows}
-            for d in timers.sweep(list(states.values()), policy, now):
-                alert = states[d.alert_id]
-                members = await self._members(conn, tenant, alert.patient_id)
-                if isinstance(d, Escalate):
-                    await conn.execute(
-                        "UPDATE alerts.alerts SET escalation_level = $2, updated_at = $3 WHERE id = $1",
-                        d.alert_id,
-                        d.level,
-                        now,
-                    )
-                    recipients = timers.escalation_recipients(d.roles, members)
-                    await w.audit(
-                        d.alert_id,
-                        "system",
-                        "escalated" if recipients else "escalation_unrouted",
-                        {"level": d.level, "roles": [r.value for r in d.roles], "recipients": len(recipients)},
-                    )
-                    await apply.page(w, tenant, d.alert_id, alert.severity, recipients, "escalation", policy, now)
-                    metrics.ESCALATIONS.labels(alert.severity.value).inc()
-                    await w.publish(tenant, d.alert_id, "escalated", "system")
-                elif isinstance(d, Remind):
-                    recipients = timers.reminder_recipients(alert, members, policy)
-                    await apply.page(w, tenant, d.alert_id, alert.severity, recipients, "reminder", policy, now)
-                    await w.audit(d.alert_id, "system", "reminded", {"recipients": len(recipients)})
-                applied += 1
+            decisions = timers.sweep(list(alerts.values()), policy, now)
+            if not decisions:
+                continue
+            book = PatientBook(tenant, pid, alerts=alerts, members=tuple(teams.get((tenant, pid), [])))
+            _, effects = apply_timers(book, decisions, policy, now)
+            await persist(w, tenant, pid, effects, now)
+            applied += len(decisions)
         return applied
 
     async def _disengagement(self, conn: asyncpg.Connection, w: AlertWriter, now: datetime) -> int:
@@ -140,19 +117,20 @@ class Sweeper:
                 pid,
             )
             snoozes = [
-                SnoozeState(kind=AlertKind(s["kind"]), until=s["until"])
+                SnoozeState(kind=AlertKind(s["kind"]), until=s["until"], id=s["id"])
                 for s in await conn.fetch(
-                    """SELECT kind, until FROM alerts.snoozes WHERE tenant_id = $1 AND patient_id = $2
-                       AND kind = 'disengagement' AND until > $3""",
+                    """SELECT id, kind, until FROM alerts.snoozes WHERE tenant_id = $1 AND patient_id = $2
+                       AND kind = 'disengagement' AND until > $3 AND ended_at IS NULL""",
                     tenant,
                     pid,
                     now,
                 )
             ]
+            active = state_from_row(active_row) if active_row else None
             decision = timers.disengagement(
                 pid,
                 r["last_checkin_at"],
-                state_from_row(active_row) if active_row else None,
+                active,
                 policy,
                 now,
                 snoozes=snoozes,
@@ -160,11 +138,25 @@ class Sweeper:
                 resolved_through=r["resolved_through"],
                 last_seen_at=r["last_seen_at"],
             )
-            if isinstance(decision, OpenAlert):
-                members = members_from_json(r["care_team"] or [])
-                await apply.open_alert(w, tenant, pid, decision, members, policy, now, None)
-                applied += 1
-            elif isinstance(decision, ResolveAlert):
-                await apply.resolve_alert(w, decision, now)
-                applied += 1
+            if decision is None:
+                continue
+            book = PatientBook(
+                tenant,
+                pid,
+                alerts={active.id: active} if active else {},
+                members=tuple(members_from_json(r["care_team"] or [])),
+            )
+            _, effects = apply_decisions(book, [decision], policy, now, lambda: new_alert_id(now))
+            await persist(w, tenant, pid, effects, now)
+            applied += 1
         return applied
+
+
+async def _care_teams(conn: asyncpg.Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[Member]]:
+    rows = await conn.fetch(
+        """SELECT p.tenant_id, p.patient_id, p.care_team FROM alerts.patients p
+           JOIN unnest($1::text[], $2::text[]) AS k(t, pid) ON p.tenant_id = k.t AND p.patient_id = k.pid""",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    return {(r["tenant_id"], r["patient_id"]): members_from_json(r["care_team"] or []) for r in rows}

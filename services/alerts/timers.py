@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from schemas.alerts import DEFAULT_SEVERITY, AlertKind, AlertStatus
-from schemas.common import Reason, Role
+from schemas.common import Reason, Role, Severity
 from services.alerts.model import (
     AlertPolicy,
     AlertState,
@@ -30,7 +30,7 @@ from services.alerts.rules import RESOLVED_CHECKIN, member_recipients, require_a
 def _due_escalation(alert: AlertState, policy: AlertPolicy, now: datetime) -> Escalate | None:
     chain = policy.escalation.get(alert.severity, ())
     level = max(alert.escalation_level, 0)
-    elapsed = now - alert.opened_at
+    elapsed = now - alert.escalation_base
     roles: list[Role] = []
     while level < len(chain) and elapsed >= chain[level].after:
         roles.extend(r for r in chain[level].roles if r not in roles)
@@ -46,7 +46,8 @@ def sweep(active: Sequence[AlertState], policy: AlertPolicy, now: datetime) -> l
     Only alerts with status open that are not retrospective take part; acknowledged (and
     resolved) alerts neither escalate nor remind. For each such alert, with `chain =
     policy.escalation[alert.severity]` (none: no escalation):
-      - if `chain[alert.escalation_level].after` has elapsed since `opened_at` (>=, so exactly
+      - if `chain[alert.escalation_level].after` has elapsed since `escalation_base` (the opening,
+        or the last re-page of a red flag) (>=, so exactly
         15 min escalates), `Escalate(level=k, roles=...)` where k is one past the furthest
         consecutive overdue step and roles are the union, in chain order, of the roles of every
         step passed now (normally one step: level + 1 and that step's roles; after an outage
@@ -69,16 +70,19 @@ def sweep(active: Sequence[AlertState], policy: AlertPolicy, now: datetime) -> l
     return out
 
 
-def escalation_recipients(roles: Sequence[Role], members: Sequence[Member]) -> list[Recipient]:
-    """Members whose role is in `roles`, regardless of `min_severity`, on each channel they have.
+def escalation_recipients(roles: Sequence[Role], members: Sequence[Member], severity: Severity) -> list[Recipient]:
+    """Members whose role is in `roles` and whose `min_severity` admits `severity`, on each
+    channel they have.
 
-    Members keep their order; repeats of (member, channel) are dropped. Empty when no member has
-    one of those roles (the shell then records the audit action "escalation_unrouted").
+    A member's `min_severity` is never overridden, not even by escalation: a care team that wants
+    a role escalated to for high alerts gives that member `min_severity` high or lower. Members
+    keep their order; repeats of (member, channel) are dropped. Empty when no member qualifies
+    (the shell then records the audit action "escalation_unrouted").
     """
     wanted = set(roles)
     out: list[Recipient] = []
     for m in members:
-        if m.role in wanted:
+        if m.role in wanted and severity.rank >= m.min_severity.rank:
             out.extend(member_recipients(m))
     return unique_recipients(out)
 
@@ -88,7 +92,7 @@ def reminder_recipients(alert: AlertState, members: Sequence[Member], policy: Al
     escalation has reached so far (steps below `alert.escalation_level`), without repeats."""
     chain = policy.escalation.get(alert.severity, ())
     reached = [r for step in chain[: max(alert.escalation_level, 0)] for r in step.roles]
-    return unique_recipients(route(alert.severity, members) + escalation_recipients(reached, members))
+    return unique_recipients(route(alert.severity, members) + escalation_recipients(reached, members, alert.severity))
 
 
 def _age_text(age: timedelta) -> str:

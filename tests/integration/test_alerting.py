@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -175,22 +176,61 @@ async def test_cursor_pagination_is_complete_and_tenant_scoped(
         assert status == 400
 
 
-async def test_snoozes(services: Services, tenant: Tenant) -> None:
+async def test_snoozes(services: Services, tenant: Tenant, other_tenant: Tenant) -> None:
+    """Snoozes are bounded (future, at most 30 days), listed, ended early, and audited (H8)."""
     pid = f"pt-snooze-{uuid.uuid4().hex[:6]}"
     alerts = services.url("alerts")
+    base = f"{alerts}/v1/patients/{pid}/snoozes"
+    now = datetime.now(UTC)
+
+    def body(until: object, kind: str = "plateau") -> dict[str, Any]:
+        return {"kind": kind, "until": until, "by": "pt-7"}
+
     async with aiohttp.ClientSession() as http:
         await enrol(http, services.url("ingest"), tenant, pid, [])
         await post_red_flag(http, services.url("ingest"), tenant, pid)
         await wait_alert(http, alerts, tenant, pid)
-        body = {"kind": "plateau", "until": "2030-01-01T00:00:00Z", "by": "pt-7"}
-        async with http.post(f"{alerts}/v1/patients/{pid}/snoozes", json=body, headers=tenant.headers) as r:
-            assert r.status == 201
+        for bad in (
+            (now - timedelta(minutes=1)).isoformat(),  # in the past
+            "9999-12-31T23:59:59Z",  # a permanent mute in disguise
+            (now + timedelta(days=30, minutes=5)).isoformat(),  # beyond max_snooze_days
+            int((now + timedelta(days=1)).timestamp()),  # not an RFC 3339 string
+            (now + timedelta(days=1)).replace(tzinfo=None).isoformat(),  # no offset
+        ):
+            async with http.post(base, json=body(bad), headers=tenant.headers) as r:
+                assert r.status == 422, (bad, await r.text())
         async with http.post(
-            f"{alerts}/v1/patients/{pid}/snoozes", json={**body, "kind": "red_flag"}, headers=tenant.headers
+            base, json=body((now + timedelta(days=1)).isoformat(), "red_flag"), headers=tenant.headers
         ) as r:
             assert r.status == 422
-        async with http.post(f"{alerts}/v1/patients/pt-unknown/snoozes", json=body, headers=tenant.headers) as r:
+        unknown = f"{alerts}/v1/patients/pt-unknown/snoozes"
+        async with http.post(unknown, json=body((now + timedelta(days=1)).isoformat()), headers=tenant.headers) as r:
             assert r.status == 404
+        async with http.post(base, json=body((now + timedelta(days=1)).isoformat()), headers=tenant.headers) as r:
+            assert r.status == 201
+            first = await r.json()
+        assert first["id"].startswith("sn_") and first["kind"] == "plateau"
+        async with http.post(base, json=body((now + timedelta(days=7)).isoformat()), headers=tenant.headers) as r:
+            assert r.status == 201
+            second = await r.json()
+        status, page = await get_json(http, base, tenant.headers)
+        assert status == 200 and [s["id"] for s in page["items"]] == [second["id"]]  # the new one replaced it
+        status, _ = await get_json(http, base, other_tenant.headers)
+        assert status == 404
+        end = f"{base}/{second['id']}"
+        async with http.delete(end, json={"by": "pt-7"}, headers=other_tenant.headers) as r:
+            assert r.status == 404
+        async with http.delete(end, json={"by": "pt-7"}, headers=tenant.headers) as r:
+            assert r.status == 204
+        async with http.delete(end, json={"by": "pt-7"}, headers=tenant.headers) as r:
+            assert r.status == 404
+        _, page = await get_json(http, base, tenant.headers)
+        assert page["items"] == []
+        _, audit = await get_json(http, f"{alerts}/v1/patients/{pid}/audit", tenant.headers)
+        actions = [(a["action"], a["detail"].get("snooze_id")) for a in audit["items"]]
+        assert ("snoozed", first["id"]) in actions and ("snoozed", second["id"]) in actions
+        assert ("snooze_ended", second["id"]) in actions
+        assert any(a == "opened" for a, _ in actions)  # the patient's alert entries are in the same audit
 
 
 async def test_alert_lifecycle_events_reach_their_topic(

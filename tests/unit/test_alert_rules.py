@@ -25,6 +25,7 @@ from services.alerts.model import (
     Member,
     OpenAlert,
     Recipient,
+    RedFlagSeen,
     ResolveAlert,
     SnoozeState,
     Suppressed,
@@ -39,6 +40,7 @@ from services.alerts.rules import (
     RESOLVED_CLEARED,
     SIGNAL_KINDS,
     SUMMARIES,
+    UNNAMED_RED_FLAG,
     collect_evidence,
     evaluate,
     is_retrospective,
@@ -123,6 +125,7 @@ def apply(active: Sequence[AlertState], decisions: Iterable[Decision], now: date
                 clear_since=d.clear_since,
                 retrospective=a.retrospective if d.retrospective is None else d.retrospective,
                 updated_at=now,
+                paged_flags=d.paged_flags if d.paged_flags is not None else a.paged_flags,
             )
         elif isinstance(d, ResolveAlert):
             del by_id[d.alert_id]
@@ -153,6 +156,8 @@ def test_signal_without_alert_opens_with_default_severity(kind: AlertKind) -> No
     r = reason("x", "pain 3 -> 6 since 2026-11-14")
     at = T0 - 2 * H
     event = ev(sig(kind, at=at, reasons=[r]), state=TrajectoryState.plateau)
+    red = kind is AlertKind.red_flag
+    key = f"@{at.isoformat()}"
     assert evaluate(event, [], [], POLICY, T0) == [
         OpenAlert(
             kind=kind,
@@ -162,6 +167,8 @@ def test_signal_without_alert_opens_with_default_severity(kind: AlertKind) -> No
             trajectory_state=TrajectoryState.plateau,
             event_time=at,
             retrospective=False,
+            paged_flags=frozenset({UNNAMED_RED_FLAG}) if red else frozenset(),
+            red_flags_seen={key: RedFlagSeen(at, frozenset({UNNAMED_RED_FLAG}))} if red else {},
         )
     ]
 
@@ -516,18 +523,115 @@ def test_hold_back_precedence() -> None:
 
 
 def test_resolved_red_flag_is_not_reopened_by_the_same_report() -> None:
-    event = ev(sig(AlertKind.red_flag, at=T0 - H), sig(AlertKind.plateau))
-    decisions = evaluate(event, [], [], POLICY, T0, resolved_through={AlertKind.red_flag: T0 - H})
+    event = ev(sig(AlertKind.red_flag, at=T0 - H, event_id="rf-1"), sig(AlertKind.plateau))
+    seen = {"rf-1": RedFlagSeen(T0 - H, frozenset({UNNAMED_RED_FLAG}))}
+    decisions = evaluate(event, [], [], POLICY, T0, red_flags_seen=seen)
     assert decisions[0] == Suppressed(AlertKind.red_flag, SuppressReason.already_resolved)
     # ...and a handled red flag no longer inhibits the others.
     assert isinstance(decisions[1], OpenAlert)
 
 
 def test_newer_evidence_reopens_a_resolved_kind() -> None:
-    [d] = evaluate(
-        ev(sig(AlertKind.red_flag, at=T0)), [], [], POLICY, T0, resolved_through={AlertKind.red_flag: T0 - H}
-    )
+    [d] = evaluate(ev(sig(AlertKind.plateau, at=T0)), [], [], POLICY, T0, resolved_through={AlertKind.plateau: T0 - H})
     assert isinstance(d, OpenAlert)
+
+
+# --- Red flags: every observation pages once (docs/safety.md H1) ---------------------------------------
+
+
+def red(at: datetime, event_id: str, *flags: str, received: datetime | None = None) -> Signal:
+    return Signal(
+        code=SignalCode.red_flag,
+        event_time=at,
+        event_id=event_id,
+        flags=list(flags),
+        received_at=received or at,
+        reasons=[reason("red_flag_reported", ", ".join(flags))],
+    )
+
+
+def seen_of(*decisions: Decision) -> dict[str, RedFlagSeen]:
+    out: dict[str, RedFlagSeen] = {}
+    for d in decisions:
+        if isinstance(d, OpenAlert | UpdateAlert):
+            out.update(d.red_flags_seen)
+    return out
+
+
+def test_new_red_flag_after_a_resolved_one_pages_even_inside_the_72h_window() -> None:
+    """Defect 1: fever 48 h ago paged and was resolved; saddle anaesthesia now must page."""
+    fever = red(T0 - 48 * H, "c-fever", "fever")
+    [first] = evaluate(ev(fever, as_of=T0 - 48 * H), [], [], POLICY, T0 - 48 * H)
+    assert isinstance(first, OpenAlert) and not first.retrospective
+    # The clinician resolved it; both check-ins are in the window of the new event.
+    cauda = red(T0, "c-cauda", "bowel_bladder_dysfunction", "saddle_anesthesia")
+    decisions = evaluate(
+        ev(fever, cauda),
+        [],
+        [],
+        POLICY,
+        T0,
+        resolved_through={AlertKind.red_flag: T0 - 48 * H},
+        red_flags_seen=seen_of(first),
+    )
+    [d] = [d for d in decisions if isinstance(d, OpenAlert)]
+    assert d.kind is AlertKind.red_flag and not d.retrospective
+    assert d.paged_flags == {"bowel_bladder_dysfunction", "saddle_anesthesia"}
+    assert d.event_time == T0
+    assert set(d.red_flags_seen) == {"c-cauda"}
+
+
+def test_new_flags_on_an_open_red_flag_alert_repage_it() -> None:
+    """Defect 2: a different red flag while the alert is open pages again."""
+    fever = red(T0 - 5 * H, "c-fever", "fever")
+    [opened] = evaluate(ev(fever), [], [], POLICY, T0 - 5 * H)
+    assert isinstance(opened, OpenAlert)
+    alert = stored(opened, T0 - 5 * H)
+    for status in (AlertStatus.open, AlertStatus.acknowledged):
+        cur = dataclasses.replace(alert, status=status)
+        drop = red(T0, "c-drop", "foot_drop")
+        [d] = evaluate(ev(fever, drop), [cur], [], POLICY, T0, red_flags_seen=seen_of(opened))
+        assert isinstance(d, UpdateAlert) and d.repage
+        assert d.paged_flags == {"fever", "foot_drop"}
+        assert set(d.red_flags_seen) == {"c-drop"}
+
+
+def test_same_flags_again_on_an_open_alert_record_without_paging() -> None:
+    fever = red(T0 - 5 * H, "c-1", "fever")
+    [opened] = evaluate(ev(fever), [], [], POLICY, T0 - 5 * H)
+    assert isinstance(opened, OpenAlert)
+    again = red(T0, "c-2", "fever")
+    [d] = evaluate(ev(fever, again), [stored(opened)], [], POLICY, T0, red_flags_seen=seen_of(opened))
+    assert isinstance(d, UpdateAlert) and not d.repage and not d.renotify
+    assert set(d.red_flags_seen) == {"c-2"}
+
+
+def test_the_same_red_flag_delivered_twice_pages_once() -> None:
+    fever = red(T0, "c-1", "fever")
+    [opened] = evaluate(ev(fever), [], [], POLICY, T0)
+    assert isinstance(opened, OpenAlert)
+    assert evaluate(ev(fever), [stored(opened)], [], POLICY, T0, red_flags_seen=seen_of(opened)) == []
+
+
+def test_a_conflicting_version_with_other_flags_pages() -> None:
+    """The same event id reposted with a red flag the first version did not have."""
+    v1 = red(T0 - H, "c-1", "fever")
+    [opened] = evaluate(ev(v1), [], [], POLICY, T0 - H)
+    assert isinstance(opened, OpenAlert)
+    v2 = red(T0 - H, "c-1", "saddle_anesthesia")
+    decisions = evaluate(ev(v1, v2), [], [], POLICY, T0, red_flags_seen=seen_of(opened))
+    [d] = [d for d in decisions if isinstance(d, OpenAlert)]
+    assert d.paged_flags == {"saddle_anesthesia"}
+    assert d.red_flags_seen["c-1"].flags == {"fever", "saddle_anesthesia"}
+
+
+def test_backfilled_red_flag_opens_retrospectively_and_a_live_one_promotes_it() -> None:
+    old = red(T0 - 80 * H, "c-old", "fever", received=T0)
+    [d] = evaluate(ev(old, as_of=T0 - 80 * H), [], [], POLICY, T0)
+    assert isinstance(d, OpenAlert) and d.retrospective and d.paged_flags == frozenset()
+    live = red(T0, "c-new", "fever")
+    [u] = evaluate(ev(live), [stored(d)], [], POLICY, T0, red_flags_seen=seen_of(d))
+    assert isinstance(u, UpdateAlert) and u.repage and u.retrospective is False and u.paged_flags == {"fever"}
 
 
 # --- Retrospective ---------------------------------------------------------------------------------------
@@ -723,8 +827,8 @@ def test_property_never_two_alerts_of_a_kind(
     for a in sorted(current, key=lambda a: (a.opened_at, a.id)):
         firsts.setdefault(a.kind, a)
     after = apply(list(firsts.values()), decisions, T0)
-    replay = evaluate(event, after, snoozes, POLICY, T0, resolved_through=handled)
-    assert all(isinstance(d, Suppressed) for d in replay)
+    replay = evaluate(event, after, snoozes, POLICY, T0, resolved_through=handled, red_flags_seen=seen_of(*decisions))
+    assert all(isinstance(d, Suppressed) for d in replay), (decisions, replay, after)
 
 
 # --- Routing --------------------------------------------------------------------------------------------

@@ -162,24 +162,31 @@ MEMBERS = [
 ]
 
 
-def test_escalation_recipients_by_role_ignoring_min_severity() -> None:
-    assert escalation_recipients((Role.physician, Role.surgeon), MEMBERS) == [
+def test_escalation_recipients_by_role_and_min_severity() -> None:
+    crit = Severity.critical
+    assert escalation_recipients((Role.physician, Role.surgeon), MEMBERS, crit) == [
         Recipient("doc", Channel.email, "doc@example.org")
     ]
-    assert escalation_recipients((Role.physical_therapist,), MEMBERS) == [
+    assert escalation_recipients((Role.physical_therapist,), MEMBERS, crit) == [
         Recipient("pt-7", Channel.webhook, "https://h/pt"),
         Recipient("pt-7", Channel.email, "pt@example.org"),
     ]
 
 
+def test_escalation_never_overrides_a_members_min_severity() -> None:
+    # The physician takes critical alerts only: a high alert's escalation to physicians reaches nobody.
+    assert escalation_recipients((Role.physician,), MEMBERS, Severity.high) == []
+    assert escalation_recipients((Role.physical_therapist,), MEMBERS, Severity.low) == []
+
+
 def test_escalation_recipients_empty_when_no_member_has_the_role() -> None:
-    assert escalation_recipients((Role.care_coordinator,), MEMBERS) == []
-    assert escalation_recipients((), MEMBERS) == []
-    assert escalation_recipients((Role.surgeon,), MEMBERS) == []  # has the role, but no channel
+    assert escalation_recipients((Role.care_coordinator,), MEMBERS, Severity.critical) == []
+    assert escalation_recipients((), MEMBERS, Severity.critical) == []
+    assert escalation_recipients((Role.surgeon,), MEMBERS, Severity.critical) == []  # has the role, but no channel
 
 
 def test_escalation_recipients_collapse_duplicates() -> None:
-    assert escalation_recipients((Role.on_call,), [MEMBERS[1], MEMBERS[1]]) == [
+    assert escalation_recipients((Role.on_call,), [MEMBERS[1], MEMBERS[1]], Severity.critical) == [
         Recipient("oncall", Channel.webhook, "https://h/oncall")
     ]
 
@@ -188,7 +195,10 @@ def test_reminder_recipients_include_roles_reached_by_escalation() -> None:
     a = alert(Severity.high, escalation_level=0)
     assert [r.member_id for r in reminder_recipients(a, MEMBERS, POLICY)] == ["pt-7", "pt-7"]
     escalated = dataclasses.replace(a, escalation_level=1)
-    assert [r.member_id for r in reminder_recipients(escalated, MEMBERS, POLICY)] == ["pt-7", "pt-7", "doc"]
+    # The physician reached by escalation takes critical alerts only: a high alert's reminder skips them.
+    assert [r.member_id for r in reminder_recipients(escalated, MEMBERS, POLICY)] == ["pt-7", "pt-7"]
+    doc_high = [dataclasses.replace(m, min_severity=Severity.high) if m.member_id == "doc" else m for m in MEMBERS]
+    assert [r.member_id for r in reminder_recipients(escalated, doc_high, POLICY)] == ["pt-7", "pt-7", "doc"]
 
 
 # --- Disengagement -----------------------------------------------------------------------------------------
