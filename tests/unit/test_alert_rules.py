@@ -592,7 +592,7 @@ def test_new_flags_on_an_open_red_flag_alert_repage_it() -> None:
         drop = red(T0, "c-drop", "foot_drop")
         [d] = evaluate(ev(fever, drop), [cur], [], POLICY, T0, red_flags_seen=seen_of(opened))
         assert isinstance(d, UpdateAlert) and d.repage
-        assert d.paged_flags == {"fever", "foot_drop"}
+        assert d.paged_flags == frozenset({"fever", "foot_drop"})
         assert set(d.red_flags_seen) == {"c-drop"}
 
 
@@ -631,7 +631,9 @@ def test_backfilled_red_flag_opens_retrospectively_and_a_live_one_promotes_it() 
     assert isinstance(d, OpenAlert) and d.retrospective and d.paged_flags == frozenset()
     live = red(T0, "c-new", "fever")
     [u] = evaluate(ev(live), [stored(d)], [], POLICY, T0, red_flags_seen=seen_of(d))
-    assert isinstance(u, UpdateAlert) and u.repage and u.retrospective is False and u.paged_flags == {"fever"}
+    assert (
+        isinstance(u, UpdateAlert) and u.repage and u.retrospective is False and u.paged_flags == frozenset({"fever"})
+    )
 
 
 # --- Retrospective ---------------------------------------------------------------------------------------
