@@ -33,9 +33,16 @@ class Outbox:
         self._lock = asyncio.Lock()
 
     async def add(self, conn: asyncpg.Connection, records: Sequence[tuple[str, bytes, bytes]]) -> None:
-        """Queue (topic, key, value) records inside the caller's transaction."""
+        """Queue (topic, key, value) records inside the caller's transaction (one statement)."""
         if records:
-            await conn.executemany(f"INSERT INTO {self.table} (topic, key, value) VALUES ($1, $2, $3)", records)
+            topics, keys, values = zip(*records, strict=True)
+            await conn.execute(
+                f"INSERT INTO {self.table} (topic, key, value) "
+                "SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[])",
+                list(topics),
+                list(keys),
+                list(values),
+            )
 
     async def drain(self, limit: int = 5000) -> int:
         """Publish and delete pending rows; returns how many were published. Raises on broker errors."""

@@ -39,14 +39,13 @@ from schemas.alerts import (
 )
 from schemas.common import PATIENT_ID_PATTERN, Severity
 from services.alerts import model, snooze_rules
-from services.alerts.apply import persist
+from services.alerts.apply import EffectWriter
 from services.alerts.book import ActionRefused, PatientBook
 from services.alerts.book import acknowledge as book_acknowledge
 from services.alerts.book import resolve as book_resolve
 from services.alerts.policy import PolicyCache
 from services.alerts.store import (
     ALERT_COLUMNS,
-    AlertWriter,
     alerts_from_rows,
     load_alert,
     new_snooze_id,
@@ -270,8 +269,9 @@ class AlertsApi:
                 _, effects = change(book, alert_id, act.by, act.note, now)
             except ActionRefused:
                 raise ProblemError(409, "Conflict", "the alert is already resolved", slug="conflict") from None
-            writer = AlertWriter(conn, self.outbox)
-            await persist(writer, principal.tenant_id, state.patient_id, effects, now)
+            writer = EffectWriter(self.outbox)
+            writer.add(principal.tenant_id, state.patient_id, effects)
+            await writer.flush(conn, now)
             alert = await load_alert(conn, principal.tenant_id, alert_id)
             assert alert is not None
         if effects:

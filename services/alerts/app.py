@@ -40,8 +40,9 @@ async def listen_changes(rt: Runtime, broadcaster: Broadcaster) -> None:
     dsn = rt.settings.database_url
 
     def on_notify(_: Any, __: int, ___: str, payload: str) -> None:
-        data = json.loads(payload)
-        broadcaster.publish(data["tenant_id"], data["alert_id"])
+        # A list of [tenant_id, alert_id] pairs (one notice per written batch; see apply.EffectWriter).
+        for tenant_id, alert_id in json.loads(payload):
+            broadcaster.publish(tenant_id, alert_id)
 
     while True:
         conn: asyncpg.Connection = await retry_until_ready("postgresql-listen", lambda: asyncpg.connect(dsn), 1e9)

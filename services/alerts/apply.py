@@ -1,120 +1,254 @@
-"""Persisting the effects planned by the pure core (`services.alerts.book`).
+"""Persisting the effects planned by the pure core (`services.alerts.book`), in bulk.
 
 Shared by the consumer (trajectory decisions), the sweeper (timers, disengagement) and the API
-(acknowledge, resolve). The caller holds the transaction; everything `persist` writes commits
-with it or not at all. Notifications are only queued here (the dispatcher sends them).
+(acknowledge, resolve). Callers collect the effects of any number of patients with `add` and
+write them with one `flush` inside their transaction: everything commits together or not at all.
+Notifications are only queued (the dispatcher sends them); lifecycle events go to the outbox
+(the caller drains it after the commit).
 
-Order within one call: alert rows (coalesced per alert: one insert or update with the final
-state), then audit entries, queued notifications, lifecycle events and the red-flag ledger, so
-every foreign key finds its alert. An insert refused by the one-unresolved-alert-per-kind index
-(a concurrent writer got there first) drops every other effect on that alert id.
+`flush` issues a fixed number of statements whatever the batch size: one multi-row insert and
+one multi-row update of alert rows (each alert coalesced to its final state), one insert each for
+audit entries, notifications and lifecycle events, one update of red-flag ledgers, and one
+`pg_notify` per 7 kB of changed alert ids for the live streams. Order: alert rows first, so every
+foreign key finds its alert. An insert refused by the one-unresolved-alert-per-kind index (a
+concurrent writer got there first) drops every other effect on that alert id; an update that
+finds no row raises (the row was loaded under lock: a miss is a bug, never ignored).
 """
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
+import asyncpg
+
 from nervewatch import metrics
-from schemas.events import TriggerRef
+from nervewatch.outbox import Outbox
+from schemas.events import AlertChanged, Topics, TriggerRef, event_key
 from services.alerts.book import Audit, Effect, Publish, QueueNotifications, RecordRedFlags, StoreAlert
 from services.alerts.model import AlertState
-from services.alerts.store import AlertWriter, ledger_to_json
+from services.alerts.store import ALERT_COLUMNS, NOTIFY_CHANNEL, alerts_from_rows, ledger_to_json
 
-_INSERT = """INSERT INTO alerts.alerts (id, tenant_id, patient_id, kind, severity, status, summary, reasons,
-        trajectory_state, event_time, opened_at, updated_at, retrospective, acknowledged_by, acknowledged_at,
-        resolved_at, resolution, escalation_level, last_notified_at, clear_since, paged_flags, paged_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
+_COLUMNS = (
+    "id, tenant_id, patient_id, kind, severity, status, summary, reasons, trajectory_state, event_time, opened_at, "
+    "updated_at, retrospective, acknowledged_by, acknowledged_at, resolved_at, resolution, escalation_level, "
+    "last_notified_at, clear_since, paged_flags, paged_at"
+)
+_UNNEST = """unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+    $9::text[], $10::timestamptz[], $11::timestamptz[], $12::timestamptz[], $13::bool[], $14::text[],
+    $15::timestamptz[], $16::timestamptz[], $17::text[], $18::int[], $19::timestamptz[], $20::timestamptz[],
+    $21::text[], $22::timestamptz[])"""
+_SELECT = (
+    """SELECT id, tenant_id, patient_id, kind, severity, status, summary, reasons::jsonb AS reasons, trajectory_state, event_time,
+        opened_at, updated_at, retrospective, acknowledged_by, acknowledged_at, resolved_at, resolution,
+        escalation_level, last_notified_at, clear_since, paged_flags::text[] AS paged_flags, paged_at
+    FROM """
+    + _UNNEST
+    + " AS u("
+    + _COLUMNS
+    + ")"
+)
+_INSERT = f"""INSERT INTO alerts.alerts ({_COLUMNS}) {_SELECT}
     ON CONFLICT (tenant_id, patient_id, kind) WHERE status <> 'resolved' DO NOTHING
     RETURNING id"""
-_UPDATE = """UPDATE alerts.alerts SET opened_at = $11, severity = $5, status = $6, summary = $7, reasons = $8,
-        trajectory_state = $9, event_time = $10, updated_at = $12, retrospective = $13, acknowledged_by = $14,
-        acknowledged_at = $15, resolved_at = $16, resolution = $17, escalation_level = $18, last_notified_at = $19,
-        clear_since = $20, paged_flags = $21, paged_at = $22
-    WHERE id = $1 AND tenant_id = $2 AND patient_id = $3 AND kind = $4"""
+_UPDATE = f"""UPDATE alerts.alerts a SET opened_at = u.opened_at, severity = u.severity, status = u.status,
+        summary = u.summary, reasons = u.reasons, trajectory_state = u.trajectory_state, event_time = u.event_time,
+        updated_at = u.updated_at, retrospective = u.retrospective, acknowledged_by = u.acknowledged_by,
+        acknowledged_at = u.acknowledged_at, resolved_at = u.resolved_at, resolution = u.resolution,
+        escalation_level = u.escalation_level, last_notified_at = u.last_notified_at, clear_since = u.clear_since,
+        paged_flags = u.paged_flags, paged_at = u.paged_at
+    FROM ({_SELECT}) AS u
+    WHERE a.id = u.id AND a.tenant_id = u.tenant_id AND a.patient_id = u.patient_id AND a.kind = u.kind
+    RETURNING a.id"""
+NOTIFY_PAYLOAD_BYTES = 7000  # pg_notify payloads must stay under 8000 bytes
 
 
-def _row(tenant: str, a: AlertState) -> tuple[object, ...]:
-    return (
-        a.id,
-        tenant,
-        a.patient_id,
-        a.kind.value,
-        a.severity.value,
-        a.status.value,
-        a.summary,
-        [r.model_dump() for r in a.reasons],
-        a.trajectory_state.value if a.trajectory_state else None,
-        a.event_time,
-        a.opened_at,
-        a.updated_at,
-        a.retrospective,
-        a.acknowledged_by,
-        a.acknowledged_at,
-        a.resolved_at,
-        a.resolution,
-        a.escalation_level,
-        a.last_notified_at,
-        a.clear_since,
-        sorted(a.paged_flags),
-        a.paged_at,
-    )
+@dataclass
+class _Patient:
+    tenant: str
+    patient_id: str
+    effects: list[Effect]
+    trigger: TriggerRef | None
 
 
-async def persist(
-    w: AlertWriter,
-    tenant: str,
-    patient_id: str,
-    effects: Sequence[Effect],
-    now: datetime,
-    trigger: TriggerRef | None = None,
-) -> int:
-    """Write `effects` of one patient inside the caller's transaction; returns how many
-    notifications were queued (the caller wakes the dispatcher when > 0)."""
-    stores: dict[str, StoreAlert] = {}
-    for e in effects:
-        if isinstance(e, StoreAlert):
-            first = stores.get(e.state.id)
-            stores[e.state.id] = StoreAlert(e.state, new=first.new if first is not None else e.new)
-    refused: set[str] = set()
-    for alert_id, store in stores.items():
-        if store.new:
-            if await w.conn.fetchval(_INSERT, *_row(tenant, store.state)) is None:
-                refused.add(alert_id)
-                continue
-            metrics.ALERTS_OPENED.labels(store.state.kind.value, store.state.severity.value).inc()
-            if trigger is not None:
-                metrics.END_TO_END_LATENCY.labels("alert_opened", "received_at").observe(
-                    (now - trigger.received_at).total_seconds()
+@dataclass
+class EffectWriter:
+    """Collects effects of many patients (`add`) and writes them in one go (`flush`)."""
+
+    outbox: Outbox
+    pending: list[_Patient] = field(default_factory=list)
+
+    def add(self, tenant: str, patient_id: str, effects: Sequence[Effect], trigger: TriggerRef | None = None) -> None:
+        if effects:
+            self.pending.append(_Patient(tenant, patient_id, list(effects), trigger))
+
+    async def flush(self, conn: asyncpg.Connection, now: datetime) -> tuple[int, int]:
+        """Write everything added since the last flush inside the caller's transaction.
+
+        Returns (notifications queued, lifecycle events queued): the caller wakes the dispatcher
+        and drains the outbox after its commit when they are > 0."""
+        pending, self.pending = self.pending, []
+        if not pending:
+            return 0, 0
+        rows: dict[str, tuple[str, StoreAlert]] = {}
+        first_new: dict[str, bool] = {}
+        triggers: dict[str, TriggerRef | None] = {}
+        for p in pending:
+            for e in p.effects:
+                if isinstance(e, StoreAlert):
+                    first_new.setdefault(e.state.id, e.new)
+                    rows[e.state.id] = (p.tenant, e)
+                    triggers.setdefault(e.state.id, p.trigger)
+        new = [(t, s.state) for i, (t, s) in rows.items() if first_new[i]]
+        old = [(t, s.state) for i, (t, s) in rows.items() if not first_new[i]]
+        refused: set[str] = set()
+        if new:
+            inserted = {r["id"] for r in await conn.fetch(_INSERT, *_columns(new))}
+            refused = {a.id for _, a in new} - inserted
+            for _, a in new:
+                if a.id not in inserted:
+                    continue
+                metrics.ALERTS_OPENED.labels(a.kind.value, a.severity.value).inc()
+                trigger = triggers.get(a.id)
+                if trigger is not None:
+                    metrics.END_TO_END_LATENCY.labels("alert_opened", "received_at").observe(
+                        (now - trigger.received_at).total_seconds()
+                    )
+                metrics.END_TO_END_LATENCY.labels("alert_opened", "recorded_at").observe(
+                    (now - a.event_time).total_seconds()
                 )
-            metrics.END_TO_END_LATENCY.labels("alert_opened", "recorded_at").observe(
-                (now - store.state.event_time).total_seconds()
+        if old:
+            updated = {r["id"] for r in await conn.fetch(_UPDATE, *_columns(old))}
+            missing = {a.id for _, a in old} - updated
+            if missing:
+                raise RuntimeError(f"{len(missing)} alert(s) loaded under lock were not found for update")
+        kinds = {i: s.state.kind.value for i, (_, s) in rows.items()}
+        audits: list[tuple[str, str, str, dict[str, object]]] = []
+        notes: list[tuple[uuid.UUID, str, str, str, str, str, str, datetime]] = []
+        publishes: list[tuple[str, Publish]] = []
+        ledgers: list[tuple[str, str, dict[str, object]]] = []
+        for p in pending:
+            for e in p.effects:
+                if getattr(e, "alert_id", None) in refused:
+                    continue
+                if isinstance(e, Audit):
+                    audits.append((e.alert_id, e.actor, e.action, dict(e.detail)))
+                    _count(e, kinds)
+                elif isinstance(e, QueueNotifications):
+                    notes.extend(
+                        (
+                            uuid.uuid4(),
+                            e.alert_id,
+                            p.tenant,
+                            r.member_id,
+                            r.channel.value,
+                            r.target,
+                            e.reason,
+                            e.not_before,
+                        )
+                        for r in e.recipients
+                    )
+                elif isinstance(e, Publish):
+                    publishes.append((p.tenant, e))
+                elif isinstance(e, RecordRedFlags):
+                    ledgers.append((p.tenant, p.patient_id, ledger_to_json(e.ledger)))
+        if audits:
+            await conn.execute(
+                """INSERT INTO alerts.audit (alert_id, actor, action, detail)
+                   SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[])""",
+                *map(list, zip(*audits, strict=True)),
             )
-        elif await w.conn.execute(_UPDATE, *_row(tenant, store.state)) != "UPDATE 1":
-            # The alert was loaded under lock in this transaction: a miss is a bug, never ignored.
-            raise RuntimeError(f"alert {alert_id} was not found for update")
-    kinds = {i: s.state.kind.value for i, s in stores.items()}
-    queued = 0
-    for e in effects:
-        if isinstance(e, StoreAlert) or getattr(e, "alert_id", None) in refused:
-            continue
-        if isinstance(e, Audit):
-            await w.audit(e.alert_id, e.actor, e.action, dict(e.detail))
-            if e.action == "resolved":
-                metrics.ALERTS_RESOLVED.labels(kinds.get(e.alert_id, "unknown"), e.detail.get("resolution", "")).inc()
-            elif e.action == "repaged":
-                metrics.RED_FLAG_REPAGES.inc()
-            elif e.action == "escalated":
-                metrics.ESCALATIONS.labels(e.detail.get("severity", "")).inc()
-        elif isinstance(e, QueueNotifications):
-            queued += await w.notify(tenant, e.alert_id, e.recipients, e.reason, e.not_before)
-        elif isinstance(e, Publish):
-            await w.publish(tenant, e.alert_id, e.action, e.actor)
-        elif isinstance(e, RecordRedFlags):
-            await w.conn.execute(
-                "UPDATE alerts.patients SET red_flags_seen = $3 WHERE tenant_id = $1 AND patient_id = $2",
-                tenant,
-                patient_id,
-                ledger_to_json(e.ledger),
+        if notes:
+            await conn.execute(
+                """INSERT INTO alerts.notifications (delivery_id, alert_id, tenant_id, member_id, channel, target,
+                                                     reason, next_attempt_at)
+                   SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                        $7::text[], $8::timestamptz[])""",
+                *map(list, zip(*notes, strict=True)),
             )
-    return queued
+        if ledgers:
+            await conn.execute(
+                """UPDATE alerts.patients p SET red_flags_seen = u.ledger
+                   FROM unnest($1::text[], $2::text[], $3::jsonb[]) AS u(t, pid, ledger)
+                   WHERE p.tenant_id = u.t AND p.patient_id = u.pid""",
+                *map(list, zip(*ledgers, strict=True)),
+            )
+        await self._publish(conn, publishes, now)
+        return len(notes), len(publishes)
+
+    async def _publish(self, conn: asyncpg.Connection, publishes: list[tuple[str, Publish]], now: datetime) -> None:
+        """Lifecycle events (outbox, one insert) and stream notices (pg_notify) for the stored rows."""
+        if not publishes:
+            return
+        ids = list(dict.fromkeys(e.alert_id for _, e in publishes))
+        loaded = await conn.fetch(f"SELECT {ALERT_COLUMNS} FROM alerts.alerts WHERE id = ANY($1::text[])", ids)
+        alerts = {a.id: a for a in await alerts_from_rows(conn, loaded)}
+        records = []
+        for tenant, e in publishes:
+            alert = alerts[e.alert_id]
+            event = AlertChanged(
+                tenant_id=tenant, event_id=uuid.uuid4(), action=e.action, actor=e.actor, at=now, alert=alert
+            )
+            records.append((Topics.alerts, event_key(tenant, alert.patient_id), event.model_dump_json().encode()))
+        await self.outbox.add(conn, records)
+        changes = list(dict.fromkeys((t, e.alert_id) for t, e in publishes))
+        for chunk in _chunks(changes):
+            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, json.dumps(chunk))
+
+
+def _columns(alerts: Sequence[tuple[str, AlertState]]) -> list[list[object]]:
+    """Column arrays of the alert rows, in `_COLUMNS` order."""
+    cols: list[list[object]] = [[] for _ in range(22)]
+    for tenant, a in alerts:
+        row = (
+            a.id,
+            tenant,
+            a.patient_id,
+            a.kind.value,
+            a.severity.value,
+            a.status.value,
+            a.summary,
+            json.dumps([r.model_dump() for r in a.reasons]),  # jsonb arrays of lists go as text
+            a.trajectory_state.value if a.trajectory_state else None,
+            a.event_time,
+            a.opened_at,
+            a.updated_at,
+            a.retrospective,
+            a.acknowledged_by,
+            a.acknowledged_at,
+            a.resolved_at,
+            a.resolution,
+            a.escalation_level,
+            a.last_notified_at,
+            a.clear_since,
+            "{" + ",".join(sorted(a.paged_flags)) + "}",
+            a.paged_at,
+        )
+        for col, value in zip(cols, row, strict=True):
+            col.append(value)
+    return cols
+
+
+def _count(e: Audit, kinds: dict[str, str]) -> None:
+    if e.action == "resolved":
+        metrics.ALERTS_RESOLVED.labels(kinds.get(e.alert_id, "unknown"), str(e.detail.get("resolution", ""))).inc()
+    elif e.action == "repaged":
+        metrics.RED_FLAG_REPAGES.inc()
+    elif e.action == "escalated":
+        metrics.ESCALATIONS.labels(str(e.detail.get("severity", ""))).inc()
+
+
+def _chunks(changes: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    out: list[list[tuple[str, str]]] = [[]]
+    size = 2
+    for change in changes:
+        item = len(change[0]) + len(change[1]) + 8
+        if out[-1] and size + item > NOTIFY_PAYLOAD_BYTES:
+            out.append([])
+            size = 2
+        out[-1].append(change)
+        size += item
+    return out

@@ -23,13 +23,12 @@ from nervewatch.outbox import Outbox
 from schemas.alerts import AlertKind
 from schemas.events import PatientUpserted, TrajectoryUpdated
 from services.alerts import rules
-from services.alerts.apply import persist
+from services.alerts.apply import EffectWriter
 from services.alerts.book import PatientBook, apply_decisions
 from services.alerts.model import AlertState, SnoozeState, Suppressed
 from services.alerts.policy import PolicyCache
 from services.alerts.store import (
     ALERT_COLUMNS,
-    AlertWriter,
     ledger_from_json,
     members_from_json,
     new_alert_id,
@@ -63,20 +62,21 @@ class AlertsProcessor:
 
     async def handle(self, batch: list[Decoded[AlertInput]]) -> None:
         now = self.clock()
-        notified = 0
+        notified = changed = 0
         async with self.pool.acquire() as conn, conn.transaction():
-            writer = AlertWriter(conn, self.outbox)
+            writer = EffectWriter(self.outbox)
             pending: list[TrajectoryUpdated] = []
             for item in batch:
                 ev = item.value
                 if isinstance(ev, PatientUpserted):
-                    notified += await self._evaluate_all(conn, writer, pending, now)
+                    n, c = await self._evaluate_all(conn, writer, pending, now)
+                    notified, changed = notified + n, changed + c
                     pending = []
                     await self._upsert_patient(conn, ev)
                 else:
                     pending.append(ev)
-            notified += await self._evaluate_all(conn, writer, pending, now)
-            changed = bool(writer.changed)
+            n, c = await self._evaluate_all(conn, writer, pending, now)
+            notified, changed = notified + n, changed + c
         if notified:
             self.wake_dispatcher.set()
         if changed:
@@ -98,19 +98,19 @@ class AlertsProcessor:
         )
 
     async def _evaluate_all(
-        self, conn: asyncpg.Connection, w: AlertWriter, events: list[TrajectoryUpdated], now: datetime
-    ) -> int:
+        self, conn: asyncpg.Connection, w: EffectWriter, events: list[TrajectoryUpdated], now: datetime
+    ) -> tuple[int, int]:
         """Evaluate trajectory events in log order against the patients' books, loaded (and their
-        alerts locked) once for the whole run; each event sees the effects of the ones before it."""
+        alerts locked) once for the whole run; each event sees the effects of the ones before it.
+        The run's effects are written in bulk at its end; returns (notifications, lifecycle events)."""
         if not events:
-            return 0
+            return 0, 0
         last_checkin: dict[Key, datetime | None] = {}
         for ev in events:
             key = (ev.tenant_id, ev.trajectory.patient_id)
             seen = last_checkin.get(key)
             last_checkin[key] = max((t for t in (seen, ev.last_checkin_at) if t is not None), default=None)
         books = await load_books(conn, list(last_checkin), now, last_checkin)
-        queued = 0
         for ev in events:
             key = (ev.tenant_id, ev.trajectory.patient_id)
             book = books[key]
@@ -130,8 +130,8 @@ class AlertsProcessor:
             if not decisions or all(isinstance(d, Suppressed) for d in decisions):
                 continue
             books[key], effects = apply_decisions(book, decisions, policy, now, lambda: new_alert_id(now))
-            queued += await persist(w, key[0], key[1], effects, now, ev.trigger)
-        return queued
+            w.add(key[0], key[1], effects, ev.trigger)
+        return await w.flush(conn, now)
 
 
 async def load_books(

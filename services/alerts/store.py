@@ -1,27 +1,23 @@
 """Alert persistence (schema `alerts`): rows <-> core types, audit, notification outbox, change events.
 
-Every change goes through `AlertWriter` inside the caller's transaction: the alert row, its
-audit entry, its notifications, its lifecycle event (outbox) and a `pg_notify` for live
+Writes go through `services.alerts.apply.EffectWriter` inside the caller's transaction: alert
+rows, audit entries, notifications, lifecycle events (outbox) and a `pg_notify` for live
 streams all commit together or not at all.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
-import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from nervewatch.outbox import Outbox
 from schemas.alerts import Alert, AlertKind, AlertStatus, NotificationSummary
 from schemas.common import Reason, Role, Severity
-from schemas.events import AlertChanged, Topics, event_key
 from schemas.trajectory import TrajectoryState
-from services.alerts.model import AlertState, Member, Recipient, RedFlagSeen
+from services.alerts.model import AlertState, Member, RedFlagSeen
 
 NOTIFY_CHANNEL = "nervewatch_alerts"
 ALERT_COLUMNS = """id, tenant_id, patient_id, kind, severity, status, summary, reasons, trajectory_state, event_time,
@@ -161,54 +157,3 @@ async def alerts_from_rows(conn: asyncpg.Connection, rows: Sequence[asyncpg.Reco
         )
         for r in rows
     ]
-
-
-class AlertWriter:
-    """Writes one alert change and everything that must commit with it."""
-
-    def __init__(self, conn: asyncpg.Connection, outbox: Outbox) -> None:
-        self.conn = conn
-        self.outbox = outbox
-        self.changed: list[tuple[str, str]] = []
-
-    async def audit(self, alert_id: str, actor: str, action: str, detail: dict[str, Any] | None = None) -> None:
-        await self.conn.execute(
-            "INSERT INTO alerts.audit (alert_id, actor, action, detail) VALUES ($1, $2, $3, $4)",
-            alert_id,
-            actor,
-            action,
-            detail or {},
-        )
-
-    async def notify(
-        self, tenant_id: str, alert_id: str, recipients: Sequence[Recipient], reason: str, not_before: datetime
-    ) -> int:
-        """Queue one notification per recipient (the outbox the dispatcher sends from)."""
-        if not recipients:
-            return 0
-        await self.conn.executemany(
-            """INSERT INTO alerts.notifications (delivery_id, alert_id, tenant_id, member_id, channel, target, reason,
-                                                 next_attempt_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-            [
-                (uuid.uuid4(), alert_id, tenant_id, r.member_id, r.channel.value, r.target, reason, not_before)
-                for r in recipients
-            ],
-        )
-        return len(recipients)
-
-    async def publish(self, tenant_id: str, alert_id: str, action: str, actor: str) -> Alert:
-        """Queue the lifecycle event and the live-stream notification for the alert's current row."""
-        alert = await load_alert(self.conn, tenant_id, alert_id)
-        assert alert is not None
-        event = AlertChanged(
-            tenant_id=tenant_id, event_id=uuid.uuid4(), action=action, actor=actor, at=datetime.now(UTC), alert=alert
-        )
-        await self.outbox.add(
-            self.conn, [(Topics.alerts, event_key(tenant_id, alert.patient_id), event.model_dump_json().encode())]
-        )
-        await self.conn.execute(
-            "SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, json.dumps({"tenant_id": tenant_id, "alert_id": alert_id})
-        )
-        self.changed.append((tenant_id, alert_id))
-        return alert

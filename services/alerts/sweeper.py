@@ -18,11 +18,11 @@ import asyncpg
 from nervewatch.outbox import Outbox
 from schemas.alerts import AlertKind
 from services.alerts import timers
-from services.alerts.apply import persist
+from services.alerts.apply import EffectWriter
 from services.alerts.book import PatientBook, apply_decisions, apply_timers
 from services.alerts.model import AlertState, Member, SnoozeState
 from services.alerts.policy import PolicyCache
-from services.alerts.store import ALERT_COLUMNS, AlertWriter, members_from_json, new_alert_id, state_from_row
+from services.alerts.store import ALERT_COLUMNS, members_from_json, new_alert_id, state_from_row
 
 log = logging.getLogger(__name__)
 SWEEP_LIMIT = 1000
@@ -57,17 +57,17 @@ class Sweeper:
         now = self.clock()
         applied = 0
         async with self.pool.acquire() as conn, conn.transaction():
-            w = AlertWriter(conn, self.outbox)
+            w = EffectWriter(self.outbox)
             applied += await self._escalations(conn, w, now)
             applied += await self._disengagement(conn, w, now)
-            changed = bool(w.changed)
+            _, changed = await w.flush(conn, now)
         if applied:
             self.wake.set()
         if changed:
             await self.outbox.drain()
         return applied
 
-    async def _escalations(self, conn: asyncpg.Connection, w: AlertWriter, now: datetime) -> int:
+    async def _escalations(self, conn: asyncpg.Connection, w: EffectWriter, now: datetime) -> int:
         rows = await conn.fetch(
             f"""SELECT {ALERT_COLUMNS} FROM alerts.alerts
                 WHERE status = 'open' AND NOT retrospective ORDER BY opened_at LIMIT $1 FOR UPDATE SKIP LOCKED""",
@@ -85,11 +85,11 @@ class Sweeper:
                 continue
             book = PatientBook(tenant, pid, alerts=alerts, members=tuple(teams.get((tenant, pid), [])))
             _, effects = apply_timers(book, decisions, policy, now)
-            await persist(w, tenant, pid, effects, now)
+            w.add(tenant, pid, effects)
             applied += len(decisions)
         return applied
 
-    async def _disengagement(self, conn: asyncpg.Connection, w: AlertWriter, now: datetime) -> int:
+    async def _disengagement(self, conn: asyncpg.Connection, w: EffectWriter, now: datetime) -> int:
         rows = await conn.fetch(
             """SELECT p.tenant_id, p.patient_id, p.last_checkin_at, p.last_seen_at, p.care_team,
                       (SELECT max(event_time) FROM alerts.alerts a WHERE a.tenant_id = p.tenant_id
@@ -147,7 +147,7 @@ class Sweeper:
                 members=tuple(members_from_json(r["care_team"] or [])),
             )
             _, effects = apply_decisions(book, [decision], policy, now, lambda: new_alert_id(now))
-            await persist(w, tenant, pid, effects, now)
+            w.add(tenant, pid, effects)
             applied += 1
         return applied
 
