@@ -2,7 +2,9 @@
 
 Everything runs against a private stack: embedded PostgreSQL and broker (or the configured ones,
 with a fresh database), the three services as child processes on free ports. Phases, in order:
-1. ceilings: a plain aiokafka producer and consumer on a private topic, a PostgreSQL COPY;
+1. ceilings: a plain aiokafka producer and consumer on a private topic, a PostgreSQL COPY; then
+   the cost of ingest's event-digest statement (`INSERT ... ON CONFLICT`, new and reposted events)
+   next to a COPY of the same rows;
 2. ingest alone (scoring and alerts not running yet): single check-ins closed loop (max
    throughput) and open loop (fixed offered rate, latency from the scheduled send time), batches;
 3. scoring and alerts start with the scoring group moved past the ingest phases' check-ins;
@@ -202,6 +204,7 @@ class Bench:
         self.key = ""
         self.produce_ceiling = float("nan")
         self.consume_ceiling = float("nan")
+        self.digest_us = float("nan")  # µs per new event of the digest statement
         self.load_patients = [f"pt-{i:05d}" for i in range(sizes.load_patients)]
         self.webhook_port = free_port()
         self.webhook_url = f"http://127.0.0.1:{self.webhook_port}/hook"
@@ -298,6 +301,23 @@ class Bench:
         copy = await load.copy_ceiling(self.e.dsn, s.copy_rows)
         self.report.add(Row("Ceiling: PostgreSQL COPY, check-in-like rows", _rate(copy, "rows/s")))
 
+    async def digest_check(self) -> None:
+        """The statement every ingest request runs to refuse conflicting reposts, against a COPY."""
+        s = self.sizes
+        cost = await load.digest_cost(self.e.dsn, s.copy_rows, s.batch_size)
+        self.digest_us = 1e6 / cost.new_per_s
+        self.report.add(
+            Row(
+                f"Event digest check: INSERT ... ON CONFLICT, {s.batch_size} new events per statement",
+                _rate(cost.new_per_s, "events/s"),
+                _rate(cost.copy_per_s, "rows/s"),
+                _ratio(cost.new_per_s, cost.copy_per_s),
+                note=f"{self.digest_us:.1f} µs/event new, {1e6 / cost.repost_per_s:.1f} µs/event when all are "
+                f"reposts ({cost.repost_per_s:,.0f} events/s); ceiling: COPY of the same rows "
+                f"({1e6 / cost.copy_per_s:.1f} µs/row); {s.copy_rows:,} events",
+            )
+        )
+
     async def setup_ingest(self) -> None:
         self.e.start_services(("ingest",))
         await self._tenant()
@@ -372,14 +392,15 @@ class Bench:
         rate = res.ok * s.batch_size / res.elapsed
         self.report.add(
             Row(
-                f"Ingest batch of {s.batch_size}, closed loop ({s.batch_concurrency} clients)",
+                f"Ingest batch of {s.batch_size}, closed loop ({s.batch_concurrency} clients), digest check included",
                 _rate(rate, "events/s"),
                 _rate(self.produce_ceiling, "msg/s"),
                 _ratio(rate, self.produce_ceiling),
                 ">= 50% of producer",
                 _status(rate >= 0.5 * self.produce_ceiling),
-                f"{res.ok} requests, p50 {_ms(load.percentile(res.latencies, 50))} per request; "
-                f"errors: {res.error_text()}",
+                f"{res.ok} requests, p50 {_ms(load.percentile(res.latencies, 50))} per request; the digest "
+                f"statement costs {self.digest_us:.1f} µs of the {1e6 / rate if rate > 0 else float('nan'):.1f} µs "
+                f"per event; errors: {res.error_text()}",
             )
         )
 
@@ -577,6 +598,7 @@ class Bench:
             self.watch = load.GroupWatch(self.e.stack.bootstrap)
             self.report.machine = await machine_description(self.e, self.settings)
             await self.phase("ceilings", self.ceilings)
+            await self.phase("event digest statement", self.digest_check)
             await self.phase("enrol (ingest only)", self.setup_ingest)
             if "ingest" not in self.e.procs:
                 raise RuntimeError("ingest did not start")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 import uuid
@@ -351,6 +352,56 @@ async def copy_ceiling(dsn: str, n: int) -> float:
         return rate
     finally:
         await conn.close()
+
+
+@dataclass
+class DigestCost:
+    """Rates of ingest's digest statement and of a COPY of the same rows, measured back to back."""
+
+    new_per_s: float  # events/s recorded by `DigestStore.claim` (all new)
+    repost_per_s: float  # events/s judged by `DigestStore.claim` when all are on record (identical reposts)
+    copy_per_s: float  # rows/s of a binary COPY of the same rows into a table of the same shape
+
+
+async def digest_cost(dsn: str, n: int, batch: int) -> DigestCost:
+    """Time `DigestStore.claim` over `n` fresh (event id, digest) pairs in statements of `batch`,
+    then the same pairs again (reposts), then a COPY of the same rows; the rows are deleted after."""
+    from nervewatch.db import create_pool
+    from services.ingest.digests import DigestStore
+
+    tenant = f"bench-digest-{uuid.uuid4().hex[:8]}"
+    pairs = [(uuid.uuid4(), hashlib.sha256(i.to_bytes(8, "big")).digest()) for i in range(n)]
+    chunks = [pairs[i : i + batch] for i in range(0, n, batch)]
+    pool = await create_pool(dsn, min_size=1, max_size=2)
+    try:
+        store = DigestStore(pool)
+        rates = []
+        for _ in range(2):
+            started = time.perf_counter()
+            for chunk in chunks:
+                await store.claim(tenant, "checkin", chunk)
+            rates.append(n / (time.perf_counter() - started))
+        async with pool.acquire() as conn:
+            await conn.execute(
+                """CREATE UNLOGGED TABLE IF NOT EXISTS public.bench_digest_copy (
+                       tenant_id text NOT NULL, event_id uuid NOT NULL, kind text NOT NULL, digest bytea NOT NULL,
+                       first_seen timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (tenant_id, event_id))"""
+            )
+            rows = [(tenant, e, "checkin", d) for e, d in pairs]
+            started = time.perf_counter()
+            for i in range(0, n, batch):
+                await conn.copy_records_to_table(
+                    "bench_digest_copy",
+                    schema_name="public",
+                    columns=("tenant_id", "event_id", "kind", "digest"),
+                    records=rows[i : i + batch],
+                )
+            copy = n / (time.perf_counter() - started)
+            await conn.execute("DROP TABLE public.bench_digest_copy")
+            await conn.execute("DELETE FROM ingest.event_digests WHERE tenant_id = $1", tenant)
+    finally:
+        await pool.close()
+    return DigestCost(rates[0], rates[1], copy)
 
 
 # -- consumer group progress ----------------------------------------------------------------------

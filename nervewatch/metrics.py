@@ -66,6 +66,15 @@ DEAD_LETTERS = Counter("nervewatch_dead_letters_total", "Messages sent to the de
 EVENT_CONFLICTS = Counter(
     "nervewatch_event_conflicts_total", "Duplicate event_id with different content (first kept)", ["kind"]
 )
+INGEST_EVENT_CONFLICTS = Counter(
+    "nervewatch_ingest_event_conflicts_total",
+    "Events refused with 409: the event_id was accepted before with different content",
+    ["kind"],
+)
+DIGESTS_PURGED = Counter("nervewatch_ingest_event_digests_purged_total", "Event digests deleted by the retention purge")
+DIGESTS_RELEASED = Counter(
+    "nervewatch_ingest_event_digests_released_total", "Event digests deleted again because publishing failed"
+)
 HELD_EVENTS = Gauge("nervewatch_scoring_held_events", "Observations held for a patient not yet enrolled")
 TRAJECTORY_STATES = Counter("nervewatch_trajectory_state_changes_total", "Trajectory state changes", ["state"])
 

@@ -7,6 +7,7 @@ against docker-compose.yml by the tests): renaming one is a breaking change.
 
 from __future__ import annotations
 
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 
@@ -80,6 +81,15 @@ class Settings(BaseSettings):
     # Access audit retention: ingest deletes identity.access_log rows older than this (days). The
     # default, six years, is the HIPAA documentation-retention period (45 CFR 164.316(b)(2)(i)).
     access_log_retention_days: int = Field(default=2190, ge=1, le=36_500)
+
+    # Plausibility floor of event times (recorded_at, pt_session.ended_at, sample start/end): ingest
+    # rejects earlier ones (422). The floor is the earlier of this date (00:00 UTC) and one year
+    # before the patient's onset_date (shared/CONTRACT.md, "Safety rules that every endpoint keeps").
+    event_time_floor: date = date(2000, 1, 1)
+
+    # Ingest keeps the content digest of every accepted event this many days (by first sighting) to
+    # answer a repost with different content 409; scoring catches conflicts after that.
+    event_digest_retention_days: int = Field(default=35, ge=1, le=3650)
 
     # Shutdown
     shutdown_timeout_s: float = Field(default=20.0, gt=0)

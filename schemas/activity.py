@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field, model_validator
 
-from schemas.common import EventTime, PatientId, StrictModel
+from schemas.common import EventTime, Float, PatientId, StrictModel, Text
 
 MAX_SAMPLES = 5000
 
@@ -42,7 +42,7 @@ _MAX_VALUE: dict[ActivityType, float] = {
 
 
 class Device(StrictModel):
-    id: str = Field(min_length=1, max_length=128)
+    id: Text = Field(min_length=1, max_length=128)
     kind: DeviceKind
 
 
@@ -51,7 +51,7 @@ class ActivitySample(StrictModel):
     type: ActivityType
     start: EventTime
     end: EventTime
-    value: float = Field(ge=0, allow_inf_nan=False)
+    value: Float = Field(ge=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _consistent(self) -> ActivitySample:

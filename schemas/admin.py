@@ -9,9 +9,11 @@ webhook secrets appear only in the responses that create them (`NewApiKey`, `Rot
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
+
+from schemas.common import Float, integer
 
 MAX_OVERLAP_HOURS = 720.0  # 30 days
 MAX_EXPIRES_DAYS = 3650
@@ -19,6 +21,7 @@ ACCESS_LOG_MAX_LIMIT = 1000
 KEY_ID_PATTERN = r"^key_[0-9a-f]{16}$"
 
 Scope = Literal["ingest", "care", "admin"]
+ExpiresDays = Annotated[Annotated[int, Strict(), Field(ge=1, le=MAX_EXPIRES_DAYS)], BeforeValidator(integer)]
 
 
 # -- requests -----------------------------------------------------------------------------------------
@@ -30,9 +33,7 @@ class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     scopes: list[Scope] = Field(min_length=1, max_length=3, description="Scopes of the new key.")
-    expires_in_days: int | None = Field(
-        default=None, ge=1, le=MAX_EXPIRES_DAYS, description="Lifetime in days; no expiry when absent."
-    )
+    expires_in_days: ExpiresDays | None = Field(default=None, description="Lifetime in days; no expiry when absent.")
 
 
 class KeyRotate(BaseModel):
@@ -40,17 +41,15 @@ class KeyRotate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    overlap_hours: float = Field(
+    overlap_hours: Float = Field(
         default=24.0,
         ge=0,
         le=MAX_OVERLAP_HOURS,
         allow_inf_nan=False,
         description="How long the old key keeps working; 0 ends it at once.",
     )
-    expires_in_days: int | None = Field(
+    expires_in_days: ExpiresDays | None = Field(
         default=None,
-        ge=1,
-        le=MAX_EXPIRES_DAYS,
         description="Lifetime of the successor in days; else the old key's lifetime (none if it had none).",
     )
 
@@ -60,7 +59,7 @@ class SecretRotate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    overlap_hours: float = Field(
+    overlap_hours: Float = Field(
         default=24.0,
         ge=0,
         le=MAX_OVERLAP_HOURS,

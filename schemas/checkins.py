@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, Strict, model_validator
 
 from schemas.common import (
     MAX_FUTURE_SKEW,
+    Bool,
     EventTime,
+    Float,
     FunctionScore,
     Intensity,
     PainQuality,
@@ -17,10 +19,15 @@ from schemas.common import (
     RedFlag,
     Score0to10,
     StrictModel,
+    Text,
+    integer,
 )
 
 MAX_BATCH = 500
 MAX_NOTES = 2000
+
+NightWakings = Annotated[Annotated[int, Strict(), Field(ge=0, le=20)], BeforeValidator(integer)]
+DailyDoses = Annotated[Annotated[int, Strict(), Field(ge=0, le=50)], BeforeValidator(integer)]
 
 
 class PainReport(StrictModel):
@@ -44,15 +51,15 @@ class CheckIn(StrictModel):
     tingling: Score0to10 | None = None
     numbness: Score0to10 | None = None
     weakness: Score0to10 | None = None
-    numbness_spreading: bool | None = None
-    night_wakings: int | None = Field(default=None, ge=0, le=20)
-    grip_strength_kg: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)
+    numbness_spreading: Bool | None = None
+    night_wakings: NightWakings | None = None
+    grip_strength_kg: Float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)
     function: FunctionScore | None = None
-    analgesic_doses_24h: int | None = Field(default=None, ge=0, le=50)
+    analgesic_doses_24h: DailyDoses | None = None
     pt_session: PtSession | None = None
-    home_exercises_done: bool | None = None
+    home_exercises_done: Bool | None = None
     red_flags: list[RedFlag] = Field(default_factory=list, max_length=len(RedFlag))
-    notes: str | None = Field(default=None, max_length=MAX_NOTES)
+    notes: Text | None = Field(default=None, max_length=MAX_NOTES)
 
     @model_validator(mode="after")
     def _consistent(self) -> CheckIn:

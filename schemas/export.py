@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from schemas.activity import ActivityBatch
 from schemas.alerts import Alert, AlertAction, AlertPage, AuditPage, Snooze, SnoozeIn
 from schemas.checkins import BatchResult, CheckIn, CheckInBatch
+from schemas.conflicts import EventConflictPage
 from schemas.events import (
     ActivityRecorded,
     AlertChanged,
@@ -44,6 +45,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "snooze-in": SnoozeIn,
     "snooze": Snooze,
     "problem": Problem,
+    "conflict-page": EventConflictPage,
     "event-patient-upserted": PatientUpserted,
     "event-checkin-recorded": CheckInRecorded,
     "event-activity-recorded": ActivityRecorded,

@@ -34,6 +34,7 @@ from schemas.admin import (
 from schemas.alerts import Alert, AlertAction, AlertKind, AlertPage, AlertStatus, AuditPage, Snooze, SnoozeIn
 from schemas.checkins import BatchResult, CheckIn, CheckInAccepted, CheckInBatch, RejectedItem
 from schemas.common import PATIENT_ID_PATTERN, Role, Severity
+from schemas.conflicts import MAX_CONFLICTS_LIMIT, EventConflictPage
 from schemas.patients import Patient, PatientIn
 from schemas.problems import Problem
 from schemas.trajectory import Trajectory
@@ -172,6 +173,22 @@ ACCESS_LOG_QUERY = (
     Param("key_id", "query", {"type": "string", "pattern": KEY_ID_PATTERN}, "Only this key's entries."),
 )
 
+CONFLICTS_QUERY = (
+    Param(
+        "since",
+        "query",
+        {"type": "string", "format": "date-time", "maxLength": MAX_QUERY_VALUE},
+        "Conflicts seen at or after this instant (RFC 3339 with offset).",
+    ),
+    Param("cursor", "query", {"type": "string", "maxLength": MAX_QUERY_VALUE}, "`next_cursor` of the previous page."),
+    Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_CONFLICTS_LIMIT, "default": 100}),
+)
+
+CONFLICT_NOTE = (
+    "Reposting an `event_id` with different content is `409` (problem type `.../event-conflict`); "
+    "an identical repost is accepted again (harmless)."
+)
+
 AUTH = (401, 403, 429)
 BODY = (400, 413, 415, 422)
 
@@ -239,7 +256,8 @@ ROUTES: tuple[Route, ...] = (
         "ingest",
         CheckIn,
         {202: ("Durably in the event log", CheckInAccepted)},
-        (*BODY, *AUTH, 404, 503),
+        (*BODY, *AUTH, 404, 409, 503),
+        notes=CONFLICT_NOTE,
     ),
     Route(
         "ingest",
@@ -250,7 +268,10 @@ ROUTES: tuple[Route, ...] = (
         "ingest",
         CheckInBatch,
         {202: ("The valid items are durably in the event log", BatchResult)},
-        (*BODY, *AUTH, 503),
+        (*BODY, *AUTH, 409, 503),
+        notes="An item reusing an `event_id` accepted before with different content is rejected by index "
+        "(error type `event_conflict`); when no item was accepted and one conflicted the answer is `409`, "
+        "else `422`.",
     ),
     Route(
         "ingest",
@@ -261,7 +282,9 @@ ROUTES: tuple[Route, ...] = (
         "ingest",
         ActivityBatch,
         {202: ("The valid samples are durably in the event log", ActivityResult)},
-        (*BODY, *AUTH, 404, 503),
+        (*BODY, *AUTH, 404, 409, 503),
+        notes="A sample reusing an `event_id` accepted before with different content (device included) is "
+        "rejected by index (error type `event_conflict`); when every sample conflicted the answer is `409`.",
     ),
     # ingest: tenant administration (docs/security.md)
     Route(
@@ -353,6 +376,25 @@ ROUTES: tuple[Route, ...] = (
         {200: ("The trajectory", Trajectory)},
         (*AUTH, 404),
         (PATIENT_ID,),
+    ),
+    Route(
+        "scoring",
+        "get",
+        "/v1/conflicts",
+        "listConflicts",
+        "Conflicting event versions that reached the pipeline, newest first, at most 500 per page",
+        "admin",
+        None,
+        {
+            200: (
+                "A page of recorded conflicts (ids, digests, time, red-flag boolean; never content)",
+                EventConflictPage,
+            )
+        },
+        (400, *AUTH),
+        CONFLICTS_QUERY,
+        notes="A conflict whose versions carry a red flag is scored with the conflicting version's red flags: "
+        "it pages.",
     ),
     # alerts
     Route(
@@ -468,7 +510,8 @@ ERROR_TEXT: dict[int, str] = {
     401: "Missing, unknown or revoked API key",
     403: "The key lacks the operation's scope",
     404: "No such resource for this tenant (another tenant's resources are never revealed)",
-    409: "Conflict with the resource's state (e.g. the alert is already resolved, the key is revoked or expired)",
+    409: "Conflict: an `event_id` accepted before with different content (`.../event-conflict`), or with the "
+    "resource's state (e.g. the alert is already resolved, the key is revoked or expired)",
     413: "The body exceeds 1 MiB",
     415: "The body is not application/json",
     422: "Validation failed: `errors` lists every bad field by `loc`; values are never echoed",

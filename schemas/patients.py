@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, AnyHttpUrl, Field, UrlConstraints, model_validator
+from pydantic import AfterValidator, AnyHttpUrl, BeforeValidator, Field, Strict, UrlConstraints, model_validator
 
 from schemas.common import (
+    CalendarDate,
     Condition,
     Email,
+    Float,
     FunctionScore,
     MemberId,
     PatientId,
@@ -19,8 +21,10 @@ from schemas.common import (
     Severity,
     Side,
     StrictModel,
+    Text,
     Treatment,
     UtcDatetime,
+    integer,
 )
 
 
@@ -32,7 +36,8 @@ def check_timezone(value: str) -> str:
     return value
 
 
-Timezone = Annotated[str, Field(max_length=64), AfterValidator(check_timezone)]
+DailySteps = Annotated[Annotated[int, Strict(), Field(ge=0, le=200_000)], BeforeValidator(integer)]
+Timezone = Annotated[Text, Field(max_length=64), AfterValidator(check_timezone)]
 
 
 class Baseline(StrictModel):
@@ -42,8 +47,8 @@ class Baseline(StrictModel):
     tingling: Score0to10 | None = None
     numbness: Score0to10 | None = None
     weakness: Score0to10 | None = None
-    grip_strength_kg: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)
-    daily_steps: int | None = Field(default=None, ge=0, le=200_000)
+    grip_strength_kg: Float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)
+    daily_steps: DailySteps | None = None
     function: FunctionScore | None = None
 
 
@@ -78,12 +83,12 @@ class PatientIn(StrictModel):
     condition: Condition
     side: Side = Side.not_applicable
     treatment: Treatment
-    onset_date: date | None = None
-    procedure_date: date | None = None
+    onset_date: CalendarDate | None = None
+    procedure_date: CalendarDate | None = None
     # Nerve repair: distance from the repair site to the target (muscle or skin territory) in mm.
     # Axons regrow at about 1 mm a day, so this sets the expected latent phase; without it the
     # scoring profile's default for the condition applies. Ignored for other treatments.
-    repair_distance_mm: float | None = Field(default=None, gt=0, le=1500, allow_inf_nan=False)
+    repair_distance_mm: Float | None = Field(default=None, gt=0, le=1500, allow_inf_nan=False)
     timezone: Timezone
     baseline: Baseline | None = None
     care_team: list[CareTeamMember] = Field(default_factory=list, max_length=50)

@@ -9,13 +9,14 @@ from aiohttp import web
 from nervewatch.identity.access_log import retention_loop
 from nervewatch.runtime import Runtime
 from services.ingest.admin import AdminHandlers
+from services.ingest.digests import DigestStore, digest_retention_loop
 from services.ingest.handlers import IngestHandlers
 from services.ingest.patients import PatientRegistry
 
 
 def build_app(rt: Runtime) -> web.Application:
     app = rt.create_app("ingest")
-    handlers = IngestHandlers(rt.settings, PatientRegistry(rt.pool, rt.producer), rt.producer)
+    handlers = IngestHandlers(rt.settings, PatientRegistry(rt.pool, rt.producer), rt.producer, DigestStore(rt.pool))
     app.add_routes(handlers.routes())
     app.add_routes(AdminHandlers(rt.identity).routes())
 
@@ -23,6 +24,8 @@ def build_app(rt: Runtime) -> web.Application:
         # Ingest administers identity (keys, access-log reads), so it also purges the access audit.
         retention = timedelta(days=rt.settings.access_log_retention_days)
         rt.spawn(retention_loop(rt.pool, retention), "access-log-retention")
+        digests = timedelta(days=rt.settings.event_digest_retention_days)
+        rt.spawn(digest_retention_loop(rt.pool, digests), "event-digest-retention")
 
     async def close(_: web.Application) -> None:
         await rt.close()

@@ -4,6 +4,16 @@ A 202 means the event is durably in the log (`acks=all`). When the log cannot ta
 answer is 503 with `Retry-After` and nothing was accepted (a retry with the same `event_id` is
 harmless). Validation errors list every bad field and never echo the submitted values.
 
+Before an event is validated its patient is looked up (one query per request at most, see
+`PatientRegistry.facts`) for the plausibility floor of its event times, passed to the models through
+the validation context together with the clock. A valid event of an enrolled patient is then judged
+against the record of accepted events' digests (`DigestStore.claim`, one statement per request): an
+`event_id` accepted before with other content is refused (`409`, problem type `event-conflict`; in
+a batch or an activity post the item is rejected by index with error type `event_conflict` and the
+rest accepted; 409 when nothing was accepted and something conflicted), an identical repost is
+accepted and published again (harmless). When publishing fails, the digests this request recorded
+are forgotten again. If the digest record cannot be consulted the answer is 503 (nothing accepted).
+
 Backpressure: at most `ingest_max_in_flight` POSTs, and at most `ingest_max_in_flight_bytes` of
 request bodies (by Content-Length; one request is always admitted), are served at once; one more
 is answered 503 + `Retry-After` at once, before its body is read. Memory stays bounded and what
@@ -18,6 +28,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
@@ -30,10 +41,12 @@ from nervewatch.problems import ProblemError, item_errors, not_found, read_json,
 from nervewatch.settings import Settings
 from schemas.activity import ActivityEnvelope, ActivitySample, Device
 from schemas.checkins import BatchResult, CheckIn, CheckInBatch, ItemError, RejectedItem
-from schemas.common import PATIENT_ID_PATTERN
+from schemas.common import FLOOR_CONTEXT, NOW_CONTEXT, PATIENT_ID_PATTERN, event_time_floor
+from schemas.digests import checkin_digest, sample_digest
 from schemas.events import ActivityRecorded, CheckInRecorded, Topics, event_key
 from schemas.patients import PatientIn
-from services.ingest.patients import PatientRegistry
+from services.ingest.digests import Claim, DigestStore, Outcome
+from services.ingest.patients import PatientFacts, PatientRegistry
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +54,17 @@ ACTIVITY_CHUNK = 1000
 RETRY_AFTER_S = "2"
 OVERLOAD_RETRY_AFTER_S = "1"
 _PATIENT_ID = re.compile(PATIENT_ID_PATTERN)
+CONFLICT_MSG = "this event_id was accepted before with different content; send a new event_id for a new observation"
 
 
 class IngestHandlers:
-    def __init__(self, settings: Settings, registry: PatientRegistry, producer: AIOKafkaProducer) -> None:
+    def __init__(
+        self, settings: Settings, registry: PatientRegistry, producer: AIOKafkaProducer, digests: DigestStore
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.producer = producer
+        self.digests = digests
         self.in_flight = 0
         self.in_flight_bytes = 0
 
@@ -115,10 +132,52 @@ class IngestHandlers:
             raise self._unavailable(kind) from None
         metrics.INGEST_ACCEPTED.labels(kind).inc(len(records))
 
-    async def _require_patient(self, tenant_id: str, patient_id: str, endpoint: str) -> None:
-        if not await self.registry.known(tenant_id, [patient_id]):
-            metrics.VALIDATION_REJECTIONS.labels(endpoint, "unknown_patient").inc()
-            raise ProblemError(404, "Unknown patient", "enrol the patient first", slug="unknown-patient")
+    def _unknown_patient(self, endpoint: str) -> ProblemError:
+        metrics.VALIDATION_REJECTIONS.labels(endpoint, "unknown_patient").inc()
+        return ProblemError(404, "Unknown patient", "enrol the patient first", slug="unknown-patient")
+
+    def _context(self, now: datetime, facts: PatientFacts | None) -> dict[str, Any]:
+        """The validation context of one event: the clock and the patient's plausibility floor."""
+        floor = event_time_floor(
+            self.settings.event_time_floor,
+            facts.onset_date if facts else None,
+            facts.timezone if facts else None,
+        )
+        return {NOW_CONTEXT: now, FLOOR_CONTEXT: floor}
+
+    async def _claim(self, tenant_id: str, kind: str, pairs: list[tuple[UUID, bytes]]) -> Claim:
+        """Judge the events' digests against those accepted before (one statement); 503 if the
+        record cannot be consulted (nothing was accepted)."""
+        try:
+            return await asyncio.wait_for(
+                self.digests.claim(tenant_id, kind, pairs), self.settings.ingest_produce_timeout_s
+            )
+        except Exception as exc:
+            log.warning("event digest check failed", extra={"kind": kind, "error": type(exc).__name__})
+            metrics.INGEST_UNAVAILABLE.labels("event_digests").inc()
+            raise ProblemError(
+                503,
+                "Event store unavailable",
+                "the event was not accepted; retry later",
+                slug="store-unavailable",
+                headers={"Retry-After": RETRY_AFTER_S},
+            ) from None
+
+    async def _publish_claimed(
+        self, kind: str, records: list[tuple[str, bytes, bytes]], tenant_id: str, claim: Claim
+    ) -> None:
+        """Publish; when that fails, forget the digests this request recorded, so that a retry with
+        corrected content is not refused as a conflict."""
+        try:
+            await self._publish(kind, records)
+        except (ProblemError, asyncio.CancelledError):
+            await self.digests.release(tenant_id, claim.inserted)
+            raise
+
+    def _conflict(self, endpoint: str, kind: str, loc: list[str | int]) -> ItemError:
+        metrics.INGEST_EVENT_CONFLICTS.labels(kind).inc()
+        metrics.VALIDATION_REJECTIONS.labels(endpoint, "event_conflict").inc()
+        return ItemError(loc=loc, msg=CONFLICT_MSG, type="event_conflict")
 
     # -- patients ----------------------------------------------------------------------------
 
@@ -156,16 +215,30 @@ class IngestHandlers:
         principal = await authenticate(request, "ingest")
         body = await read_json(request)
         now = datetime.now(UTC)
+        pid = _patient_id_of(body)
+        facts = await self.registry.facts(principal.tenant_id, [pid] if pid else [])
         try:
-            checkin = CheckIn.model_validate(body, context={"now": now})
+            checkin = CheckIn.model_validate(body, context=self._context(now, facts.get(pid or "")))
         except ValidationError as exc:
             self._reject("checkins", item_errors(exc))
             return validation_problem(exc)
-        await self._require_patient(principal.tenant_id, checkin.patient_id, "checkins")
+        if checkin.patient_id not in facts:
+            raise self._unknown_patient("checkins")
+        claim = await self._claim(principal.tenant_id, "checkin", [(checkin.event_id, checkin_digest(checkin))])
+        if claim.conflicts:
+            raise ProblemError(
+                409,
+                "Conflict",
+                "an event with this event_id was already accepted with different content; nothing was accepted",
+                slug="event-conflict",
+                errors=[self._conflict("checkins", "checkin", ["event_id"])],
+            )
         event = CheckInRecorded(tenant_id=principal.tenant_id, received_at=now, checkin=checkin)
-        await self._publish(
+        await self._publish_claimed(
             "checkin",
             [(Topics.checkins, event_key(principal.tenant_id, checkin.patient_id), event.model_dump_json().encode())],
+            principal.tenant_id,
+            claim,
         )
         return web.json_response({"event_id": str(checkin.event_id), "status": "accepted"}, status=202)
 
@@ -178,20 +251,22 @@ class IngestHandlers:
         except ValidationError as exc:
             self._reject("checkins_batch", item_errors(exc))
             return validation_problem(exc)
+        pids = [_patient_id_of(item) for item in batch.items]
+        facts = await self.registry.facts(principal.tenant_id, {p for p in pids if p})
         valid: list[tuple[int, CheckIn]] = []
         rejected: list[RejectedItem] = []
         for index, item in enumerate(batch.items):
             try:
-                valid.append((index, CheckIn.model_validate(item, context={"now": now})))
+                context = self._context(now, facts.get(pids[index] or ""))
+                valid.append((index, CheckIn.model_validate(item, context=context)))
             except ValidationError as exc:
                 errors = item_errors(exc, ["items", index])
                 self._reject("checkins_batch", errors)
                 rejected.append(RejectedItem(index=index, event_id=_event_id_of(item), errors=errors))
-        known = await self.registry.known(principal.tenant_id, {c.patient_id for _, c in valid})
-        accepted: list[CheckIn] = []
+        candidates: list[tuple[int, CheckIn]] = []
         for index, checkin in valid:
-            if checkin.patient_id in known:
-                accepted.append(checkin)
+            if checkin.patient_id in facts:
+                candidates.append((index, checkin))
                 continue
             metrics.VALIDATION_REJECTIONS.labels("checkins_batch", "unknown_patient").inc()
             rejected.append(
@@ -207,13 +282,28 @@ class IngestHandlers:
                     ],
                 )
             )
+        claim = Claim([])
+        if candidates:
+            claim = await self._claim(
+                principal.tenant_id, "checkin", [(c.event_id, checkin_digest(c)) for _, c in candidates]
+            )
+        accepted: list[CheckIn] = []
+        conflicts = 0
+        for (index, checkin), outcome in zip(candidates, claim.outcomes, strict=True):
+            if outcome is not Outcome.conflict:
+                accepted.append(checkin)
+                continue
+            conflicts += 1
+            error = self._conflict("checkins_batch", "checkin", ["items", index, "event_id"])
+            rejected.append(RejectedItem(index=index, event_id=str(checkin.event_id), errors=[error]))
         rejected.sort(key=lambda r: r.index)
         if not accepted:
             raise ProblemError(
-                422,
-                "Validation failed",
-                "no item of the batch was accepted",
-                slug="validation",
+                409 if conflicts else 422,
+                "Conflict" if conflicts else "Validation failed",
+                "no item of the batch was accepted"
+                + (f"; {conflicts} item(s) reuse an event_id accepted before with other content" if conflicts else ""),
+                slug="event-conflict" if conflicts else "validation",
                 errors=[e for r in rejected for e in r.errors],
                 rejected=rejected,
             )
@@ -225,7 +315,7 @@ class IngestHandlers:
             )
             for c in accepted
         ]
-        await self._publish("checkin", records)
+        await self._publish_claimed("checkin", records, principal.tenant_id, claim)
         result = BatchResult(
             accepted=len(accepted),
             rejected=len(rejected),
@@ -241,22 +331,43 @@ class IngestHandlers:
         body = await read_json(request)
         now = datetime.now(UTC)
         patient_id, device, raw_samples = _activity_envelope(body)
-        samples: list[ActivitySample] = []
+        facts = await self.registry.facts(principal.tenant_id, [patient_id])
+        context = self._context(now, facts.get(patient_id))
+        valid: list[tuple[int, ActivitySample]] = []
         rejected: list[RejectedItem] = []
         for index, item in enumerate(raw_samples):
             try:
-                samples.append(ActivitySample.model_validate(item, context={"now": now}))
+                valid.append((index, ActivitySample.model_validate(item, context=context)))
             except ValidationError as exc:
                 errors = item_errors(exc, ["samples", index])
                 self._reject("activity", errors)
                 rejected.append(RejectedItem(index=index, event_id=_event_id_of(item), errors=errors))
-        await self._require_patient(principal.tenant_id, patient_id, "activity")
+        if patient_id not in facts:
+            raise self._unknown_patient("activity")
+        claim = Claim([])
+        if valid:
+            claim = await self._claim(
+                principal.tenant_id, "sample", [(s.event_id, sample_digest(s, patient_id, device.id)) for _, s in valid]
+            )
+        samples: list[ActivitySample] = []
+        conflicts = 0
+        for (index, sample), outcome in zip(valid, claim.outcomes, strict=True):
+            if outcome is not Outcome.conflict:
+                samples.append(sample)
+                continue
+            conflicts += 1
+            error = self._conflict("activity", "sample", ["samples", index, "event_id"])
+            rejected.append(RejectedItem(index=index, event_id=str(sample.event_id), errors=[error]))
+        rejected.sort(key=lambda r: r.index)
         if not samples:
             raise ProblemError(
-                422,
-                "Validation failed",
-                "no sample was accepted",
-                slug="validation",
+                409 if conflicts else 422,
+                "Conflict" if conflicts else "Validation failed",
+                "no sample was accepted"
+                + (
+                    f"; {conflicts} sample(s) reuse an event_id accepted before with other content" if conflicts else ""
+                ),
+                slug="event-conflict" if conflicts else "validation",
                 errors=[e for r in rejected for e in r.errors],
                 rejected=rejected,
             )
@@ -277,7 +388,7 @@ class IngestHandlers:
             )
             for i in range(0, len(samples), ACTIVITY_CHUNK)
         ]
-        await self._publish("activity", records)
+        await self._publish_claimed("activity", records, principal.tenant_id, claim)
         metrics.INGEST_ACCEPTED.labels("activity_sample").inc(len(samples))
         return web.json_response(
             {
@@ -291,6 +402,12 @@ class IngestHandlers:
 
 def _valid_id(patient_id: str) -> bool:
     return _PATIENT_ID.fullmatch(patient_id) is not None
+
+
+def _patient_id_of(item: Any) -> str | None:
+    """The item's patient_id if it is a valid one (looked up before the item is validated)."""
+    value = item.get("patient_id") if isinstance(item, dict) else None
+    return value if isinstance(value, str) and _valid_id(value) else None
 
 
 def _event_id_of(item: Any) -> str | None:

@@ -1,4 +1,5 @@
-"""The scoring service process: consumes patients, check-ins and activity; serves trajectories.
+"""The scoring service process: consumes patients, check-ins and activity; serves trajectories
+and the tenant's recorded event conflicts (`GET /v1/conflicts`, scope `admin`).
 
 Owns schema `scoring`. Shutdown: the HTTP server stops, the consumer finishes and commits its
 batch in flight, the outbox relay stops, then the producer and pool close.
@@ -19,6 +20,7 @@ from nervewatch.runtime import Runtime
 from schemas.common import PATIENT_ID_PATTERN
 from schemas.events import Topics
 from schemas.trajectory import Trajectory, TrajectoryState
+from services.scoring.conflicts import ConflictHandlers
 from services.scoring.processor import ScoringProcessor, decode
 
 GROUP = "nervewatch-scoring"
@@ -66,6 +68,7 @@ async def build_app(rt: Runtime) -> web.Application:
     app = rt.create_app("scoring", consumer)
     app[RUNTIME] = rt
     app.router.add_get("/v1/patients/{patient_id}/trajectory", get_trajectory)
+    app.add_routes(ConflictHandlers(rt.pool).routes())
 
     async def start(_: web.Application) -> None:
         await consumer.start()

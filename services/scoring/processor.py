@@ -4,7 +4,12 @@
 1. patient events upsert profiles; a new or re-zoned patient gets its held observations dated
    and its whole series rebuilt;
 2. check-ins and samples are inserted once per (tenant, event_id); a repeat with different
-   content is counted as a conflict and the first is kept;
+   content (digest of `schemas.digests`, the same ingest compares) is a conflict: the first is kept
+   and the conflicting version is recorded once per distinct content in `scoring.event_conflicts`
+   (served by `GET /v1/conflicts`). The red flags of a conflicting check-in version are never
+   hidden: its local day is rebuilt with them (`daily.aggregate_day(conflicting_red_flags=...)`),
+   so the engine emits a `red_flag` signal for that version, and the patient is re-scored as of
+   the newest of its event times, the conflicting version's included;
 3. every patient with new data gets its affected local days re-aggregated, is re-scored as of
    its newest event time, and a trajectory event is queued in the outbox.
 After the commit the outbox is drained; the consumer then commits offsets. Observations of a
@@ -29,6 +34,8 @@ from pydantic import TypeAdapter
 from nervewatch import metrics
 from nervewatch.kafka import Decoded, decode_event
 from nervewatch.outbox import Outbox
+from schemas.activity import ActivitySample
+from schemas.digests import checkin_digest, sample_digest
 from schemas.events import (
     ActivityRecorded,
     CheckInRecorded,
@@ -45,12 +52,11 @@ from services.scoring import daily, engine, series
 from services.scoring.codec import (
     activity_obs,
     checkin_obs,
-    content_hash,
     day_from_json,
     day_to_json,
     profile_from_patient,
 )
-from services.scoring.model import ActivityObs, Assessment, CheckinObs, DayRecord
+from services.scoring.model import ActivityObs, Assessment, CheckinObs, DayRecord, RedFlagObs
 
 # At most this many past local days are re-evaluated per patient and batch (a late backfill of months).
 REPLAY_POINTS = 120
@@ -75,6 +81,21 @@ class _Work:
     def offer_trigger(self, event_id: str, recorded_at: datetime, received_at: datetime) -> None:
         if self.trigger is None or recorded_at >= self.trigger.recorded_at:
             self.trigger = TriggerRef(event_id=event_id, recorded_at=recorded_at, received_at=received_at)
+
+
+@dataclass(frozen=True, slots=True)
+class _Version:
+    """A second version of a known event id, as offered in this batch (conflict if its hash differs)."""
+
+    tenant_id: str
+    event_id: uuid.UUID
+    patient_id: str
+    content_hash: bytes
+    data: str  # the version's JSON (check-in as validated; sample plus device)
+    recorded_at: datetime  # check-in recorded_at; sample start
+    received_at: datetime
+    local_date: date | None
+    red_flags: tuple[str, ...] = ()
 
 
 class ScoringProcessor:
@@ -147,6 +168,16 @@ class ScoringProcessor:
                 p.patient_id,
                 p.timezone,
             )
+            await conn.execute(
+                """UPDATE scoring.event_conflicts SET local_date = CASE kind
+                       WHEN 'checkin' THEN (recorded_at AT TIME ZONE $3)::date
+                       ELSE ((recorded_at + ((data->>'end')::timestamptz - recorded_at) / 2) AT TIME ZONE $3)::date
+                   END
+                   WHERE tenant_id = $1 AND patient_id = $2 AND recorded_at IS NOT NULL AND data IS NOT NULL""",
+                ev.tenant_id,
+                p.patient_id,
+                p.timezone,
+            )
             await conn.execute("DELETE FROM scoring.daily WHERE tenant_id = $1 AND patient_id = $2", *key)
         work[key].full = True
 
@@ -179,7 +210,7 @@ class ScoringProcessor:
             cols["recorded"].append(c.recorded_at)
             cols["received"].append(ev.received_at)
             cols["local"].append(daily.local_day(c.recorded_at, tz) if tz else None)
-            cols["hash"].append(content_hash(raw))
+            cols["hash"].append(checkin_digest(c))
             cols["data"].append(raw.decode())
         inserted = await conn.fetch(
             """INSERT INTO scoring.checkins
@@ -200,31 +231,45 @@ class ScoringProcessor:
         )
         new = {(r["tenant_id"], r["event_id"]) for r in inserted}
         seen: set[tuple[str, uuid.UUID]] = set()
-        dups: list[tuple[str, uuid.UUID, bytes]] = []
+        dups: list[_Version] = []
         for i, ev in enumerate(evs):
             ident = (ev.tenant_id, ev.checkin.event_id)
+            local = cols["local"][i]
             if ident in new and ident not in seen:
                 seen.add(ident)
-                local = cols["local"][i]
                 if isinstance(local, date):
                     w = work[_key(ev)]
                     w.dates.add(local)
                     w.offer_trigger(str(ev.checkin.event_id), ev.checkin.recorded_at, ev.received_at)
             else:
-                dups.append((ev.tenant_id, ev.checkin.event_id, cols["hash"][i]))  # type: ignore[arg-type]
-        await self._count_conflicts(conn, "checkins", "checkin", dups)
+                c = ev.checkin
+                dups.append(
+                    _Version(
+                        tenant_id=ev.tenant_id,
+                        event_id=c.event_id,
+                        patient_id=c.patient_id,
+                        content_hash=typing.cast(bytes, cols["hash"][i]),
+                        data=typing.cast(str, cols["data"][i]),
+                        recorded_at=c.recorded_at,
+                        received_at=ev.received_at,
+                        local_date=local if isinstance(local, date) else None,
+                        red_flags=tuple(sorted({f.value for f in c.red_flags})),
+                    )
+                )
+        await self._record_conflicts(conn, "checkins", "checkin", dups, work)
 
     async def _store_activity(
         self, conn: asyncpg.Connection, evs: list[ActivityRecorded], zones: dict[Key, ZoneInfo], work: dict[Key, _Work]
     ) -> None:
         cols: dict[str, list[object]] = defaultdict(list)
         owners: list[ActivityRecorded] = []
+        samples: list[ActivitySample] = []
         for ev in evs:
             tz = zones.get(_key(ev))
             for s in ev.samples:
                 obs = activity_obs(s, ev.device.id, ev.received_at)
-                fingerprint = f"{s.type.value}|{s.start.isoformat()}|{s.end.isoformat()}|{s.value!r}|{ev.device.id}"
                 owners.append(ev)
+                samples.append(s)
                 cols["tenant"].append(ev.tenant_id)
                 cols["event"].append(s.event_id)
                 cols["patient"].append(ev.patient_id)
@@ -235,7 +280,7 @@ class ScoringProcessor:
                 cols["value"].append(s.value)
                 cols["received"].append(ev.received_at)
                 cols["local"].append(daily.activity_day(obs, tz) if tz else None)
-                cols["hash"].append(content_hash(fingerprint.encode()))
+                cols["hash"].append(sample_digest(s, ev.patient_id, ev.device.id))
         inserted = await conn.fetch(
             """INSERT INTO scoring.activity (tenant_id, event_id, patient_id, device_id, type, start_at, end_at,
                                              value, received_at, local_date, content_hash)
@@ -258,38 +303,83 @@ class ScoringProcessor:
         )
         new = {(r["tenant_id"], r["event_id"]) for r in inserted}
         seen: set[tuple[str, uuid.UUID]] = set()
-        dups: list[tuple[str, uuid.UUID, bytes]] = []
+        dups: list[_Version] = []
         for i, ev in enumerate(owners):
             ident = (ev.tenant_id, typing.cast(uuid.UUID, cols["event"][i]))
+            local = cols["local"][i]
             if ident in new and ident not in seen:
                 seen.add(ident)
-                local = cols["local"][i]
                 if isinstance(local, date):
                     work[_key(ev)].dates.add(local)
             else:
-                dups.append((ev.tenant_id, cols["event"][i], cols["hash"][i]))  # type: ignore[arg-type]
-        await self._count_conflicts(conn, "activity", "activity", dups)
+                s = samples[i]
+                dups.append(
+                    _Version(
+                        tenant_id=ev.tenant_id,
+                        event_id=s.event_id,
+                        patient_id=ev.patient_id,
+                        content_hash=typing.cast(bytes, cols["hash"][i]),
+                        data=json.dumps({"device": ev.device.model_dump(mode="json"), **s.model_dump(mode="json")}),
+                        recorded_at=s.start,
+                        received_at=ev.received_at,
+                        local_date=local if isinstance(local, date) else None,
+                    )
+                )
+        await self._record_conflicts(conn, "activity", "activity", dups, work)
 
-    async def _count_conflicts(
-        self, conn: asyncpg.Connection, table: str, kind: str, dups: list[tuple[str, uuid.UUID, bytes]]
+    async def _record_conflicts(
+        self, conn: asyncpg.Connection, table: str, kind: str, dups: list[_Version], work: dict[Key, _Work]
     ) -> None:
+        """Record each version whose hash differs from the stored first version, once per content.
+
+        A newly recorded check-in version carrying red flags, or contradicting a first version that
+        carries some, puts its local day up for a rebuild (which adds its red flags to the day) and
+        offers it as the trigger of the patient's re-scoring. Redeliveries change nothing."""
         if not dups:
             return
+        flags = "s.data->'red_flags'" if table == "checkins" else "'[]'::jsonb"
         rows = await conn.fetch(
-            f"""SELECT s.tenant_id, s.event_id, s.content_hash FROM scoring.{table} s
+            f"""SELECT s.tenant_id, s.event_id, s.content_hash, {flags} AS red_flags FROM scoring.{table} s
                 JOIN unnest($1::text[], $2::uuid[]) AS k(t, e) ON s.tenant_id = k.t AND s.event_id = k.e""",
-            [d[0] for d in dups],
-            [d[1] for d in dups],
+            [d.tenant_id for d in dups],
+            [d.event_id for d in dups],
         )
-        stored = {(r["tenant_id"], r["event_id"]): bytes(r["content_hash"]) for r in rows}
-        conflicts = [(t, e, h) for t, e, h in dups if stored.get((t, e), h) != h]
-        if conflicts:
-            metrics.EVENT_CONFLICTS.labels(kind).inc(len(conflicts))
-            await conn.executemany(
-                """INSERT INTO scoring.event_conflicts (tenant_id, event_id, kind, other_hash)
-                   VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
-                [(t, e, kind, h) for t, e, h in conflicts],
+        stored = {(r["tenant_id"], r["event_id"]): (bytes(r["content_hash"]), r["red_flags"]) for r in rows}
+        recorded = 0
+        for d in dups:
+            first = stored.get((d.tenant_id, d.event_id))
+            if first is None or first[0] == d.content_hash:
+                continue  # an identical redelivery
+            first_flagged = bool(_json_list(first[1]))
+            new_id = await conn.fetchval(
+                """INSERT INTO scoring.event_conflicts
+                     (tenant_id, event_id, kind, other_hash, patient_id, first_hash, data, recorded_at, received_at,
+                      local_date, red_flags, red_flag)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, $10, $11::text[], $12)
+                   ON CONFLICT (tenant_id, event_id, other_hash) DO NOTHING
+                   RETURNING id""",
+                d.tenant_id,
+                d.event_id,
+                kind,
+                d.content_hash,
+                d.patient_id,
+                first[0],
+                d.data,
+                d.recorded_at,
+                d.received_at,
+                d.local_date,
+                list(d.red_flags),
+                bool(d.red_flags) or first_flagged,
             )
+            if new_id is None:
+                continue  # this version was recorded before
+            recorded += 1
+            if d.red_flags and d.local_date is not None:
+                w = work[(d.tenant_id, d.patient_id)]
+                w.dates.add(d.local_date)
+                w.offer_trigger(str(d.event_id), d.recorded_at, d.received_at)
+        if recorded:
+            metrics.EVENT_CONFLICTS.labels(kind).inc(recorded)
 
     # -- scoring -----------------------------------------------------------------------------
 
@@ -310,7 +400,10 @@ class ScoringProcessor:
                       greatest((SELECT max(recorded_at) FROM scoring.checkins c
                                 WHERE c.tenant_id = p.tenant_id AND c.patient_id = p.patient_id),
                                (SELECT max(end_at) FROM scoring.activity a
-                                WHERE a.tenant_id = p.tenant_id AND a.patient_id = p.patient_id)) AS as_of
+                                WHERE a.tenant_id = p.tenant_id AND a.patient_id = p.patient_id),
+                               (SELECT max(recorded_at) FROM scoring.event_conflicts e
+                                WHERE e.tenant_id = p.tenant_id AND e.patient_id = p.patient_id
+                                  AND e.red_flags <> '{}')) AS as_of
                FROM scoring.patients p
                JOIN unnest($1::text[], $2::text[]) AS k(t, pid) ON p.tenant_id = k.t AND p.patient_id = k.pid
                LEFT JOIN scoring.trajectories t ON t.tenant_id = p.tenant_id AND t.patient_id = p.patient_id
@@ -324,7 +417,9 @@ class ScoringProcessor:
             for r in await conn.fetch(
                 """SELECT DISTINCT x.tenant_id, x.patient_id, x.local_date FROM (
                        SELECT tenant_id, patient_id, local_date FROM scoring.checkins
-                       UNION ALL SELECT tenant_id, patient_id, local_date FROM scoring.activity) x
+                       UNION ALL SELECT tenant_id, patient_id, local_date FROM scoring.activity
+                       UNION ALL SELECT tenant_id, patient_id, local_date FROM scoring.event_conflicts
+                                 WHERE red_flags <> '{}') x
                    JOIN unnest($1::text[], $2::text[]) AS k(t, pid) ON x.tenant_id = k.t AND x.patient_id = k.pid
                    WHERE x.local_date IS NOT NULL""",
                 [k[0] for k in full],
@@ -393,7 +488,12 @@ class ScoringProcessor:
         out: list[tuple[str, bytes, bytes]] = []
         for point in points:
             rec = by_date[point]
-            point_as_of = max(t for t in (rec.last_recorded_at, rec.last_sample_end) if t is not None)
+            # A day may hold only a conflicting version's red flags (no stored check-in or sample).
+            point_as_of = max(
+                t
+                for t in (rec.last_recorded_at, rec.last_sample_end, *(o.recorded_at for o in rec.red_flag_obs))
+                if t is not None
+            )
             upto = series.window_upto(days, point)
             a = engine.score(profile, upto, point_as_of)
             trajectory = series.to_trajectory(pid, a, upto)
@@ -424,8 +524,21 @@ class ScoringProcessor:
                  ON a.tenant_id = k.t AND a.patient_id = k.pid AND a.local_date = k.d""",
             *cols,
         )
+        f_rows = await conn.fetch(
+            """SELECT e.tenant_id, e.patient_id, e.local_date, e.event_id, e.recorded_at, e.received_at, e.red_flags
+               FROM scoring.event_conflicts e
+               JOIN unnest($1::text[], $2::text[], $3::date[]) AS k(t, pid, d)
+                 ON e.tenant_id = k.t AND e.patient_id = k.pid AND e.local_date = k.d
+               WHERE e.red_flags <> '{}'""",
+            *cols,
+        )
         by_c: dict[tuple[str, str, date], list[CheckinObs]] = defaultdict(list)
         by_a: dict[tuple[str, str, date], list[ActivityObs]] = defaultdict(list)
+        by_f: dict[tuple[str, str, date], list[RedFlagObs]] = defaultdict(list)
+        for r in f_rows:
+            by_f[(r["tenant_id"], r["patient_id"], r["local_date"])].append(
+                RedFlagObs(str(r["event_id"]), r["recorded_at"], r["received_at"], tuple(r["red_flags"]))
+            )
         for r in c_rows:
             by_c[(r["tenant_id"], r["patient_id"], r["local_date"])].append(checkin_obs(r["data"], r["received_at"]))
         for r in a_rows:
@@ -445,7 +558,12 @@ class ScoringProcessor:
                VALUES ($1, $2, $3, $4::text::jsonb, now())
                ON CONFLICT (tenant_id, patient_id, day) DO UPDATE SET data = EXCLUDED.data, updated_at = now()""",
             [
-                (t, p, d, json.dumps(day_to_json(daily.aggregate_day(d, by_c[(t, p, d)], by_a[(t, p, d)]))))
+                (
+                    t,
+                    p,
+                    d,
+                    json.dumps(day_to_json(daily.aggregate_day(d, by_c[(t, p, d)], by_a[(t, p, d)], by_f[(t, p, d)]))),
+                )
                 for t, p, d in triples
             ],
         )
@@ -502,6 +620,13 @@ class ScoringProcessor:
 def _key(ev: CheckInRecorded | ActivityRecorded) -> Key:
     pid = ev.checkin.patient_id if isinstance(ev, CheckInRecorded) else ev.patient_id
     return ev.tenant_id, pid
+
+
+def _json_list(value: typing.Any) -> list[typing.Any]:
+    """A jsonb array as asyncpg returns it (decoded by the pool's codec, or text without one)."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    return value if isinstance(value, list) else []
 
 
 def _updated_at(profile: dict[str, typing.Any]) -> datetime:

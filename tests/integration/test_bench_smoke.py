@@ -15,6 +15,7 @@ ROWS = (
     "Ceiling: plain producer",
     "Ceiling: plain consumer",
     "Ceiling: PostgreSQL COPY",
+    "Event digest check: INSERT ... ON CONFLICT",
     "Ingest single check-in, closed loop",
     "Ingest single check-in, open loop",
     "Ingest batch of",
@@ -53,5 +54,7 @@ def test_bench_smoke_runs_and_writes_report(tmp_path: Path) -> None:
     assert "| CPU |" in text and "| PostgreSQL |" in text
     assert "Harness errors" not in text
     # every numeric result is present (no phase silently skipped)
-    result_lines = [line for line in text.splitlines() if line.startswith(("| Ingest", "| Scoring", "| Alerts"))]
+    result_lines = [
+        line for line in text.splitlines() if line.startswith(("| Ingest", "| Scoring", "| Alerts", "| Event digest"))
+    ]
     assert all("n/a" not in line.split("|")[2] for line in result_lines), result_lines

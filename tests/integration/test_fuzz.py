@@ -169,7 +169,28 @@ def _steer(case: Any, ctx: FuzzContext, use_known: bool) -> Any:
         case.body["patient_id"] = ctx.patient_id
         if "timezone" in case.body:
             case.body["timezone"] = "UTC"
+        _plausible_times(case.body)
     return case
+
+
+def _plausible_times(body: dict[str, Any]) -> None:
+    """Move generated event times before 2000 (the default plausibility floor) into 2024, keeping
+    their format, so that steered check-ins and samples can be accepted; later ones stay as they are."""
+
+    def shift(value: Any) -> Any:
+        if isinstance(value, str) and len(value) > 4 and value[:4].isdigit() and value[:4] < "2000":
+            return "2024" + value[4:]  # 2024 is a leap year: every generated month and day stays valid
+        return value
+
+    if "recorded_at" in body:
+        body["recorded_at"] = shift(body["recorded_at"])
+    if isinstance(body.get("pt_session"), dict) and "ended_at" in body["pt_session"]:
+        body["pt_session"]["ended_at"] = shift(body["pt_session"]["ended_at"])
+    for sample in body.get("samples") or []:
+        if isinstance(sample, dict):
+            for key in ("start", "end"):
+                if key in sample:
+                    sample[key] = shift(sample[key])
 
 
 def fuzz_operation(

@@ -33,27 +33,49 @@ def recorded(tenant: Tenant, pid: str, event_id: str, at: datetime, **fields: An
     ).encode()
 
 
-async def test_duplicate_event_id_with_other_content_keeps_the_first_and_counts_the_conflict(
-    services: Services, tenant: Tenant, db: asyncpg.Connection
+async def test_duplicate_event_id_with_other_content_keeps_the_first_and_records_the_conflict(
+    services: Services, stack: EmbeddedStack, tenant: Tenant, db: asyncpg.Connection
 ) -> None:
+    """Ingest refuses the repost (409); a version that reaches the log anyway (here produced straight
+    onto the topic, as a write that bypassed ingest) is recorded by scoring and the first is kept."""
     pid = f"pt-dup-{uuid.uuid4().hex[:6]}"
     event_id = str(uuid.uuid4())
-    at = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    at = datetime.now(UTC) - timedelta(hours=1)
     async with aiohttp.ClientSession() as http:
         await enrol(http, services.url("ingest"), tenant, pid, [])
-        for pain in (3, 9):
-            body = {"event_id": event_id, "patient_id": pid, "recorded_at": at, "pain": {"current": pain}}
+        for pain, status in ((3, 202), (9, 409)):
+            body = {"event_id": event_id, "patient_id": pid, "recorded_at": at.isoformat(), "pain": {"current": pain}}
             async with http.post(f"{services.url('ingest')}/v1/checkins", json=body, headers=tenant.headers) as r:
-                assert r.status == 202
+                assert r.status == status, await r.text()
 
-    async def conflict_counted() -> bool:
+    async def stored() -> bool:
+        return bool(await db.fetchval("SELECT count(*) FROM scoring.checkins WHERE event_id = $1", uuid.UUID(event_id)))
+
+    await poll(stored)
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, acks="all", enable_idempotence=False)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            Topics.checkins,
+            key=event_key(tenant.tenant_id, pid),
+            value=recorded(tenant, pid, event_id, at, pain={"current": 9}),
+        )
+    finally:
+        await producer.stop()
+
+    async def conflict_recorded() -> bool:
         return bool(
             await db.fetchval("SELECT count(*) FROM scoring.event_conflicts WHERE event_id = $1", uuid.UUID(event_id))
         )
 
-    await poll(conflict_counted)
-    stored = await db.fetch("SELECT data FROM scoring.checkins WHERE event_id = $1", uuid.UUID(event_id))
-    assert len(stored) == 1 and json.loads(stored[0]["data"])["pain"]["current"] == 3
+    await poll(conflict_recorded)
+    row = await db.fetchrow(
+        "SELECT patient_id, kind, red_flag, data FROM scoring.event_conflicts WHERE event_id = $1", uuid.UUID(event_id)
+    )
+    assert row is not None and (row["patient_id"], row["kind"], row["red_flag"]) == (pid, "checkin", False)
+    assert json.loads(row["data"])["pain"]["current"] == 9
+    stored_rows = await db.fetch("SELECT data FROM scoring.checkins WHERE event_id = $1", uuid.UUID(event_id))
+    assert len(stored_rows) == 1 and json.loads(stored_rows[0]["data"])["pain"]["current"] == 3
 
 
 async def test_event_for_a_patient_enrolled_later_is_held_then_scored(

@@ -1,4 +1,4 @@
-"""The ingest app starts the access-audit retention loop (exactly once, with the configured retention)."""
+"""The ingest app starts the access-audit and event-digest retention loops, once each, with their retentions."""
 
 from __future__ import annotations
 
@@ -41,17 +41,17 @@ class FakeRuntime:
 
 
 async def test_ingest_spawns_the_retention_loop_on_startup() -> None:
-    rt = FakeRuntime(Settings(access_log_retention_days=30))
+    rt = FakeRuntime(Settings(access_log_retention_days=30, event_digest_retention_days=12))
     app = build_app(cast(Runtime, rt))
     for hook in app.on_startup:
         await hook(app)
     try:
         names = [name for name, _ in rt.spawned]
-        assert names == ["access-log-retention"]
-        (_, coro) = rt.spawned[0]
-        frame = coro.cr_frame
-        assert frame.f_locals["retention"] == timedelta(days=30)
-        assert frame.f_locals["pool"] is rt.pool
+        assert names == ["access-log-retention", "event-digest-retention"]
+        for (_, coro), days in zip(rt.spawned, (30, 12), strict=True):
+            frame = coro.cr_frame
+            assert frame.f_locals["retention"] == timedelta(days=days)
+            assert frame.f_locals["pool"] is rt.pool
     finally:
         for _, coro in rt.spawned:
             coro.close()
