@@ -42,8 +42,9 @@ _UNNEST = """unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], 
     $15::timestamptz[], $16::timestamptz[], $17::text[], $18::int[], $19::timestamptz[], $20::timestamptz[],
     $21::text[], $22::timestamptz[])"""
 _SELECT = (
-    """SELECT id, tenant_id, patient_id, kind, severity, status, summary, reasons::jsonb AS reasons, trajectory_state, event_time,
-        opened_at, updated_at, retrospective, acknowledged_by, acknowledged_at, resolved_at, resolution,
+    """SELECT id, tenant_id, patient_id, kind, severity, status, summary, reasons::jsonb AS reasons,
+        trajectory_state, event_time, opened_at, updated_at, retrospective, acknowledged_by, acknowledged_at,
+        resolved_at, resolution,
         escalation_level, last_notified_at, clear_since, paged_flags::text[] AS paged_flags, paged_at
     FROM """
     + _UNNEST

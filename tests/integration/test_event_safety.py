@@ -349,7 +349,6 @@ async def test_a_conflicting_version_with_a_red_flag_that_bypassed_ingest_is_lis
     assert [(sig["event_id"], sig["flags"]) for sig in red] == [(first["event_id"], ["saddle_anesthesia"])]
 
 
-@pytest.mark.xfail(reason="needs the red-flag ledger in alerts", strict=True)
 async def test_a_conflicting_version_adding_a_red_flag_after_a_resolved_page_pages_again(
     services: Services, stack: EmbeddedStack, database_url: str, db: asyncpg.Connection
 ) -> None:
