@@ -19,6 +19,7 @@ from nervewatch.runtime import Runtime
 from schemas.common import PATIENT_ID_PATTERN
 from schemas.events import Topics
 from schemas.trajectory import Trajectory, TrajectoryState
+from services.scoring.fhir_api import FhirScoring
 from services.scoring.processor import ScoringProcessor, decode
 
 GROUP = "nervewatch-scoring"
@@ -66,6 +67,7 @@ async def build_app(rt: Runtime) -> web.Application:
     app = rt.create_app("scoring", consumer)
     app[RUNTIME] = rt
     app.router.add_get("/v1/patients/{patient_id}/trajectory", get_trajectory)
+    FhirScoring(rt.pool).register(app)
 
     async def start(_: web.Application) -> None:
         await consumer.start()
