@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
 from schemas.fhir import codes as c
@@ -40,7 +41,7 @@ async def post(http: aiohttp.ClientSession, url: str, body: Any, tenant: Tenant)
 
 
 async def test_red_flag_bundle_opens_the_critical_alert_and_reads_back_as_flag(
-    services: Services, tenant: Tenant, other_tenant: Tenant
+    services: Services, tenant: Tenant, other_tenant: Tenant, db: asyncpg.Connection
 ) -> None:
     pid = f"pt-fhir-{uuid.uuid4().hex[:6]}"
     ingest, alerts, scoring = services.url("ingest"), services.url("alerts"), services.url("scoring")
@@ -110,6 +111,16 @@ async def test_red_flag_bundle_opens_the_critical_alert_and_reads_back_as_flag(
         by_code = {e["resource"]["code"]["coding"][0]["code"]: e["resource"] for e in obs["entry"]}
         assert by_code[c.PAIN_SEVERITY]["valueQuantity"]["value"] == 6
         assert by_code[c.STEPS_24H]["valueQuantity"]["value"] == 4100
+
+        async def audited() -> bool:
+            routes = await db.fetch(
+                "SELECT DISTINCT route FROM identity.access_log WHERE tenant_id = $1 AND patient_id = $2",
+                tenant.tenant_id,
+                pid,
+            )
+            return {r["route"] for r in routes} >= {"/fhir/r4/Flag", "/fhir/r4/Communication", "/fhir/r4/Observation"}
+
+        await poll(audited)  # every FHIR read of the patient's data is in the access audit, with the patient
 
 
 async def test_observation_search_pages_with_links(services: Services, tenant: Tenant) -> None:
