@@ -6,7 +6,8 @@ with a fresh database), the three services as child processes on free ports. Pha
    the cost of ingest's event-digest statement (`INSERT ... ON CONFLICT`, new and reposted events)
    next to a COPY of the same rows;
 2. ingest alone (scoring and alerts not running yet): single check-ins closed loop (max
-   throughput) and open loop (fixed offered rate, latency from the scheduled send time), batches;
+   throughput) and open loop (fixed offered rate, latency from the scheduled send time), batches,
+   FHIR Bundles (ratio to the JSON batches);
 3. scoring and alerts start with the scoring group moved past the ingest phases' check-ins;
    end to end: red-flag check-ins for distinct patients at fixed rates, POST to alert row;
 4. scoring consumer: check-in events published straight to the topic, until all are stored;
@@ -34,6 +35,7 @@ import asyncpg
 from aiohttp import web
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from nervewatch import bench_fhir
 from nervewatch import bench_load as load
 from nervewatch.bench_proc import BenchEnv, close_env, cpu_seconds, machine_description, open_env, rss_mib
 from nervewatch.devstack import free_port
@@ -205,6 +207,7 @@ class Bench:
         self.produce_ceiling = float("nan")
         self.consume_ceiling = float("nan")
         self.digest_us = float("nan")  # µs per new event of the digest statement
+        self.batch_rate = float("nan")
         self.load_patients = [f"pt-{i:05d}" for i in range(sizes.load_patients)]
         self.webhook_port = free_port()
         self.webhook_url = f"http://127.0.0.1:{self.webhook_port}/hook"
@@ -390,6 +393,7 @@ class Bench:
             warmup_s=s.warmup_s,
         )
         rate = res.ok * s.batch_size / res.elapsed
+        self.batch_rate = rate
         self.report.add(
             Row(
                 f"Ingest batch of {s.batch_size}, closed loop ({s.batch_concurrency} clients), digest check included",
@@ -401,6 +405,35 @@ class Bench:
                 f"{res.ok} requests, p50 {_ms(load.percentile(res.latencies, 50))} per request; the digest "
                 f"statement costs {self.digest_us:.1f} µs of the {1e6 / rate if rate > 0 else float('nan'):.1f} µs "
                 f"per event; errors: {res.error_text()}",
+            )
+        )
+
+    async def ingest_fhir_bundle(self) -> None:
+        """FHIR `batch` Bundles of check-in Observations, as a ratio to the JSON batch path of this run."""
+        s, pts = self.sizes, self.load_patients
+        pool = 20 if self.report.smoke else 200
+        bodies = [bench_fhir.bundle_body(pts, s.batch_size, i * s.batch_size) for i in range(pool)]
+        # as many clients as ingest's in-flight byte budget admits at once (the JSON row's rule)
+        clients = max(1, min(s.batch_concurrency, self.settings.ingest_max_in_flight_bytes // len(bodies[0])))
+        res = await load.closed_loop(
+            self.key,
+            f"{self.e.url('ingest')}/fhir/r4",
+            lambda i: bodies[i % pool],
+            concurrency=clients,
+            duration_s=s.phase_s,
+            warmup_s=s.warmup_s,
+        )
+        rate = res.ok * s.batch_size / res.elapsed
+        self.report.add(
+            Row(
+                f"Ingest FHIR Bundle of {s.batch_size} Observations, closed loop ({clients} clients)",
+                _rate(rate, "events/s"),
+                _rate(self.batch_rate, "events/s"),
+                _ratio(rate, self.batch_rate),
+                ">= 50% of JSON batch",
+                _status(rate >= 0.5 * self.batch_rate),
+                f"{res.ok} requests of {len(bodies[0]) // 1024} KiB, p50 {_ms(load.percentile(res.latencies, 50))} "
+                f"per request; errors: {res.error_text()}",
             )
         )
 
@@ -605,6 +638,7 @@ class Bench:
             await self.phase("ingest closed loop", self.ingest_closed)
             await self.phase("ingest open loop", self.ingest_open)
             await self.phase("ingest batch", self.ingest_batch)
+            await self.phase("ingest FHIR bundle", self.ingest_fhir_bundle)
             await self.phase("start scoring + alerts", self.start_consumers)
             for rate in self.sizes.e2e_rates:
                 await self.phase(f"end to end {rate:,.0f}/s", lambda r=rate: self.end_to_end(r))  # type: ignore[misc]

@@ -25,6 +25,7 @@ from schemas.events import Topics
 from services.alerts.api import AlertsApi, Broadcaster
 from services.alerts.delivery import Deliverer
 from services.alerts.dispatcher import Dispatcher
+from services.alerts.fhir_api import FhirAlerts
 from services.alerts.policy import PolicyCache
 from services.alerts.processor import AlertsProcessor, decode
 from services.alerts.store import NOTIFY_CHANNEL
@@ -78,6 +79,7 @@ async def build_app(rt: Runtime) -> web.Application:
 
     app = rt.create_app("alerts", consumer)
     app.add_routes(AlertsApi(rt.pool, outbox, broadcaster, policies).routes())
+    FhirAlerts(rt.pool).register(app)
 
     async def start(_: web.Application) -> None:
         await consumer.start()

@@ -10,6 +10,7 @@ from nervewatch.identity.access_log import retention_loop
 from nervewatch.runtime import Runtime
 from services.ingest.admin import AdminHandlers
 from services.ingest.digests import DigestStore, digest_retention_loop
+from services.ingest.fhir_api import FhirIngest
 from services.ingest.handlers import IngestHandlers
 from services.ingest.patients import PatientRegistry
 
@@ -19,6 +20,7 @@ def build_app(rt: Runtime) -> web.Application:
     handlers = IngestHandlers(rt.settings, PatientRegistry(rt.pool, rt.producer), rt.producer, DigestStore(rt.pool))
     app.add_routes(handlers.routes())
     app.add_routes(AdminHandlers(rt.identity).routes())
+    FhirIngest(handlers).register(app)
 
     async def start(_: web.Application) -> None:
         # Ingest administers identity (keys, access-log reads), so it also purges the access audit.
