@@ -31,7 +31,18 @@ from schemas.admin import (
     SecretRotate,
     WebhookSecret,
 )
-from schemas.alerts import Alert, AlertAction, AlertKind, AlertPage, AlertStatus, AuditPage, Snooze, SnoozeIn
+from schemas.alerts import (
+    Alert,
+    AlertAction,
+    AlertKind,
+    AlertPage,
+    AlertStatus,
+    AuditPage,
+    Snooze,
+    SnoozeEnd,
+    SnoozeIn,
+    SnoozePage,
+)
 from schemas.checkins import BatchResult, CheckIn, CheckInAccepted, CheckInBatch, RejectedItem
 from schemas.common import PATIENT_ID_PATTERN, Role, Severity
 from schemas.conflicts import MAX_CONFLICTS_LIMIT, EventConflictPage
@@ -90,6 +101,7 @@ class AlertPolicy(BaseModel):
     hysteresis_hours: float | None = Field(default=None, ge=0, le=366 * 24)
     disengagement_days: float | None = Field(default=None, ge=1, le=366)
     disengagement_quiet_minutes: float | None = Field(default=None, ge=0, le=366 * 24 * 60)
+    max_snooze_days: float | None = Field(default=None, ge=1, le=90)
 
 
 # -- the route table --------------------------------------------------------------------------------
@@ -126,6 +138,7 @@ class Route:
 PATIENT_ID = Param(
     "patient_id", "path", {"type": "string", "pattern": PATIENT_ID_PATTERN}, "The tenant's own patient identifier."
 )
+SNOOZE_ID = Param("snooze_id", "path", {"type": "string", "pattern": PATIENT_ID_PATTERN}, "A snooze id (`sn_...`).")
 ALERT_ID = Param("alert_id", "path", {"type": "string", "pattern": PATIENT_ID_PATTERN}, "An alert id (`al_...`).")
 KEY_ID = Param(
     "key_id",
@@ -480,6 +493,44 @@ ROUTES: tuple[Route, ...] = (
         {201: ("The snooze", Snooze)},
         (*BODY, *AUTH, 404),
         (PATIENT_ID,),
+        notes="`until` must be in the future and at most the tenant's `max_snooze_days` (default 30) ahead; "
+        "a new snooze of a kind ends the current one. Recorded in the patient's alert audit.",
+    ),
+    Route(
+        "alerts",
+        "get",
+        "/v1/patients/{patient_id}/snoozes",
+        "listSnoozes",
+        "The patient's active snoozes",
+        "care",
+        None,
+        {200: ("Active snoozes", SnoozePage)},
+        (*AUTH, 404),
+        (PATIENT_ID,),
+    ),
+    Route(
+        "alerts",
+        "delete",
+        "/v1/patients/{patient_id}/snoozes/{snooze_id}",
+        "endSnooze",
+        "End an active snooze early",
+        "care",
+        SnoozeEnd,
+        {204: ("Ended", None)},
+        (*BODY, *AUTH, 404),
+        (PATIENT_ID, SNOOZE_ID),
+    ),
+    Route(
+        "alerts",
+        "get",
+        "/v1/patients/{patient_id}/audit",
+        "patientAlertAudit",
+        "The patient's alert audit: snoozes and every entry of the patient's alerts, oldest first",
+        "care",
+        None,
+        {200: ("Audit entries", AuditPage)},
+        (*AUTH, 404, 400),
+        (PATIENT_ID, Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 5000, "default": 500})),
     ),
     Route(
         "alerts",

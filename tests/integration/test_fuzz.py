@@ -357,7 +357,9 @@ async def run_hostile(services: Services, ctx: FuzzContext, tally: Tally) -> Non
     async with aiohttp.ClientSession() as http:
         for route in body_routes:
             key_id = ctx.spare_key() if "{key_id}" in route.path else ""
-            path = route.path.format(patient_id=ctx.patient_id, alert_id=ctx.alert_id, key_id=key_id)
+            path = route.path.format(
+                patient_id=ctx.patient_id, alert_id=ctx.alert_id, key_id=key_id, snooze_id="sn_unknown"
+            )
             url = services.url("alerts" if route.service == "all" else route.service) + path
             for name, body, ctype in hostile_bodies(ctx.patient_id):
                 status, got_type, text = await _send(http, route.method, url, ctx.tenant.headers, body, ctype)
