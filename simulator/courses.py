@@ -194,6 +194,8 @@ def _flare(
 
 
 def _pick_sessions(ctx: Ctx, count: int, t_min: float, t_max: float, spacing: float) -> list[datetime]:
+    if count <= 0:
+        return []
     candidates = [e for e in ctx.pt_ends if t_min <= ctx.t_of(e) <= t_max]
     ctx.rng.shuffle(candidates)
     chosen: list[datetime] = []

@@ -283,8 +283,10 @@ class Grip:
     def value(self, ctx: Ctx, lv: dict[str, float], t: float) -> float:
         if self.curve is not None:
             return self.curve(t)
-        frac = clamp(lv["weakness"] / max(ctx.pre["weakness"], 0.5), 0.0, 1.5)
-        return self.best - (self.best - self.pre) * frac
+        # Grip follows weakness: the pre-treatment value at the pre-treatment weakness, `best` near
+        # none, at most 4 kg per weakness point (so that a small wobble is not a grip drop).
+        per_point = min(4.0, (self.best - self.pre) / max(ctx.pre["weakness"], 1.0))
+        return clamp(self.pre + per_point * (ctx.pre["weakness"] - lv["weakness"]), 1.0, self.best)
 
 
 def function_score(instrument: str, lv: dict[str, float], rng: random.Random, extra: float = 0.0) -> float:
