@@ -5,10 +5,16 @@ The math (`evaluate`, `check_targets`, `render_markdown`) is pure and works on `
 is separate.
 
 Matching rules (see docs/detection-quality.md):
-- An alert of a kind the patient's label expects, with `event_time >= onset - 1 day`, is a
-  detection; the earliest such alert gives the onset-to-detection delay (`event_time - onset`).
-  The day of grace absorbs daily aggregation (a day's median may include the check-in just before
-  the true onset). An expected-kind alert earlier than that is *premature* and counts as false.
+- An alert of a kind the patient's label expects, with `event_time >= earliest`, is a detection;
+  `earliest` is the label's own (e.g. the start of a flat period for a plateau) or else
+  `onset - 1 day` (the day of grace absorbs daily aggregation: a day's median may include the
+  check-in just before the true onset). The earliest such alert gives the delay
+  (`event_time - onset`, negative when the alert came before the reference onset). An
+  expected-kind alert before `earliest` is *premature* and counts as false.
+- A detection is *in time* when its `event_time <= due` (the label's deadline: e.g. 5 days after
+  the session for an unsettled flare, 3 days after the return to the pre-operative level for a
+  recurrence, 7 days after the 21st flat day for a plateau); without a deadline every detection
+  is in time.
 - An alert of a kind the label tolerates (a defensible side effect, e.g. regression during a flare
   that never settles) is counted separately, neither detection nor false alert.
 - Any other alert is a false alert, counted per severity; rates are per patient-month
@@ -34,13 +40,14 @@ from pydantic import ValidationError
 
 from schemas.alerts import Alert, AlertPage
 from schemas.common import Severity
-from simulator.archetypes import ALL_ARCHETYPES, NORMAL_ARCHETYPES, SimPatient
+from simulator.archetypes import ALL_ARCHETYPES, LOW_ONLY_ARCHETYPES, NORMAL_ARCHETYPES, SimPatient
 from simulator.client import ApiClient
 
 log = logging.getLogger(__name__)
 
 DETECTION_GRACE = timedelta(days=1)
-PLATEAU_WINDOW_DAYS = 28.0
+#: Plateau deadline when a label gives none: days after the (21st flat day) onset.
+PLATEAU_WINDOW_DAYS = 7.0
 SEVERITIES: tuple[str, ...] = tuple(s.value for s in Severity)
 HIGH_SEVERITIES = frozenset({Severity.high.value, Severity.critical.value})
 KIND_ORDER: tuple[str, ...] = (
@@ -53,14 +60,13 @@ KIND_ORDER: tuple[str, ...] = (
     "disengagement",
 )
 
-# Targets (product requirements for detection quality).
+# Targets (product requirements for detection quality, issue #11), checked per archetype.
 TIMELY_KINDS: tuple[str, ...] = ("regression", "persistent_flare", "spreading_symptoms")
 TIMELY_MIN_RATE = 0.95
-TIMELY_MAX_MEDIAN_DAYS = 3.0
-TIMELY_MAX_P90_DAYS = 5.0
+TIMELY_MAX_MEDIAN_DAYS = 2.0
 PLATEAU_MIN_RATE = 0.90
-FALSE_MAX_HIGH_PER_PM = 0.2
-FALSE_MAX_ANY_PER_PM = 0.5
+FALSE_MAX_HIGH_PER_PM = 0.1
+FALSE_MAX_ANY_PER_PM = 0.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +80,20 @@ class Truth:
     tolerated: frozenset[str] = frozenset()
     history_days: float = 0.0
     red_flag_recorded_at: datetime | None = None
+    earliest: datetime | None = None  # expected-kind alerts before this are premature
+    due: datetime | None = None  # deadline of a timely detection
+
+    def earliest_ok(self) -> datetime | None:
+        if self.earliest is not None:
+            return self.earliest
+        return None if self.onset is None else self.onset - DETECTION_GRACE
+
+    def deadline(self, kind: str) -> datetime | None:
+        if self.due is not None:
+            return self.due
+        if kind == "plateau" and self.onset is not None:
+            return self.onset + timedelta(days=PLATEAU_WINDOW_DAYS)
+        return None
 
 
 def truths_from_cohort(cohort: Iterable[SimPatient]) -> list[Truth]:
@@ -86,6 +106,8 @@ def truths_from_cohort(cohort: Iterable[SimPatient]) -> list[Truth]:
             tolerated=p.label.tolerated_alert_kinds,
             history_days=float(p.label.history_days),
             red_flag_recorded_at=p.label.red_flag_recorded_at,
+            earliest=p.label.earliest,
+            due=p.label.due,
         )
         for p in cohort
     ]
@@ -110,11 +132,15 @@ class KindStats:
     detected: int = 0
     delays_days: list[float] = field(default_factory=list)
     exact_event_time: int = 0  # red_flag: alert event_time equals the check-in's recorded_at
-    within_window: int = 0  # plateau: detected within PLATEAU_WINDOW_DAYS of onset
+    within_window: int = 0  # detected with event_time <= the label's deadline (or no deadline)
 
     @property
     def rate(self) -> float | None:
         return self.detected / self.patients if self.patients else None
+
+    @property
+    def in_time_rate(self) -> float | None:
+        return self.within_window / self.patients if self.patients else None
 
     @property
     def median_days(self) -> float | None:
@@ -235,7 +261,8 @@ def evaluate(truths: Sequence[Truth], alerts: Sequence[Alert]) -> Evaluation:
         for a in mine:
             kind = a.kind.value
             if kind in t.expected:
-                if t.onset is not None and a.event_time < t.onset - DETECTION_GRACE:
+                earliest = t.earliest_ok()
+                if earliest is not None and a.event_time < earliest:
                     fs.premature += 1
                     fs.by_severity[a.severity.value] += 1
                     fs.by_kind[kind] = fs.by_kind.get(kind, 0) + 1
@@ -256,7 +283,8 @@ def evaluate(truths: Sequence[Truth], alerts: Sequence[Alert]) -> Evaluation:
             first = found[0]
             delay = _days(first.event_time - t.onset) if t.onset is not None else 0.0
             ks.delays_days.append(delay)
-            if kind == "plateau" and delay <= PLATEAU_WINDOW_DAYS:
+            deadline = t.deadline(kind)
+            if deadline is None or first.event_time <= deadline:
                 ks.within_window += 1
             if (
                 kind == "red_flag"
@@ -290,52 +318,56 @@ def pooled(ev: Evaluation, kind: str) -> KindStats | None:
 
 
 def check_targets(ev: Evaluation) -> list[TargetResult]:
-    """The product targets, for the kinds and archetypes present in this run."""
+    """The product targets, per archetype, for the archetypes and kinds present in this run.
+
+    - red_flag: every patient detected, on the red-flag check-in itself (event_time = recorded_at);
+    - regression, persistent_flare, spreading_symptoms: >= 95% detected in time (by the label's
+      deadline, if any) and a median delay <= 2 days;
+    - plateau: >= 90% detected in time (within 7 days of the 21st flat day);
+    - every normal archetype: <= 0.1 high+critical and <= 0.3 alerts of any severity per
+      patient-month; on LOW_ONLY_ARCHETYPES (the typical course) no alert above low severity.
+    """
     res: list[TargetResult] = []
-    rf = pooled(ev, "red_flag")
-    if rf is not None and rf.patients:
-        rate = rf.rate or 0.0
-        res.append(TargetResult("red_flag detected", rate, "= 100%", rf.detected == rf.patients))
-        exact = rf.exact_event_time / rf.patients
-        res.append(
-            TargetResult(
-                "red_flag event_time = check-in recorded_at", exact, "= 100%", rf.exact_event_time == rf.patients
-            )
-        )
-    for kind in TIMELY_KINDS:
-        ks = pooled(ev, kind)
-        if ks is None or not ks.patients:
+    for ks in ev.kinds:
+        if not ks.patients:
             continue
-        rate = ks.rate or 0.0
-        res.append(TargetResult(f"{kind} detected", rate, f">= {TIMELY_MIN_RATE:.0%}", rate >= TIMELY_MIN_RATE))
-        med, p90 = ks.median_days, ks.p90_days
-        res.append(
-            TargetResult(
-                f"{kind} median onset-to-detection (days)",
-                med,
-                f"<= {TIMELY_MAX_MEDIAN_DAYS:g}",
-                med is not None and med <= TIMELY_MAX_MEDIAN_DAYS,
+        arch, kind = ks.archetype, ks.kind
+        if kind == "red_flag":
+            res.append(TargetResult(f"{arch}: red_flag detected", ks.rate, "= 100%", ks.detected == ks.patients))
+            res.append(
+                TargetResult(
+                    f"{arch}: red_flag event_time = check-in recorded_at",
+                    ks.exact_event_time / ks.patients,
+                    "= 100%",
+                    ks.exact_event_time == ks.patients,
+                )
             )
-        )
-        res.append(
-            TargetResult(
-                f"{kind} p90 onset-to-detection (days)",
-                p90,
-                f"<= {TIMELY_MAX_P90_DAYS:g}",
-                p90 is not None and p90 <= TIMELY_MAX_P90_DAYS,
+        elif kind in TIMELY_KINDS:
+            rate = ks.in_time_rate or 0.0
+            res.append(
+                TargetResult(
+                    f"{arch}: {kind} detected in time", rate, f">= {TIMELY_MIN_RATE:.0%}", rate >= TIMELY_MIN_RATE
+                )
             )
-        )
-    pl = pooled(ev, "plateau")
-    if pl is not None and pl.patients:
-        rate = pl.within_window / pl.patients
-        res.append(
-            TargetResult(
-                f"plateau detected within {PLATEAU_WINDOW_DAYS:g} days of its start",
-                rate,
-                f">= {PLATEAU_MIN_RATE:.0%}",
-                rate >= PLATEAU_MIN_RATE,
+            med = ks.median_days
+            res.append(
+                TargetResult(
+                    f"{arch}: {kind} median delay (days)",
+                    med,
+                    f"<= {TIMELY_MAX_MEDIAN_DAYS:g}",
+                    med is not None and med <= TIMELY_MAX_MEDIAN_DAYS,
+                )
             )
-        )
+        elif kind == "plateau":
+            rate = ks.in_time_rate or 0.0
+            res.append(
+                TargetResult(
+                    f"{arch}: plateau detected within {PLATEAU_WINDOW_DAYS:g} days of the 21st flat day",
+                    rate,
+                    f">= {PLATEAU_MIN_RATE:.0%}",
+                    rate >= PLATEAU_MIN_RATE,
+                )
+            )
     for arch in NORMAL_ARCHETYPES:
         fs = ev.false.get(arch)
         if fs is None or not fs.patients:
@@ -358,6 +390,9 @@ def check_targets(ev: Evaluation) -> list[TargetResult]:
                 anyr is not None and anyr <= FALSE_MAX_ANY_PER_PM,
             )
         )
+        if arch in LOW_ONLY_ARCHETYPES:
+            above = fs.total - fs.by_severity.get(Severity.low.value, 0)
+            res.append(TargetResult(f"{arch}: alerts above low severity", float(above), "= 0", above == 0))
     return res
 
 
@@ -383,6 +418,8 @@ def to_dict(ev: Evaluation, targets: Sequence[TargetResult], run: Mapping[str, A
                 "rate": k.rate,
                 "median_days": k.median_days,
                 "p90_days": k.p90_days,
+                "in_time": k.within_window,
+                "in_time_rate": k.in_time_rate,
                 "exact_event_time": k.exact_event_time if k.kind == "red_flag" else None,
                 "within_window": k.within_window if k.kind == "plateau" else None,
             }
@@ -435,17 +472,18 @@ def render_markdown(ev: Evaluation, targets: Sequence[TargetResult], run: Mappin
     add("")
     add("### Detection by archetype")
     add("")
-    add("| Archetype | Expected kind | Patients | Detected | Rate | Median days | p90 days | Notes |")
-    add("|---|---|---:|---:|---:|---:|---:|---|")
+    add(
+        "| Archetype | Expected kind | Patients | Detected | Rate | In time | In-time rate | "
+        "Median days | p90 days | Notes |"
+    )
+    add("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for k in ev.kinds:
         note = ""
         if k.kind == "red_flag":
             note = f"exact event_time {k.exact_event_time}/{k.patients}"
-        elif k.kind == "plateau":
-            note = f"within {PLATEAU_WINDOW_DAYS:g} d: {k.within_window}/{k.patients}"
         add(
             f"| {k.archetype} | {k.kind} | {k.patients} | {k.detected} | {_fmt(k.rate, True)} | "
-            f"{_fmt(k.median_days)} | {_fmt(k.p90_days)} | {note} |"
+            f"{k.within_window} | {_fmt(k.in_time_rate, True)} | {_fmt(k.median_days)} | {_fmt(k.p90_days)} | {note} |"
         )
     add("")
     add("### False alerts (per patient-month)")

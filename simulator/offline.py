@@ -21,7 +21,10 @@ the patient's data arrives day by day:
 Pure and deterministic: no wall clock (the default end of the histories is a fixed instant), no
 randomness beyond the seeded cohort, deterministic alert and event ids.
 
-Usage: `python -m simulator.offline --per-archetype 50 --seed 7 [--archetypes regression,plateau]`.
+Usage: `python -m simulator.offline --per-archetype 50 --seed 7 [--archetypes regression,plateau]
+[--json report.json] [--diagnose patients.jsonl]`. `--diagnose` writes one JSON line per patient
+with a missed, late or false alert: its label (onset, earliest, deadline, every drawn parameter)
+and the alerts it got, to find out why.
 """
 
 from __future__ import annotations
@@ -305,6 +308,55 @@ class OfflineRun:
         return [a for r in self.replays for a in r.alerts]
 
 
+def diagnose(run: OfflineRun) -> list[dict[str, Any]]:
+    """One record per patient whose alerts miss a target: expected kind missed or late, or a
+    false alert. Pure; the records hold synthetic data only (sim- ids, drawn parameters)."""
+    by_patient: dict[str, list[Alert]] = defaultdict(list)
+    for a in run.alerts:
+        by_patient[a.patient_id].append(a)
+    out: list[dict[str, Any]] = []
+    for p, truth in zip(run.cohort, _truths(run.cohort), strict=True):
+        mine = by_patient.get(p.patient_id, [])
+        ev = evaluate([truth], mine)
+        missed = [k.kind for k in ev.kinds if k.within_window < k.patients]
+        false = ev.false[truth.archetype]
+        if not missed and false.total == 0:
+            continue
+        start = p.label.history_start
+
+        def day(t: datetime | None, start: datetime | None = start) -> float | None:
+            return None if t is None or start is None else round((t - start).total_seconds() / 86400.0, 2)
+
+        out.append(
+            {
+                "patient_id": p.patient_id,
+                "archetype": truth.archetype,
+                "missed_or_late": missed,
+                "false_alerts": false.total,
+                "premature": false.premature,
+                "expected": sorted(truth.expected),
+                "tolerated": sorted(truth.tolerated),
+                "history_day_of": {
+                    "onset": day(truth.onset),
+                    "earliest": day(truth.earliest),
+                    "due": day(truth.due),
+                },
+                "alerts": [
+                    {
+                        "kind": a.kind.value,
+                        "severity": a.severity.value,
+                        "history_day": day(a.event_time),
+                        "reasons": [r.code for r in a.reasons],
+                    }
+                    for a in sorted(mine, key=lambda a: a.event_time)
+                ],
+                "patient": {k: v for k, v in p.patient.items() if k != "care_team"},
+                "detail": p.label.detail,
+            }
+        )
+    return out
+
+
 def run_offline(
     per_archetype: int,
     seed: int,
@@ -335,6 +387,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1; output is identical)")
     parser.add_argument("--json", dest="json_path", type=Path, default=None, help="also write the evaluation as JSON")
+    parser.add_argument(
+        "--diagnose",
+        dest="diagnose_path",
+        type=Path,
+        default=None,
+        help="write one JSON line per patient with a missed, late or false alert (label, parameters, alerts)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
     args = parser.parse_args(argv)
     try:
@@ -366,6 +425,10 @@ def main(argv: list[str] | None = None) -> int:
         args.json_path.write_text(
             json.dumps(to_dict(run.evaluation, run.targets, run_info), indent=2, default=str) + "\n", encoding="utf-8"
         )
+    if args.diagnose_path:
+        args.diagnose_path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [json.dumps(rec, default=str, sort_keys=True) for rec in diagnose(run)]
+        args.diagnose_path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     failed = [t for t in run.targets if not t.passed]
     print(
         f"offline: {len(run.targets) - len(failed)}/{len(run.targets)} targets pass ({elapsed:.1f} s)", file=sys.stderr
