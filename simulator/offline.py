@@ -37,20 +37,21 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from schemas.activity import ActivitySample
-from schemas.alerts import Alert, AlertKind, AlertStatus, Resolution
+from schemas.alerts import Alert, AlertKind, Resolution
 from schemas.checkins import CheckIn
 from schemas.events import TrajectoryUpdated
 from schemas.patients import Patient
 from schemas.trajectory import TrajectoryState
 from services.alerts import rules, timers
-from services.alerts.model import AlertPolicy, AlertState, OpenAlert, ResolveAlert, Suppressed, UpdateAlert
+from services.alerts.book import PatientBook, StoreAlert, apply_decisions
+from services.alerts.model import AlertPolicy, AlertState, Decision, Suppressed
 from services.scoring import daily, engine, series
 from services.scoring.codec import activity_obs, checkin_obs, profile_from_patient
 from services.scoring.model import ActivityObs, Assessment, CheckinObs, DayRecord
@@ -119,105 +120,82 @@ def local_days(
 
 @dataclass(slots=True)
 class _Alerts:
+    """One patient's alert book, changed by the same pure code as the alerts service
+    (`services.alerts.book`), with the API view of every alert it ever held."""
+
     patient_id: str
     policy: AlertPolicy
-    active: dict[str, AlertState] = field(default_factory=dict)
+    book: PatientBook = field(init=False)
     records: dict[str, Alert] = field(default_factory=dict)
-    resolved_through: dict[AlertKind, datetime] = field(default_factory=dict)
     suppressed: dict[str, int] = field(default_factory=dict)
     seq: int = 0
 
-    def open(self, d: OpenAlert, now: datetime) -> None:
-        if any(a.kind is d.kind for a in self.active.values()):
-            return  # the store's unique index: one unresolved alert per kind (ON CONFLICT DO NOTHING)
+    def __post_init__(self) -> None:
+        self.book = PatientBook(TENANT, self.patient_id)
+
+    def new_id(self) -> str:
         self.seq += 1
-        alert_id = f"{self.patient_id}/{self.seq:04d}-{d.kind.value}"
-        self.active[alert_id] = AlertState.opened(d, alert_id, self.patient_id, now)
-        self.records[alert_id] = Alert(
-            id=alert_id,
-            patient_id=self.patient_id,
-            kind=d.kind,
-            severity=d.severity,
-            status=AlertStatus.open,
-            summary=d.summary,
-            reasons=list(d.reasons),
-            trajectory_state=d.trajectory_state,
-            event_time=d.event_time,
-            opened_at=now,
-            updated_at=now,
-            retrospective=d.retrospective,
-        )
+        return f"{self.patient_id}/{self.seq:04d}"
 
-    def update(self, d: UpdateAlert, now: datetime) -> None:
-        cur = self.active.get(d.alert_id)
-        if cur is None:
-            return
-        retro = cur.retrospective if d.retrospective is None else d.retrospective
-        self.active[d.alert_id] = replace(
-            cur,
-            severity=d.severity,
-            summary=d.summary,
-            reasons=d.reasons,
-            trajectory_state=d.trajectory_state,
-            event_time=d.event_time,
-            clear_since=d.clear_since,
-            updated_at=now,
-            retrospective=retro,
-        )
-        self.records[d.alert_id] = self.records[d.alert_id].model_copy(
-            update={
-                "severity": d.severity,
-                "summary": d.summary,
-                "reasons": list(d.reasons),
-                "trajectory_state": d.trajectory_state,
-                "event_time": d.event_time,
-                "updated_at": now,
-                "retrospective": retro,
-            }
-        )
-
-    def resolve(self, d: ResolveAlert, now: datetime) -> None:
-        cur = self.active.pop(d.alert_id, None)
-        if cur is None:
-            return
-        done = self.resolved_through.get(cur.kind)
-        self.resolved_through[cur.kind] = cur.event_time if done is None else max(done, cur.event_time)
-        self.records[d.alert_id] = self.records[d.alert_id].model_copy(
-            update={
-                "status": AlertStatus.resolved,
-                "resolved_at": now,
-                "updated_at": now,
-                "resolution": Resolution.auto,
-            }
-        )
-
-    def apply(self, decisions: Sequence[object], now: datetime) -> None:
+    def apply(self, decisions: Sequence[Decision], now: datetime) -> None:
         for d in decisions:
-            if isinstance(d, OpenAlert):
-                self.open(d, now)
-            elif isinstance(d, UpdateAlert):
-                self.update(d, now)
-            elif isinstance(d, ResolveAlert):
-                self.resolve(d, now)
-            elif isinstance(d, Suppressed):
+            if isinstance(d, Suppressed):
                 key = f"{d.kind.value}:{d.why}"
                 self.suppressed[key] = self.suppressed.get(key, 0) + 1
+        self.book, effects = apply_decisions(self.book, decisions, self.policy, now, self.new_id)
+        for e in effects:
+            if isinstance(e, StoreAlert):
+                self.records[e.state.id] = _alert(e.state)
+
+    def evaluate(self, ev: TrajectoryUpdated, now: datetime) -> None:
+        b = self.book
+        decisions = rules.evaluate(
+            ev,
+            b.active(),
+            b.snoozes,
+            self.policy,
+            now,
+            resolved_through=b.resolved_through,
+            red_flags_seen=b.red_flags_seen,
+        )
+        self.apply(decisions, now)
 
     def sweep_disengagement(self, last_checkin_at: datetime | None, now: datetime) -> None:
         """The sweeper's disengagement pass at processing time `now`."""
-        active = next((a for a in self.active.values() if a.kind is AlertKind.disengagement), None)
-        red = any(a.kind is AlertKind.red_flag and not a.retrospective for a in self.active.values())
+        red = self.book.of_kind(AlertKind.red_flag)
         d = timers.disengagement(
             self.patient_id,
             last_checkin_at,
-            active,
+            self.book.of_kind(AlertKind.disengagement),
             self.policy,
             now,
-            red_flag_active=red,
-            resolved_through=self.resolved_through.get(AlertKind.disengagement),
+            red_flag_active=red is not None and not red.retrospective,
+            resolved_through=self.book.resolved_through.get(AlertKind.disengagement),
         )
         if d is not None:
             self.apply([d], now)
+
+
+def _alert(a: AlertState) -> Alert:
+    return Alert(
+        id=a.id,
+        patient_id=a.patient_id,
+        kind=a.kind,
+        severity=a.severity,
+        status=a.status,
+        summary=a.summary,
+        reasons=list(a.reasons),
+        trajectory_state=a.trajectory_state,
+        event_time=a.event_time,
+        opened_at=a.opened_at,
+        updated_at=a.updated_at,
+        retrospective=a.retrospective,
+        acknowledged_by=a.acknowledged_by,
+        acknowledged_at=a.acknowledged_at,
+        resolved_at=a.resolved_at,
+        resolution=Resolution(a.resolution) if a.resolution else None,
+        red_flags=sorted(a.paged_flags) if a.kind is AlertKind.red_flag else [],
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,10 +247,7 @@ def replay_patient(p: SimPatient, end: datetime, policy: AlertPolicy | None = No
         a = engine.score(profile, upto, as_of)
         n += 1
         ev = _event(p.patient_id, n, a, prev, rec, last_checkin)
-        decisions = rules.evaluate(
-            ev, list(state.active.values()), (), pol, as_of, resolved_through=state.resolved_through
-        )
-        state.apply(decisions, as_of)
+        state.evaluate(ev, as_of)
         prev = a.state
         states.append((as_of, a.state))
     state.sweep_disengagement(last_checkin, end)
