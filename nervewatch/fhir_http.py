@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from nervewatch.http import MAX_BODY, Handler
+from nervewatch.http import Handler, body_limit, read_body
 from nervewatch.problems import ProblemError, parse_json
 from schemas.common import PATIENT_ID_PATTERN
 from schemas.fhir import codes as c
@@ -54,7 +54,7 @@ async def fhir_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if exc.status < 400:
             raise
         if exc.status == 413:
-            detail = f"the body limit is {MAX_BODY} bytes"
+            detail = f"the body limit is {body_limit(request)} bytes"
         elif exc.status == 404:
             detail = "no such FHIR endpoint (see GET /fhir/r4/metadata)"
         else:
@@ -67,10 +67,11 @@ async def fhir_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 async def read_fhir_json(request: web.Request) -> Any:
-    """The request's JSON body (`application/fhir+json` or `application/json`), parsed strictly."""
+    """The request's JSON body (`application/fhir+json` or `application/json`), parsed strictly,
+    within the route's body limit (`nervewatch.http.read_body`)."""
     if request.content_type not in (c.FHIR_JSON, "application/json"):
         raise ProblemError(415, "Unsupported media type", "send application/fhir+json", slug="media-type")
-    return parse_json(await request.read())
+    return parse_json(await read_body(request))
 
 
 def metadata_route(service: str) -> web.RouteDef:

@@ -1,8 +1,9 @@
 """aiohttp plumbing shared by the three services.
 
 `create_app` adds: JSON access metrics per route and status, problem+json for every error
-(unexpected exceptions become a 500 that reveals nothing), a 1 MiB body limit, API-key
-authentication helpers, and the `/healthz`, `/readyz` and `/metrics` endpoints.
+(unexpected exceptions become a 500 that reveals nothing), a 1 MiB body limit (a route may set
+its own with `with_body_limit` and read its body with `read_body`), API-key authentication
+helpers, and the `/healthz`, `/readyz` and `/metrics` endpoints.
 `authenticate` also applies the per-key rate limit (429 + `Retry-After`) and marks requests made
 for scope `care` so that, once their response starts with a success status, one row goes to the
 access audit (`nervewatch.identity.access_log`), written in the background.
@@ -19,7 +20,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -42,6 +43,7 @@ MAX_HEADER_FIELD = 8190
 MAX_HEADERS = 128
 ReadyCheck = Callable[[], Awaitable[bool]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+R = TypeVar("R", bound=web.StreamResponse)
 
 IDENTITY: web.AppKey[IdentityStore] = web.AppKey("identity", IdentityStore)
 READY_CHECKS: web.AppKey[dict[str, ReadyCheck]] = web.AppKey("ready_checks", dict)
@@ -52,6 +54,51 @@ RATE_LIMITER: web.AppKey[KeyRateLimiter] = web.AppKey("rate_limiter", KeyRateLim
 AUDITED: web.RequestKey[Principal] = web.RequestKey("audited_principal", Principal)
 # Scopes whose successful requests are recorded in the access audit.
 AUDITED_SCOPES = frozenset({"care"})
+# Request key: the body limit of a route with its own (`with_body_limit`); absent: `MAX_BODY`.
+BODY_LIMIT: web.RequestKey[int] = web.RequestKey("body_limit", int)
+
+
+def body_limit(request: web.Request) -> int:
+    """The body limit of the request's route: its own (`with_body_limit`), else `MAX_BODY`."""
+    limit: int = request.get(BODY_LIMIT, MAX_BODY)
+    return limit
+
+
+def too_large(limit: int) -> ProblemError:
+    return ProblemError(413, "Payload too large", f"the body limit is {limit} bytes", slug="too-large")
+
+
+def with_body_limit(
+    limit: int, handler: Callable[[web.Request], Awaitable[R]]
+) -> Callable[[web.Request], Awaitable[R]]:
+    """A route handler whose body limit is `limit` instead of the app-wide `MAX_BODY`.
+
+    A `Content-Length` beyond the limit is a 413 at once, before `handler` (and so admission control
+    wrapped inside it) runs and before any of the body is read. The handler must read the body with
+    `read_body`, which enforces the limit also without `Content-Length`; aiohttp's `request.read()`
+    keeps the app-wide limit."""
+
+    async def limited(request: web.Request) -> R:
+        if request.content_length is not None and request.content_length > limit:
+            raise too_large(limit)
+        request[BODY_LIMIT] = limit
+        return await handler(request)
+
+    return limited
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request body, at most `body_limit(request)` bytes (as decoded, like `request.read()`);
+    beyond it a 413 problem, raised as soon as the limit is passed (the rest is not read)."""
+    limit = body_limit(request)
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large(limit)
+    body = bytearray()
+    while chunk := await request.content.readany():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise too_large(limit)
+    return bytes(body)
 
 
 def _route_name(request: web.Request) -> str:
@@ -78,7 +125,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         status = exc.status
         if exc.status == 413:
-            return problem_response(413, "Payload too large", f"the body limit is {MAX_BODY} bytes", slug="too-large")
+            return too_large(body_limit(request)).response()
         if exc.status < 400:
             raise
         return problem_response(exc.status, exc.reason or "Error")

@@ -8,8 +8,9 @@ components of a check-in Observation or answers of the QuestionnaireResponse: a 
 pain score (contract), so alone they are rejected with a clear issue, never dropped.
 
 Every payload is then validated by `schemas.checkins.CheckIn` / `schemas.activity.ActivitySample`
-(`to_contract`), so the rules of the JSON API apply unchanged; their errors are reported at the
-FHIR element the value came from. Issues never contain submitted values (they may be health data).
+(`to_contract`, with the JSON API's validation context: the clock and the patient's plausibility
+floor), so the rules of the JSON API apply unchanged; their errors are reported at the FHIR element
+the value came from. Issues never contain submitted values (they may be health data).
 
 Structure: every element name of the resources, components, items and answers read here must be
 an element of that R4 type (names from the `fhir.resources` models); elements NerveWatch does not
@@ -19,9 +20,8 @@ map are otherwise not validated (full model validation costs 90-190 us per resou
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from fhir.resources.R4B.bundle import Bundle, BundleEntry, BundleEntryRequest
@@ -35,7 +35,7 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.activity import ActivitySample, Device
 from schemas.checkins import CheckIn
-from schemas.common import PATIENT_ID_PATTERN, Intensity, PainQuality, RedFlag
+from schemas.common import FLOOR_CONTEXT, NOW_CONTEXT, PATIENT_ID_PATTERN, Intensity, PainQuality, RedFlag
 from schemas.fhir import codes as c
 
 MAX_ENTRIES = 1000
@@ -766,15 +766,37 @@ class ValidSample:
     sample: ActivitySample
 
 
-def to_contract(item: Mapped, now: datetime) -> CheckIn | ValidSample:
-    """Validate a mapped payload with the JSON API's model (same rules), issues at their FHIR elements."""
+def to_contract(item: Mapped, context: Mapping[str, Any]) -> CheckIn | ValidSample:
+    """Validate a mapped payload with the JSON API's model (same rules), issues at their FHIR elements.
+
+    `context` is the JSON API's validation context of the item's patient (ingest builds it with
+    `IngestHandlers._context`): the clock (`now`) and the plausibility floor of event times
+    (`event_time_floor`). Both are required, so that no caller can drop the floor by omission:
+    without them this raises `ValueError` (a programming error, not an input error).
+    """
+    missing = {NOW_CONTEXT, FLOOR_CONTEXT} - context.keys()
+    if missing:
+        raise ValueError(f"validation context lacks {sorted(missing)}")
+    ctx = dict(context)
     try:
         if isinstance(item, MappedCheckIn):
-            return CheckIn.model_validate(item.payload, context={"now": now})
+            return CheckIn.model_validate(item.payload, context=ctx)
         device = Device.model_validate(item.device)
-        return ValidSample(item.patient_id, device, ActivitySample.model_validate(item.payload, context={"now": now}))
+        return ValidSample(item.patient_id, device, ActivitySample.model_validate(item.payload, context=ctx))
     except ValidationError as exc:
         raise FhirInputError(contract_issues(exc, item)) from None
+
+
+CONFLICT_DIAGNOSTICS = (
+    "a resource with this identifier was accepted before with different content; nothing of this entry was"
+    " accepted; a new observation needs a new identifier"
+)
+
+
+def conflict_issue(item: Mapped) -> Issue:
+    """The issue of a resource whose identifier (event id) was accepted before with other content:
+    `409 conflict` at the element the event id came from. Names nothing of the content."""
+    return Issue("conflict", CONFLICT_DIAGNOSTICS, item.origins.get("event_id", item.resource_type), 409)
 
 
 def contract_issues(exc: ValidationError, item: Mapped) -> list[Issue]:

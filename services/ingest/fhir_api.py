@@ -1,36 +1,62 @@
 """FHIR R4 writes of the ingest service: `POST /fhir/r4` (Bundle), `.../Observation`, `.../QuestionnaireResponse`.
 
-Same semantics as the JSON API, through the same admission and publish path of `IngestHandlers`:
-a `202` means every accepted event is durably in the log; when the log cannot take them the
-answer is `503` + `Retry-After` and the client retries (event ids are derived from the resources,
-so a retry, or a repost of the same resource, is stored once). Mapping: `schemas.fhir.inbound`.
+The JSON API's rules, through the same parts of `IngestHandlers` (mapping: `schemas.fhir.inbound`):
 
-- `transaction`: every entry must be accepted, else nothing is published and the answer is the
-  status of the first failing entry with an OperationOutcome listing every issue.
-- `batch`: each entry on its own; `202` with a `batch-response` when at least one is accepted,
-  else `422` with every issue.
+- Admission (`_admitted`: in-flight requests and body bytes) and strict JSON. `POST /fhir/r4` has its
+  own body limit, `BUNDLE_MAX_BODY` (4 MiB: a Bundle of `MAX_ENTRIES` fully populated check-in
+  panels is ~2.6-3.2 MB as compact JSON); the single-resource endpoints keep the app-wide 1 MiB.
+  Beyond it: `413` OperationOutcome (`too-costly`), before admission when `Content-Length` says so.
+- Validation by the JSON API's models with its validation context per patient (the clock and the
+  plausibility floor: the earlier of `NERVEWATCH_EVENT_TIME_FLOOR` and a year before the patient's
+  onset, `IngestHandlers._context` over `PatientRegistry.facts`), for every check-in and sample.
+- Digests (`IngestHandlers._claim`, one statement per kind: check-ins, then samples with patient and
+  device): the event id derived from a resource's identifier accepted before with other content is
+  a `409 conflict` on its entry, never echoing content; an identical repost is accepted and
+  published again (harmless: consumers deduplicate by event id). Within one request the first
+  occurrence of an identifier is the one judged against the record (an identifier used for both a
+  check-in and a sample: the check-in's). If the record cannot be consulted: `503`, nothing accepted.
+- Publishing: `202` means every accepted event is durably in the log. Check-ins and samples go to
+  the log in two publishes, check-ins first (their red flags reach the log first). A failure is
+  `503` + `Retry-After`: when the check-ins' publish fails, the digests of every event of the
+  request are forgotten (a corrected retry is not refused); when the samples' publish fails after
+  the check-ins were acknowledged, the check-ins stay in the log with their digests and only the
+  samples' digests are forgotten. Either way the client retries the same request: its check-ins
+  are then identical reposts (accepted again, stored once) and its samples new, so the retry is
+  idempotent. A `503` can thus leave part of a `transaction` in the log until the retry.
+
+- `transaction`: every entry must be accepted, else nothing is published (and the digests this
+  request recorded are forgotten); the answer has the status of the first failing entry (`409`
+  when only conflicts fail it) with an OperationOutcome listing every issue.
+- `batch`: each entry on its own; `202` with a `batch-response` when at least one is accepted
+  (conflicting entries `409 Conflict`), else the status of the first failing entry with every issue.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 from aiohttp import web
 
 from nervewatch import metrics
 from nervewatch.fhir_http import BASE_PATH, fhir_response, install, read_fhir_json
-from nervewatch.http import authenticate
+from nervewatch.http import authenticate, with_body_limit
+from nervewatch.problems import ProblemError
 from schemas.activity import ActivitySample, Device
 from schemas.checkins import CheckIn
+from schemas.digests import checkin_digest, sample_digest
 from schemas.events import ActivityRecorded, CheckInRecorded, Topics, event_key
 from schemas.fhir import inbound, outbound
 from schemas.fhir.inbound import FhirInputError, Issue, Mapped, ValidSample
+from services.ingest.digests import Claim, Outcome
 from services.ingest.handlers import ACTIVITY_CHUNK, IngestHandlers
 
 ENDPOINT = "fhir"
+BUNDLE_MAX_BODY = 4 * 1024 * 1024
 
 Accepted = CheckIn | ValidSample
 
@@ -44,7 +70,7 @@ class FhirIngest:
             app,
             "ingest",
             [
-                web.post(BASE_PATH, self.h._admitted(self.post_bundle)),
+                web.post(BASE_PATH, with_body_limit(BUNDLE_MAX_BODY, self.h._admitted(self.post_bundle))),
                 web.post(f"{BASE_PATH}/Observation", self.h._admitted(self.post_observation)),
                 web.post(f"{BASE_PATH}/QuestionnaireResponse", self.h._admitted(self.post_questionnaire_response)),
             ],
@@ -71,16 +97,28 @@ class FhirIngest:
                 mapped.append(inbound.map_entry(resource, tenant, i))
             except FhirInputError as exc:
                 mapped.append(exc.issues)
-        results = await self._validate(tenant, mapped, now, [f"Bundle.entry[{i}].resource" for i in range(len(mapped))])
+        prefixes = [f"Bundle.entry[{i}].resource" for i in range(len(mapped))]
+        results = await self._validate(tenant, mapped, now, prefixes)
+        transaction = parsed.type == "transaction"
         failed = [r for r in results if isinstance(r, list)]
         for issues in failed:
             self._count(issues)
-        if parsed.type == "transaction" and failed:
+        if transaction and failed:
             raise FhirInputError([i for issues in failed for i in issues])
-        accepted = [r for r in results if not isinstance(r, list)]
-        if not accepted:
+        candidates = [(i, r) for i, r in enumerate(results) if not isinstance(r, list)]
+        if not candidates:
             raise FhirInputError([i for issues in failed for i in issues])
-        await self._publish(tenant, accepted, now)
+        conflicts, claims = await self._claim(tenant, [r for _, r in candidates])
+        for (i, _), conflict in zip(candidates, conflicts, strict=True):
+            if conflict:
+                m = mapped[i]
+                assert not isinstance(m, list)
+                results[i] = [inbound.conflict_issue(m).under(prefixes[i])]
+        accepted = [r for (_, r), conflict in zip(candidates, conflicts, strict=True) if not conflict]
+        if any(conflicts) and (transaction or not accepted):
+            await self._release(tenant, claims)
+            raise FhirInputError([i for r in results if isinstance(r, list) for i in r])
+        await self._publish(tenant, accepted, now, claims)
         entries = [r if isinstance(r, list) else None for r in results]
         return fhir_response(outbound.response_bundle(parsed.type, entries), 202)
 
@@ -94,16 +132,20 @@ class FhirIngest:
         principal = await authenticate(request, "ingest")
         body = await read_fhir_json(request)
         now = datetime.now(UTC)
+        tenant = principal.tenant_id
         try:
-            item: Mapped = mapper(body, principal.tenant_id)
+            item: Mapped = mapper(body, tenant)
         except FhirInputError as exc:
             self._count(exc.issues)
             raise
-        (result,) = await self._validate(principal.tenant_id, [item], now, [None])
+        (result,) = await self._validate(tenant, [item], now, [None])
         if isinstance(result, list):
             self._count(result)
             raise FhirInputError(result)
-        await self._publish(principal.tenant_id, [result], now)
+        (conflict,), claims = await self._claim(tenant, [result])
+        if conflict:
+            raise FhirInputError([inbound.conflict_issue(item)])
+        await self._publish(tenant, [result], now, claims)
         event_id = result.event_id if isinstance(result, CheckIn) else result.sample.event_id
         return fhir_response(outbound.accepted_outcome(event_id), 202)
 
@@ -112,18 +154,20 @@ class FhirIngest:
     async def _validate(
         self, tenant: str, mapped: Sequence[Mapped | list[Issue]], now: datetime, prefixes: Sequence[str | None]
     ) -> list[Accepted | list[Issue]]:
-        """Known patient (of this tenant), affected side of grip readings, then the contract's models."""
+        """Known patient (of this tenant), affected side of grip readings, then the contract's models
+        with the patient's validation context (clock and plausibility floor, as the JSON API)."""
         pids = {m.patient_id for m in mapped if not isinstance(m, list)}
-        known = await self.h.registry.known(tenant, pids) if pids else set()
-        sided = {m.patient_id for m in mapped if not isinstance(m, list) and m.grip_side and m.patient_id in known}
+        facts = await self.h.registry.facts(tenant, pids) if pids else {}
+        sided = {m.patient_id for m in mapped if not isinstance(m, list) and m.grip_side and m.patient_id in facts}
         sides = await self._sides(tenant, sided) if sided else {}
+        contexts = {pid: self.h._context(now, f) for pid, f in facts.items()}
         out: list[Accepted | list[Issue]] = []
         for m, prefix in zip(mapped, prefixes, strict=True):
             if isinstance(m, list):
                 out.append(m)
                 continue
             issues: list[Issue] = []
-            if m.patient_id not in known:
+            if m.patient_id not in facts:
                 where = f"{prefix}.subject" if prefix else f"{m.resource_type}.subject"
                 issues = [Issue("not-found", "unknown patient; enrol it first (POST /v1/patients)", where, 404)]
             else:
@@ -132,7 +176,7 @@ class FhirIngest:
                     issues = [side]
             if not issues:
                 try:
-                    out.append(inbound.to_contract(m, now))
+                    out.append(inbound.to_contract(m, contexts[m.patient_id]))
                     continue
                 except FhirInputError as exc:
                     issues = exc.issues
@@ -148,8 +192,44 @@ class FhirIngest:
         )
         return {r["patient_id"]: r["side"] for r in rows}
 
-    async def _publish(self, tenant: str, accepted: Sequence[Accepted], now: datetime) -> None:
-        """Publish through ingest's path (503 + Retry-After when the log cannot take them)."""
+    async def _claim(self, tenant: str, accepted: Sequence[Accepted]) -> tuple[list[bool], dict[str, Claim]]:
+        """Judge the events' digests against the record, as the JSON API does: check-ins (kind
+        `checkin`), then samples (kind `sample`, digest with patient and device), one statement per
+        kind present. Returns per event whether it conflicts, and the claims by kind. A `503` (the
+        record cannot be consulted) forgets what an earlier statement of this call recorded."""
+        by_kind: dict[str, list[tuple[int, tuple[UUID, bytes]]]] = {"checkin": [], "sample": []}
+        for i, a in enumerate(accepted):
+            if isinstance(a, CheckIn):
+                by_kind["checkin"].append((i, (a.event_id, checkin_digest(a))))
+            else:
+                by_kind["sample"].append((i, (a.sample.event_id, sample_digest(a.sample, a.patient_id, a.device.id))))
+        conflicts = [False] * len(accepted)
+        claims: dict[str, Claim] = {}
+        try:
+            for kind, pairs in by_kind.items():
+                if not pairs:
+                    continue
+                claim = await self.h._claim(tenant, kind, [p for _, p in pairs])
+                claims[kind] = claim
+                for (i, _), outcome in zip(pairs, claim.outcomes, strict=True):
+                    if outcome is Outcome.conflict:
+                        conflicts[i] = True
+                        metrics.INGEST_EVENT_CONFLICTS.labels(kind).inc()
+                        metrics.VALIDATION_REJECTIONS.labels(ENDPOINT, "conflict").inc()
+        except (ProblemError, asyncio.CancelledError):
+            await self._release(tenant, claims)
+            raise
+        return conflicts, claims
+
+    async def _release(self, tenant: str, claims: dict[str, Claim]) -> None:
+        await self.h.digests.release(tenant, [p for c in claims.values() for p in c.inserted])
+
+    async def _publish(
+        self, tenant: str, accepted: Sequence[Accepted], now: datetime, claims: dict[str, Claim]
+    ) -> None:
+        """Publish through ingest's path, check-ins first, then samples (503 + Retry-After when the
+        log cannot take them). Failure semantics in the module doc: a failed check-in publish forgets
+        every digest of the request, a failed sample publish only the samples'."""
         checkins = [
             (
                 Topics.checkins,
@@ -177,11 +257,14 @@ class FhirIngest:
                     samples=items[i : i + ACTIVITY_CHUNK],
                 )
                 samples.append((Topics.activity, event_key(tenant, key[0]), event.model_dump_json().encode()))
-        if samples:
-            await self.h._publish("activity", samples)
-            metrics.INGEST_ACCEPTED.labels("activity_sample").inc(sum(len(v) for v in groups.values()))
+        sample_claim = claims.get("sample", Claim([]))
         if checkins:
-            await self.h._publish("checkin", checkins)
+            # Until the check-ins are acknowledged nothing of the request is known to be in the log.
+            every = Claim([], [p for c in claims.values() for p in c.inserted])
+            await self.h._publish_claimed("checkin", checkins, tenant, every)
+        if samples:
+            await self.h._publish_claimed("activity", samples, tenant, sample_claim)
+            metrics.INGEST_ACCEPTED.labels("activity_sample").inc(sum(len(v) for v in groups.values()))
 
     @staticmethod
     def _count(issues: Sequence[Issue]) -> None:

@@ -15,9 +15,10 @@ accepted and published again (harmless). When publishing fails, the digests this
 are forgotten again. If the digest record cannot be consulted the answer is 503 (nothing accepted).
 
 Backpressure: at most `ingest_max_in_flight` POSTs, and at most `ingest_max_in_flight_bytes` of
-request bodies (by Content-Length; one request is always admitted), are served at once; one more
-is answered 503 + `Retry-After` at once, before its body is read. Memory stays bounded and what
-is admitted completes within the produce timeout, so overload is shed rather than queued.
+request bodies (by Content-Length, else the route's body limit; one request is always admitted),
+are served at once; one more is answered 503 + `Retry-After` at once, before its body is read.
+Memory stays bounded and what is admitted completes within the produce timeout, so overload is
+shed rather than queued.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
 from nervewatch import metrics
-from nervewatch.http import MAX_BODY, authenticate, json_response
+from nervewatch.http import authenticate, body_limit, json_response
 from nervewatch.kafka import produce_many
 from nervewatch.problems import ProblemError, item_errors, not_found, read_json, validation_problem
 from nervewatch.settings import Settings
@@ -84,8 +85,8 @@ class IngestHandlers:
 
         async def admitted(request: web.Request) -> web.Response:
             # Weighted by size, so that what is admitted finishes well inside the produce timeout:
-            # a request without Content-Length counts as the largest body allowed.
-            size = request.content_length if request.content_length is not None else MAX_BODY
+            # a request without Content-Length counts as the largest body its route allows.
+            size = request.content_length if request.content_length is not None else body_limit(request)
             if self.in_flight >= self.settings.ingest_max_in_flight or (
                 self.in_flight and self.in_flight_bytes + size > self.settings.ingest_max_in_flight_bytes
             ):

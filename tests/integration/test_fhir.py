@@ -1,22 +1,38 @@
-"""FHIR R4 round trip through the real services: Bundle in at ingest, Flag/Communication/Observation out."""
+"""FHIR R4 round trip through the real services: Bundle in at ingest, Flag/Communication/Observation out.
+
+FHIR writes keep the JSON API's safety rules (issue #10): the plausibility floor, `409` for an
+identifier reposted with other content (a `batch` rejects the entry, a `transaction` publishes
+nothing), identical reposts stored once, and a body limit of its own for Bundles.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import json
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from nervewatch.devstack import EmbeddedStack
+from nervewatch.http import MAX_BODY
+from schemas.events import Topics
 from schemas.fhir import codes as c
+from schemas.fhir.inbound import MAX_ENTRIES
+from services.ingest.fhir_api import BUNDLE_MAX_BODY
 from tests.support import Services, Tenant, enrol, get_json, poll, wait_alert, webhook_receiver
 from tests.unit import fhir_examples as ex
 
 pytestmark = pytest.mark.integration
 FHIR = {"Content-Type": c.FHIR_JSON}
+NOTE = "PRIVATE-FHIR-NOTE"
+EPOCH = "1970-01-01T00:00:00Z"
 
 
 def red_flag_bundle(pid: str, kind: str = "transaction") -> dict[str, Any]:
@@ -187,3 +203,234 @@ async def test_errors_are_operation_outcomes(services: Services, tenant: Tenant)
         assert status == 202, body
         status, body = await get_json(http, f"{alerts}/fhir/r4/Flag?patient={pid}&date=2026", tenant.headers)
         assert status == 400 and body["resourceType"] == "OperationOutcome"
+
+
+# --- the JSON API's safety rules on FHIR writes ----------------------------------------------------
+
+
+async def log_end(bootstrap: str) -> int:
+    """Sum of the end offsets of the check-ins and activity topics.
+
+    Any publish moves it, so "unchanged" proves nothing was published; it is no count of records
+    (the embedded broker reports the end of a multi-record batch as its base offset + 1 until the
+    next batch is written), so positive counts are taken from what scoring stored."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        tps = [
+            TopicPartition(t, p)
+            for t in (Topics.checkins, Topics.activity)
+            for p in (consumer.partitions_for_topic(t) or set())
+        ]
+        return int(sum((await consumer.end_offsets(tps)).values()))
+    finally:
+        await consumer.stop()
+
+
+def obs_event_id(tenant: Tenant, ident: str, system: str = "urn:example:app") -> uuid.UUID:
+    return c.derive_event_id(tenant.tenant_id, "Observation", f"identifier\n{system}|{ident}")
+
+
+def steps_of(pid: str, rid: str, value: int, now: datetime) -> dict[str, Any]:
+    steps = ex.steps_observation(value)
+    steps["id"] = rid
+    steps["subject"] = {"reference": f"Patient/{pid}"}
+    steps["effectivePeriod"] = {
+        "start": (now - timedelta(hours=3)).isoformat(),
+        "end": (now - timedelta(hours=2)).isoformat(),
+    }
+    return steps
+
+
+def statuses(body: dict[str, Any]) -> list[str]:
+    return [e["response"]["status"] for e in body["entry"]]
+
+
+async def stored_checkins(db: asyncpg.Connection, tenant: Tenant, pid: str, n: int, timeout_s: float = 30) -> bool:
+    """Wait until scoring stored at least `n` check-ins of the patient; then whether they are exactly `n`."""
+
+    async def count() -> int:
+        return int(
+            await db.fetchval(
+                "SELECT count(*) FROM scoring.checkins WHERE tenant_id = $1 AND patient_id = $2", tenant.tenant_id, pid
+            )
+        )
+
+    await poll(lambda: _at_least(count, n), timeout_s=timeout_s)
+    return await count() == n
+
+
+async def _at_least(count: Any, n: int) -> bool:
+    return bool(await count() >= n)
+
+
+async def test_the_plausibility_floor_rejects_the_epoch_on_every_fhir_write(
+    services: Services, stack: EmbeddedStack, tenant: Tenant, db: asyncpg.Connection
+) -> None:
+    ingest = services.url("ingest")
+    pid = f"pt-fhirf-{uuid.uuid4().hex[:6]}"
+    now = datetime.now(UTC)
+    old = ex.pain_observation(3, ident=f"{pid}-1970", patient=pid, at=EPOCH)
+    old_steps = steps_of(pid, f"steps-{pid}-1970", 1200, now)
+    old_steps["effectivePeriod"] = {"start": EPOCH, "end": "1970-01-01T01:00:00Z"}
+    old_qr = ex.questionnaire_response(ident=f"{pid}-qr-1970", patient=pid)
+    old_qr["authored"] = EPOCH
+    good = ex.pain_observation(3, ident=f"{pid}-now", patient=pid, at=(now - timedelta(hours=1)).isoformat())
+    async with aiohttp.ClientSession() as http:
+        await enrol(http, ingest, tenant, pid, [])
+        before = await log_end(stack.bootstrap)
+
+        status, body, _ = await post(http, f"{ingest}/fhir/r4/Observation", old, tenant)
+        assert status == 422 and body["resourceType"] == "OperationOutcome", body
+        (issue,) = body["issue"]
+        assert issue["expression"] == ["Observation.effectiveDateTime"] and "plausibility floor" in issue["diagnostics"]
+        status, body, _ = await post(http, f"{ingest}/fhir/r4/QuestionnaireResponse", old_qr, tenant)
+        assert status == 422 and body["issue"][0]["expression"] == ["QuestionnaireResponse.authored"], body
+        status, body, _ = await post(http, f"{ingest}/fhir/r4", ex.bundle("transaction", [good, old]), tenant)
+        assert status == 422 and body["issue"][0]["expression"] == ["Bundle.entry[1].resource.effectiveDateTime"]
+        status, body, _ = await post(http, f"{ingest}/fhir/r4", ex.bundle("batch", [old, old_steps, old_qr]), tenant)
+        assert status == 422, body
+        floors = [i for i in body["issue"] if "plausibility floor" in i["diagnostics"]]
+        assert {i["expression"][0].split(".")[1] for i in floors} == {"entry[0]", "entry[1]", "entry[2]"}, body
+        assert await log_end(stack.bootstrap) == before, "an event before the floor reached the log"
+
+        status, body, _ = await post(http, f"{ingest}/fhir/r4", ex.bundle("batch", [old, good, old_steps]), tenant)
+        assert status == 202 and statuses(body) == [
+            "422 Unprocessable Entity",
+            "202 Accepted",
+            "422 Unprocessable Entity",
+        ]
+        assert await log_end(stack.bootstrap) > before
+    assert await stored_checkins(db, tenant, pid, 1)
+
+
+async def test_fhir_reposts_identical_are_stored_once_and_conflicting_are_409(
+    services: Services, stack: EmbeddedStack, tenant: Tenant, db: asyncpg.Connection
+) -> None:
+    ingest = services.url("ingest")
+    pid = f"pt-fhirc-{uuid.uuid4().hex[:6]}"
+    now = datetime.now(UTC).replace(microsecond=0)
+    at = (now - timedelta(hours=1)).isoformat()
+    first = ex.pain_observation(3, ident=f"{pid}-a", patient=pid, at=at)
+    first["note"] = [{"text": NOTE}]
+    changed = copy.deepcopy(first)
+    changed["valueInteger"] = 9
+    fresh = ex.pain_observation(4, ident=f"{pid}-b", patient=pid, at=at)
+    steps = steps_of(pid, f"steps-{pid}", 4100, now)
+    steps_changed = steps_of(pid, f"steps-{pid}", 999, now)
+    async with aiohttp.ClientSession() as http:
+        await enrol(http, ingest, tenant, pid, [])
+        url = f"{ingest}/fhir/r4"
+
+        # single resource: identical repost 202, other content under the same identifier 409
+        assert (await post(http, f"{url}/Observation", first, tenant))[0] == 202
+        assert (await post(http, f"{url}/Observation", first, tenant))[0] == 202
+        status, body, ctype = await post(http, f"{url}/Observation", changed, tenant)
+        assert status == 409 and ctype == c.FHIR_JSON and body["resourceType"] == "OperationOutcome", body
+        (issue,) = body["issue"]
+        assert (issue["code"], issue["expression"]) == ("conflict", ["Observation.identifier"])
+        assert NOTE not in json.dumps(body) and f"{pid}-a" not in json.dumps(body)
+
+        # batch: the conflicting entry is 409, the others accepted (an identical repost among them)
+        status, body, _ = await post(http, url, ex.bundle("batch", [changed, fresh, first, steps]), tenant)
+        assert status == 202, body
+        assert statuses(body) == ["409 Conflict", "202 Accepted", "202 Accepted", "202 Accepted"]
+        outcome = body["entry"][0]["response"]["outcome"]
+        assert outcome["issue"][0]["code"] == "conflict"
+        assert outcome["issue"][0]["expression"] == ["Bundle.entry[0].resource.identifier"]
+        assert NOTE not in json.dumps(body)
+        status, body, _ = await post(http, url, ex.bundle("batch", [steps_changed]), tenant)
+        assert status == 409 and body["issue"][0]["code"] == "conflict", body
+
+        # transaction: one conflicting entry fails the Bundle; nothing is published, nothing recorded
+        fresh2 = ex.pain_observation(5, ident=f"{pid}-c", patient=pid, at=at)
+        steps2 = steps_of(pid, f"steps2-{pid}", 2000, now)
+        before = await log_end(stack.bootstrap)
+        status, body, _ = await post(http, url, ex.bundle("transaction", [fresh2, steps2, changed]), tenant)
+        assert status == 409 and body["resourceType"] == "OperationOutcome", body
+        assert [(i["code"], i["expression"]) for i in body["issue"]] == [
+            ("conflict", ["Bundle.entry[2].resource.identifier"])
+        ]
+        assert await log_end(stack.bootstrap) == before, "a failed transaction published events"
+        recorded = await db.fetchval(
+            "SELECT count(*) FROM ingest.event_digests WHERE tenant_id = $1 AND event_id = ANY($2::uuid[])",
+            tenant.tenant_id,
+            [obs_event_id(tenant, f"{pid}-c"), c.derive_event_id(tenant.tenant_id, "Observation", f"id\nsteps2-{pid}")],
+        )
+        assert recorded == 0, "a failed transaction left digests behind"
+        # so the corrected entries are new events, not conflicts
+        fresh2["valueInteger"] = 6
+        steps2["valueQuantity"]["value"] = 2100
+        status, body, _ = await post(http, url, ex.bundle("transaction", [fresh2, steps2, first]), tenant)
+        assert status == 202 and statuses(body) == ["202 Accepted"] * 3, body
+
+    async def stored(event_id: uuid.UUID) -> list[Any]:
+        return list(await db.fetch("SELECT data FROM scoring.checkins WHERE event_id = $1", event_id))
+
+    assert await stored_checkins(db, tenant, pid, 3)  # a (posted five times), b and c: each once
+    rows = await stored(obs_event_id(tenant, f"{pid}-a"))
+    assert len(rows) == 1 and json.loads(rows[0]["data"])["pain"]["current"] == 3
+    assert json.loads((await stored(obs_event_id(tenant, f"{pid}-c")))[0]["data"])["pain"]["current"] == 6
+    # the refused versions never reached the log, so scoring saw no conflict
+    assert not await db.fetchval(
+        "SELECT count(*) FROM scoring.event_conflicts WHERE event_id = $1", obs_event_id(tenant, f"{pid}-a")
+    )
+
+
+async def test_a_bundle_of_1000_full_panels_is_accepted_and_bundles_have_their_own_body_limit(
+    services: Services, stack: EmbeddedStack, tenant: Tenant, db: asyncpg.Connection
+) -> None:
+    ingest = services.url("ingest")
+    pid = f"pt-fhirb-{uuid.uuid4().hex[:6]}"
+    now = datetime.now(UTC)
+    panels = [ex.full_panel(i, pid, now, red_flag=None) for i in range(MAX_ENTRIES)]
+    raw = json.dumps(ex.bundle("batch", panels)).encode()
+    assert MAX_BODY < len(raw) < BUNDLE_MAX_BODY
+    headers = {**tenant.headers, **FHIR}
+    async with aiohttp.ClientSession() as http:
+        await enrol(http, ingest, tenant, pid, [])
+        before = await log_end(stack.bootstrap)
+        async with http.post(f"{ingest}/fhir/r4", data=raw, headers=headers) as resp:
+            body = await resp.json(content_type=None)
+            assert resp.status == 202, body
+        assert statuses(body) == ["202 Accepted"] * MAX_ENTRIES
+        assert await log_end(stack.bootstrap) > before
+
+        # the limit is the Bundle route's, by Content-Length and without it (chunked)
+        small = json.dumps(
+            ex.bundle("batch", [ex.pain_observation(2, ident=f"{pid}-s", patient=pid, at=now.isoformat())])
+        )
+        at_limit = small.encode() + b" " * (BUNDLE_MAX_BODY - len(small))
+        async with http.post(f"{ingest}/fhir/r4", data=at_limit, headers=headers) as resp:
+            assert resp.status == 202, await resp.text()
+        async with http.post(f"{ingest}/fhir/r4", data=at_limit + b" ", headers=headers) as resp:
+            outcome = await resp.json(content_type=None)
+            assert resp.status == 413 and resp.content_type == c.FHIR_JSON, outcome
+            assert outcome["issue"][0]["code"] == "too-costly"
+            assert str(BUNDLE_MAX_BODY) in outcome["issue"][0]["diagnostics"]
+
+        async def chunks() -> AsyncIterator[bytes]:
+            data = at_limit + b" "
+            for i in range(0, len(data), 256 * 1024):
+                yield data[i : i + 256 * 1024]
+
+        async with http.post(f"{ingest}/fhir/r4", data=chunks(), headers=headers) as resp:
+            assert resp.request_info.headers.get("Transfer-Encoding") == "chunked"
+            assert resp.status == 413 and (await resp.json(content_type=None))["issue"][0]["code"] == "too-costly"
+
+        # the single-resource endpoint and the JSON API keep the app-wide 1 MiB
+        one = json.dumps(ex.pain_observation(2, ident=f"{pid}-o", patient=pid, at=now.isoformat())).encode()
+        padded = one + b" " * (MAX_BODY + 1 - len(one))
+        async with http.post(f"{ingest}/fhir/r4/Observation", data=padded, headers=headers) as resp:
+            outcome = await resp.json(content_type=None)
+            assert resp.status == 413 and outcome["issue"][0]["code"] == "too-costly", outcome
+            assert str(MAX_BODY) in outcome["issue"][0]["diagnostics"]
+        batch = json.dumps({"items": []}).encode()
+        padded = batch[:-1] + b" " * (MAX_BODY + 1 - len(batch)) + b"}"
+        json_headers = {**tenant.headers, "Content-Type": "application/json"}
+        async with http.post(f"{ingest}/v1/checkins/batch", data=padded, headers=json_headers) as resp:
+            assert resp.status == 413 and resp.content_type == "application/problem+json"
+
+    # every panel and the Bundle at the limit, each stored once
+    assert await stored_checkins(db, tenant, pid, MAX_ENTRIES + 1, timeout_s=120)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,20 @@ def checkin_panel(
         "component": components,
         "note": [{"text": "private words of the patient"}],
     }
+
+
+def full_panel(i: int, patient: str, now: datetime, red_flag: str | None = "foot_drop") -> dict[str, Any]:
+    """A fully populated check-in panel as an app sends it (every component, grip strength of the
+    right hand, a note), recorded `10 + i` minutes before `now`; identifier `checkin-{i}-{patient}`."""
+    at = now - timedelta(minutes=10 + i)
+    panel = checkin_panel(ident=f"checkin-{i:06d}-{patient}", patient=patient, red_flag=red_flag)
+    panel["effectiveDateTime"] = at.isoformat()
+    for comp in panel["component"]:
+        if comp["code"]["coding"][0]["code"] == c.PT_SESSION_ENDED:
+            comp["valueDateTime"] = (at - timedelta(hours=2)).isoformat()
+    panel["component"].append({"code": loinc(c.GRIP_RIGHT), "valueQuantity": qty(17.5, "kg")})
+    panel["note"] = [{"text": "slept badly, the tingling in the right hand woke me up twice tonight"}]
+    return panel
 
 
 def steps_observation(value: float = 6240, *, code: str = c.STEPS_24H, unit: str = "{steps}/d") -> dict[str, Any]:

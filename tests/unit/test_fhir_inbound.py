@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
 from schemas.checkins import CheckIn
+from schemas.common import FLOOR_CONTEXT, NOW_CONTEXT, event_time_floor
 from schemas.fhir import codes as c
 from schemas.fhir import inbound
 from schemas.fhir.inbound import FhirInputError, MappedCheckIn, MappedSample, ValidSample
 from tests.unit import fhir_examples as ex
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
+CTX = {NOW_CONTEXT: NOW, FLOOR_CONTEXT: event_time_floor(date(2000, 1, 1))}
 TENANT = "clinic-a"
 
 
@@ -27,7 +29,7 @@ def issues_of(fn: Any, *args: Any) -> list[inbound.Issue]:
 
 def contract(resource: dict[str, Any]) -> Any:
     mapper = inbound.MAPPERS[resource["resourceType"]]
-    return inbound.to_contract(mapper(resource, TENANT, resource["resourceType"]), NOW)
+    return inbound.to_contract(mapper(resource, TENANT, resource["resourceType"]), CTX)
 
 
 def test_hand_made_examples_are_valid_r4_resources() -> None:
@@ -158,7 +160,7 @@ def test_patient_by_tenant_identifier() -> None:
 def test_steps_in_24_hours_is_a_step_sample() -> None:
     mapped = inbound.map_observation(ex.steps_observation(6240), TENANT)
     assert isinstance(mapped, MappedSample)
-    result = inbound.to_contract(mapped, NOW)
+    result = inbound.to_contract(mapped, CTX)
     assert isinstance(result, ValidSample)
     assert (result.sample.type.value, result.sample.value, result.device.id) == ("steps", 6240, "watch-88f1")
 
@@ -368,5 +370,5 @@ def test_entry_issues_are_located_in_the_bundle() -> None:
 def test_contract_issue_inside_a_bundle_entry() -> None:
     item = inbound.map_entry(copy.deepcopy(ex.pain_observation(11)), TENANT, 3)
     with pytest.raises(FhirInputError) as info:
-        inbound.to_contract(item, NOW)
+        inbound.to_contract(item, CTX)
     assert info.value.issues[0].under("Bundle.entry[3].resource").expression == "Bundle.entry[3].resource"
