@@ -1,14 +1,20 @@
 """aiohttp plumbing shared by the three services.
 
 `create_app` adds: JSON access metrics per route and status, problem+json for every error
-(unexpected exceptions become a 500 that reveals nothing), a 1 MiB body limit (a route may set
-its own with `with_body_limit` and read its body with `read_body`), API-key authentication
-helpers, and the `/healthz`, `/readyz` and `/metrics` endpoints.
+(unexpected exceptions become a 500 that reveals nothing; aiohttp's own HTTP errors keep the
+headers that matter, so a 405 carries `Allow`), a 1 MiB body limit (a route may set its own with
+`with_body_limit` and read its body with `read_body`), API-key authentication helpers, and the
+`/healthz`, `/readyz` and `/metrics` endpoints. With an identity store it also starts and stops
+the store's key-change listener and access-log flusher with the app.
 `authenticate` also applies the per-key rate limit (429 + `Retry-After`) and marks requests made
 for scope `care` so that, once their response starts with a success status, one row goes to the
-access audit (`nervewatch.identity.access_log`), written in the background.
+access audit (`nervewatch.identity.access_log`), written in the background; `record_access` adds
+a row for patient data sent later within an open response (each alert of the stream), and
+`still_authorized` re-checks a long-lived response's key.
 `serve` runs an app until SIGTERM/SIGINT, then stops accepting, lets in-flight requests finish
 (bounded by the shutdown timeout) and runs the app's cleanup hooks (consumers commit and close).
+Requests aiohttp's parser refuses (oversized request line or headers, malformed HTTP) never reach
+the app: `nervewatch.http_protocol` answers them (414 / 431 / 400 problem+json).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from nervewatch import metrics
+from nervewatch.http_protocol import ProblemAppRunner
 from nervewatch.identity.access_log import AccessRecord
 from nervewatch.identity.ratelimit import KeyRateLimiter
 from nervewatch.identity.store import IdentityStore, Principal
@@ -35,12 +42,19 @@ from nervewatch.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
-# HTTP parser limits (aiohttp's defaults, set explicitly in `serve`): the request line (method, path
-# and query string) and each header line at most 8190 bytes, at most 128 headers. Beyond them aiohttp's
-# parser answers a plain-text 400 itself, before any application code (so not problem+json).
+# HTTP parser limits, set explicitly in `serve`: the request line (its target with aiohttp's C
+# parser: path and query string) at most 8190 bytes, each header field (name and value) at most
+# 8192 bytes, at most 128 headers. Beyond them the parser refuses the request before any
+# application code, answered 414 / 431 problem+json by `nervewatch.http_protocol` (which tells the
+# two apart by the limit exceeded: they must differ).
 MAX_REQUEST_LINE = 8190
-MAX_HEADER_FIELD = 8190
+MAX_HEADER_FIELD = 8192
 MAX_HEADERS = 128
+# Headers of an aiohttp HTTPException (router 405, ...) that its problem answer keeps.
+KEPT_EXCEPTION_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
+# Methods counted under their own name in the HTTP metrics; any other token counts as "other"
+# (the parser accepts any method token: labels must stay a bounded set).
+METRIC_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 ReadyCheck = Callable[[], Awaitable[bool]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 R = TypeVar("R", bound=web.StreamResponse)
@@ -112,6 +126,7 @@ def _route_name(request: web.Request) -> str:
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     service = request.app[SERVICE]
     route = _route_name(request)
+    method = request.method if request.method in METRIC_METHODS else "other"
     started = time.perf_counter()
     status = 500
     metrics.HTTP_IN_FLIGHT.labels(service).inc()
@@ -128,17 +143,19 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             return too_large(body_limit(request)).response()
         if exc.status < 400:
             raise
-        return problem_response(exc.status, exc.reason or "Error")
+        kept = {name: exc.headers[name] for name in KEPT_EXCEPTION_HEADERS if name in exc.headers}
+        detail = f"this resource supports {kept['Allow']}" if exc.status == 405 and "Allow" in kept else None
+        return problem_response(exc.status, exc.reason or "Error", detail, headers=kept or None)
     except asyncio.CancelledError:
         status = 499
         raise
     except Exception:
-        log.exception("unhandled error", extra={"route": route, "method": request.method})
+        log.exception("unhandled error", extra={"route": route, "method": method})
         return problem_response(500, "Internal error", "the error was logged", slug="internal")
     finally:
         metrics.HTTP_IN_FLIGHT.labels(service).dec()
-        metrics.HTTP_REQUESTS.labels(service, route, request.method, str(status)).inc()
-        metrics.HTTP_LATENCY.labels(service, route, request.method).observe(time.perf_counter() - started)
+        metrics.HTTP_REQUESTS.labels(service, route, method, str(status)).inc()
+        metrics.HTTP_LATENCY.labels(service, route, method).observe(time.perf_counter() - started)
 
 
 async def healthz(_: web.Request) -> web.Response:
@@ -179,14 +196,17 @@ def create_app(
             app[RATE_LIMITER] = KeyRateLimiter(conf.rate_limit_per_key_rps, conf.rate_limit_per_key_burst)
         app.on_response_prepare.append(_record_access)
 
-        async def start_access_log(_: web.Application) -> None:
+        async def start_identity(_: web.Application) -> None:
             identity.access_log.start()
+            if conf.database_url:
+                identity.start_listener(conf.database_url)
 
-        async def stop_access_log(_: web.Application) -> None:
+        async def stop_identity(_: web.Application) -> None:
+            await identity.stop_listener()
             await identity.access_log.stop()
 
-        app.on_startup.append(start_access_log)
-        app.on_cleanup.append(stop_access_log)
+        app.on_startup.append(start_identity)
+        app.on_cleanup.append(stop_identity)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
@@ -249,8 +269,23 @@ async def _record_access(request: web.Request, response: web.StreamResponse) -> 
         return
     try:
         info = request.match_info
-        patient_id = info.get("patient_id") or request.query.get("patient_id")
-        alert_id = info.get("alert_id")
+        patient_id, alert_id = info.get("patient_id") or request.query.get("patient_id"), info.get("alert_id")
+    except Exception as exc:  # an audit hook must never fail the request
+        log.warning("access audit hook failed", extra={"error": type(exc).__name__})
+        return
+    _queue_access(request, principal, patient_id=patient_id, alert_id=alert_id, status=response.status)
+
+
+def record_access(request: web.Request, principal: Principal, *, patient_id: str | None, alert_id: str | None) -> None:
+    """Queue an access-audit row for patient data sent within an open response (an alert over the
+    stream): the request's method and route, status 200. Never blocks, never raises."""
+    _queue_access(request, principal, patient_id=patient_id, alert_id=alert_id, status=200)
+
+
+def _queue_access(
+    request: web.Request, principal: Principal, *, patient_id: str | None, alert_id: str | None, status: int
+) -> None:
+    try:
         request.app[IDENTITY].access_log.record(
             AccessRecord(
                 at=datetime.now(UTC),
@@ -260,11 +295,26 @@ async def _record_access(request: web.Request, response: web.StreamResponse) -> 
                 route=_route_name(request),
                 patient_id=_clean(patient_id),
                 alert_id=_clean(alert_id),
-                status=response.status,
+                status=status,
             )
         )
     except Exception as exc:  # an audit hook must never fail the request
         log.warning("access audit hook failed", extra={"error": type(exc).__name__})
+
+
+async def still_authorized(request: web.Request, principal: Principal) -> bool:
+    """Whether the credentials of `request` (authenticated earlier as `principal`) are still valid:
+    for a long-lived response (the alert stream) to end once its key is revoked or expires.
+
+    As fresh as `IdentityStore.authenticate` (within `REVOCATION_BOUND_S` of a revocation);
+    a database failure counts as not authorized. No rate limit, no audit row."""
+    _, _, token = request.headers.get("Authorization", "").partition(" ")
+    try:
+        current = await request.app[IDENTITY].authenticate(token.strip())
+    except Exception as exc:
+        log.warning("re-authentication failed", extra={"error": type(exc).__name__})
+        return False
+    return current is not None and current.key_id == principal.key_id
 
 
 def _clean(value: str | None) -> str | None:
@@ -274,12 +324,12 @@ def _clean(value: str | None) -> str | None:
     return value.replace("\x00", "")[:128] or None
 
 
-async def serve(
-    app: web.Application, host: str, port: int, shutdown_timeout: float, ready: asyncio.Event | None = None
-) -> None:
-    """Serve until SIGTERM or SIGINT; then shut down gracefully within `shutdown_timeout` seconds."""
-    runner = web.AppRunner(
+def make_runner(app: web.Application, shutdown_timeout: float) -> ProblemAppRunner:
+    """The runner every service is served with: the parser limits above, parse errors answered as
+    problems (`nervewatch.http_protocol`), no aiohttp access log (nothing of a request is logged)."""
+    return ProblemAppRunner(
         app,
+        service=app[SERVICE],
         access_log=None,
         shutdown_timeout=shutdown_timeout,
         handle_signals=False,
@@ -287,6 +337,13 @@ async def serve(
         max_field_size=MAX_HEADER_FIELD,
         max_headers=MAX_HEADERS,
     )
+
+
+async def serve(
+    app: web.Application, host: str, port: int, shutdown_timeout: float, ready: asyncio.Event | None = None
+) -> None:
+    """Serve until SIGTERM or SIGINT; then shut down gracefully within `shutdown_timeout` seconds."""
+    runner = make_runner(app, shutdown_timeout)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
     await site.start()

@@ -563,14 +563,18 @@ ERROR_TEXT: dict[int, str] = {
     404: "No such resource for this tenant (another tenant's resources are never revealed)",
     409: "Conflict: an `event_id` accepted before with different content (`.../event-conflict`), or with the "
     "resource's state (e.g. the alert is already resolved, the key is revoked or expired)",
+    405: "The method is not supported on this path; `Allow` lists the methods that are",
     413: "The body exceeds 1 MiB",
+    414: "The request line (path and query string) exceeds 8190 bytes; nothing of it is echoed",
     415: "The body is not application/json",
     422: "Validation failed: `errors` lists every bad field by `loc`; values are never echoed",
     429: "Too many requests; retry after `Retry-After` seconds",
+    431: "A header field (name and value) exceeds 8192 bytes, or there are more than 128 headers",
     503: "A dependency (event log, database) is unavailable; nothing was accepted; retry after `Retry-After`",
 }
 
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "string"}}}
+ALLOW = {"Allow": {"description": "The methods this path supports, comma-separated", "schema": {"type": "string"}}}
 NO_STORE = {
     "Cache-Control": {
         "description": "`no-store`: the body holds a secret that is never shown again",
@@ -651,7 +655,10 @@ def build() -> dict[str, Any]:
                 "(shared/CONTRACT.md is the normative text). Ingest, scoring and alerts are separate "
                 "services; each path item lists its service's default local server. Every error is an "
                 "RFC 9457 problem (`application/problem+json`). Request bodies: at most 1 MiB, UTF-8 "
-                "JSON nested at most 32 levels, without NUL characters or unpaired surrogates."
+                "JSON nested at most 32 levels, without NUL characters or unpaired surrogates. Any path "
+                "answers an unsupported method with `405` (`Allow` lists the supported ones), a request "
+                "line over 8190 bytes with `414`, and a header field over 8192 bytes or more than 128 "
+                "headers with `431` (components `Problem405`, `Problem414`, `Problem431`)."
             ),
         },
         "servers": [{"url": f"http://localhost:{port}", "description": name} for name, port in PORTS.items()],
@@ -665,6 +672,7 @@ def build() -> dict[str, Any]:
                     "content": {PROBLEM_MEDIA: {"schema": {"$ref": problem_ref}}},
                 }
                 | ({"headers": RETRY_AFTER} if status in (429, 503) else {})
+                | ({"headers": ALLOW} if status == 405 else {})
                 for status, text in ERROR_TEXT.items()
             },
             "securitySchemes": {

@@ -1,12 +1,32 @@
 """API-key authentication, key lifecycle and tenant records.
 
 Keys are random 256-bit tokens, so a single SHA-256 is the right hash (no stretching needed):
-lookups go by hash, and the stored hash is compared in constant time. Lookups are cached for
-`CACHE_TTL_S` (bounded LRU). A key's `expires_at` is checked on every cache hit, so expiry
-(including the end of a rotation overlap) is exact. Revocation reaches other processes through
-a cheap poll: while requests arrive, each process asks at most every `CHANGES_POLL_S` which keys
-changed (`updated_at`) and evicts them from its cache, so a revoked key stops working everywhere
-within about `CHANGES_POLL_S`; `CACHE_TTL_S` remains the hard upper bound if the poll fails.
+lookups go by hash, and the stored hash is compared in constant time.
+
+Key cache and revocation (the contract: a revoked key stops working in every process within
+`REVOCATION_BOUND_S` = 1 s of the revoking transaction's commit). Lookups are cached (bounded
+LRU, at most `CACHE_TTL_S`), and a key's `expires_at` is checked on every cache hit, so expiry
+(including the end of a rotation overlap) is exact. Every change of a key that matters (revoke,
+rotation, a new expiry, new scopes, a new or deleted key) notifies the PostgreSQL channel
+`KEY_CHANNEL` with the key id, from a trigger (migration 005) in the changing transaction, so the
+notification is sent exactly when the change commits, whoever makes it (admin API, CLI, SQL).
+Every process holds one LISTEN connection (`start_listener`, a background task that reconnects
+with backoff) and evicts the notified key from its cache at once.
+
+A cached lookup is trusted only while the listener is known to be live: it pings its connection
+every `LISTEN_PING_S` and a successful ping that started at t means every notification committed
+before t has arrived (PostgreSQL sends them in order, before the ping's answer), so the cache is
+trusted until t + `LISTEN_TRUST_S`. Otherwise (no listener, before it connects, while it
+reconnects, while its connection stalls) every `authenticate` reads the database: slower, never
+stale. A lookup is only stored when no notification, reconnect or eviction happened while it ran
+(`_epoch`), so a lookup that raced a revocation cannot re-insert the revoked key. The bound is
+thus `LISTEN_TRUST_S` + the ping time, well inside 1 s, even while the listener is down.
+
+Blocking: `authenticate` awaits at most one indexed query (none on a trusted cache hit, plus
+the `last_used_at` update at most every `LAST_USED_EVERY_S` per key). The listener runs on its own
+connection, not the pool's. Shutdown: `stop_listener()` cancels the task and closes its
+connection (bounded by a few seconds); the cache is untrusted from then on. The store stays
+usable without a listener (CLI, tests): every lookup then reads the database.
 
 Webhook secrets rotate with an overlap: the previous secret stays valid for signing until
 `previous_secret_expires_at`, and the dispatcher signs every webhook with both meanwhile.
@@ -15,8 +35,11 @@ Webhook secrets rotate with an overlap: the previous secret stays valid for sign
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
+import logging
+import os
 import secrets
 import time
 from collections import OrderedDict
@@ -28,13 +51,19 @@ import asyncpg
 
 from nervewatch.identity.access_log import AccessLog
 
+log = logging.getLogger(__name__)
+
 SCOPES = frozenset({"ingest", "care", "admin"})
 CACHE_TTL_S = 30.0
 CACHE_MAX = 10_000
 LAST_USED_EVERY_S = 60.0
-CHANGES_POLL_S = 2.0
-# How far back each poll looks beyond the previous one (covers transactions that committed late).
-CHANGES_MARGIN = timedelta(seconds=5)
+# The revocation contract: a revoked key is refused everywhere within this long of the commit.
+REVOCATION_BOUND_S = 1.0
+KEY_CHANNEL = "nervewatch_identity_keys"  # notified with the key id by the trigger of migration 005
+LISTEN_PING_S = 0.2  # the listener pings its connection this often...
+LISTEN_TRUST_S = 0.5  # ...and the cache is trusted for this long after a ping that started then
+LISTEN_PING_TIMEOUT_S = 0.4
+LISTEN_RETRY_MAX_S = 5.0
 KEY_COLUMNS = "key_id, prefix, scopes, created_at, expires_at, revoked_at, last_used_at, rotated_from"
 
 
@@ -103,19 +132,31 @@ def generate_key() -> str:
     return "nw_" + secrets.token_urlsafe(32)
 
 
+def listener_name() -> str:
+    """The `application_name` of this process's listener connection (find it in `pg_stat_activity`)."""
+    return f"nervewatch-key-listener-{os.getpid()}"
+
+
 class IdentityStore:
     """Reads and writes the `identity` schema. Safe for concurrent use from one event loop."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        # digest -> (fetched at (monotonic), principal or None, expires_at as unix time or None)
-        self._cache: OrderedDict[bytes, tuple[float, Principal | None, float | None]] = OrderedDict()
+        # digest -> (fetched at (monotonic), principal, expires_at as unix time or None)
+        self._cache: OrderedDict[bytes, tuple[float, Principal, float | None]] = OrderedDict()
+        self._digests: dict[str, bytes] = {}  # key id -> digest of its cached lookup
+        # digest -> fetched at, for unknown (or revoked, expired) keys: bounded on their own, so a
+        # spray of random keys cannot push the valid ones out of the cache
+        self._misses: OrderedDict[bytes, float] = OrderedDict()
         self._last_used: dict[str, float] = {}
-        self._changes_since: datetime | None = None
-        self._next_poll = 0.0
-        self._polling = False
-        self._poll_task: asyncio.Task[None] | None = None
+        self._epoch = 0  # bumped by every notification, eviction and listener (re)connect or loss
+        self._trusted_until = 0.0  # monotonic; the cache may be read before this instant
+        self._listener: asyncio.Task[None] | None = None
         self.access_log = AccessLog(pool)
+
+    def cache_trusted(self) -> bool:
+        """Whether cached lookups may be used now (the listener is live; see the module doc)."""
+        return time.monotonic() < self._trusted_until
 
     async def authenticate(self, raw_key: str) -> Principal | None:
         """The key's principal, or None for an unknown, revoked or expired key."""
@@ -123,21 +164,21 @@ class IdentityStore:
             return None
         digest = hash_key(raw_key)
         now = time.monotonic()
-        if now >= self._next_poll and not self._polling:
-            # In the background: a request never waits for (or fails because of) the change poll.
-            self._polling = True
-            self._next_poll = now + CHANGES_POLL_S
-            self._poll_task = asyncio.create_task(self._poll_changes())
-        hit = self._cache.get(digest)
+        principal: Principal | None
+        hit = None
+        if now < self._trusted_until:
+            missed = self._misses.get(digest)
+            if missed is not None and now - missed < CACHE_TTL_S:
+                return None
+            hit = self._cache.get(digest)
         if hit is not None and now - hit[0] < CACHE_TTL_S:
             self._cache.move_to_end(digest)
             principal, expires = hit[1], hit[2]
         else:
+            epoch = self._epoch
             principal, expires = await self._lookup(digest)
-            self._cache[digest] = (now, principal, expires)
-            self._cache.move_to_end(digest)
-            while len(self._cache) > CACHE_MAX:
-                self._cache.popitem(last=False)
+            if epoch == self._epoch and self.cache_trusted():
+                self._store(digest, now, principal, expires)
         if principal is None or (expires is not None and time.time() >= expires):
             return None
         if now - self._last_used.get(principal.key_id, 0.0) > LAST_USED_EVERY_S:
@@ -148,6 +189,24 @@ class IdentityStore:
                 "UPDATE identity.api_keys SET last_used_at = now() WHERE key_id = $1", principal.key_id
             )
         return principal
+
+    def _store(self, digest: bytes, at: float, principal: Principal | None, expires: float | None) -> None:
+        self._evict_digest(digest)
+        self._misses.pop(digest, None)
+        if principal is None:
+            self._misses[digest] = at
+            while len(self._misses) > CACHE_MAX:
+                self._misses.popitem(last=False)
+            return
+        self._cache[digest] = (at, principal, expires)
+        self._digests[principal.key_id] = digest
+        while len(self._cache) > CACHE_MAX:
+            self._evict_digest(next(iter(self._cache)))
+
+    def _evict_digest(self, digest: bytes) -> None:
+        entry = self._cache.pop(digest, None)
+        if entry is not None:
+            self._digests.pop(entry[1].key_id, None)
 
     async def _lookup(self, digest: bytes) -> tuple[Principal | None, float | None]:
         row = await self.pool.fetchrow(
@@ -160,30 +219,78 @@ class IdentityStore:
         expires = row["expires_at"].timestamp() if row["expires_at"] is not None else None
         return Principal(row["tenant_id"], row["key_id"], frozenset(row["scopes"])), expires
 
-    async def _poll_changes(self) -> None:
-        """Evict cached lookups of keys changed (revoked, rotated, re-enabled) since the last poll."""
-        try:
-            row = await asyncio.wait_for(
-                self.pool.fetchrow(
-                    """SELECT now() AS now, coalesce(array_agg(key_hash), '{}') AS hashes FROM identity.api_keys
-                       WHERE updated_at >= coalesce($1, now() - make_interval(secs => $2))""",
-                    self._changes_since,
-                    CACHE_TTL_S,
-                ),
-                timeout=CHANGES_POLL_S,
-            )
-        except Exception:
-            return  # the cache TTL still bounds staleness; try again at the next interval
-        finally:
-            self._polling = False
-        assert row is not None
-        for digest in row["hashes"]:
-            self._cache.pop(bytes(digest), None)
-        self._changes_since = row["now"] - CHANGES_MARGIN
+    def key_changed(self, key_id: str) -> None:
+        """Evict the cached lookup of `key_id` and every cached miss (a new key may match one).
+
+        Called for each notification on `KEY_CHANNEL`; O(1) amortised."""
+        self._epoch += 1
+        digest = self._digests.get(key_id)
+        if digest is not None:
+            self._evict_digest(digest)
+        self._misses.clear()
 
     def forget_cached(self) -> None:
         """Drop every cached lookup of this process (after a local revoke or rotation)."""
+        self._epoch += 1
         self._cache.clear()
+        self._digests.clear()
+        self._misses.clear()
+
+    def start_listener(self, dsn: str) -> None:
+        """Start the key-change listener on its own connection to `dsn` (idempotent, non-blocking).
+
+        Until it has connected and pinged, cached lookups are not trusted."""
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.create_task(self._listen(dsn), name="identity-key-listener")
+
+    async def stop_listener(self) -> None:
+        """Cancel the listener and close its connection; from then on the cache is not trusted."""
+        task, self._listener = self._listener, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        self._untrust()
+
+    def _untrust(self) -> None:
+        self._trusted_until = 0.0
+        self.forget_cached()
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self.key_changed(payload)
+
+    async def _listen(self, dsn: str) -> None:
+        """LISTEN on `KEY_CHANNEL` and ping, forever; reconnect with backoff after any failure."""
+        delay = LISTEN_PING_S
+        connected_once = False
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(dsn, timeout=10, server_settings={"application_name": listener_name()})
+                await conn.add_listener(KEY_CHANNEL, self._on_notify)
+                # Changes made while nobody listened were missed: start from an empty cache.
+                self.forget_cached()
+                if connected_once:
+                    log.info("key change listener reconnected")
+                connected_once = True
+                delay = LISTEN_PING_S
+                while True:
+                    started = time.monotonic()
+                    await asyncio.wait_for(conn.fetchval("SELECT 1"), timeout=LISTEN_PING_TIMEOUT_S)
+                    self._trusted_until = started + LISTEN_TRUST_S
+                    await asyncio.sleep(LISTEN_PING_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "key change listener lost; key lookups read the database", extra={"error": type(exc).__name__}
+                )
+            finally:
+                self._untrust()
+                if conn is not None:
+                    conn.terminate()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, LISTEN_RETRY_MAX_S)
 
     async def ensure_tenant(
         self, tenant_id: str, name: str, webhook_secret: str | None = None, allow_private_webhooks: bool = False

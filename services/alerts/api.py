@@ -22,7 +22,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from nervewatch import metrics
-from nervewatch.http import authenticate, json_response
+from nervewatch.http import authenticate, json_response, record_access, still_authorized
 from nervewatch.outbox import Outbox
 from nervewatch.problems import ProblemError, not_found, read_json, validation_problem
 from schemas.alerts import (
@@ -91,18 +91,28 @@ class Broadcaster:
                 continue  # a slow console misses updates rather than growing memory
             q.put_nowait((tenant_id, alert_id))
 
-    async def subscribe(self, heartbeat_s: float = 15.0) -> AsyncIterator[tuple[str, str] | None]:
-        """Yield changes; yields None after `heartbeat_s` of silence so the caller can ping the client."""
+    async def subscribe(self, tick_s: float = 15.0) -> AsyncIterator[tuple[str, str] | None]:
+        """Yield changes; yields None after `tick_s` of silence, so that the caller can ping the
+        client or re-check its credentials at least that often. Unsubscribes when closed."""
         q: asyncio.Queue[tuple[str, str]] = asyncio.Queue(maxsize=1000)
         self._subs.add(q)
         try:
             while True:
                 try:
-                    yield await asyncio.wait_for(q.get(), timeout=heartbeat_s)
+                    async with asyncio.timeout(tick_s):
+                        change = await q.get()
                 except TimeoutError:
                     yield None
+                else:
+                    yield change
         finally:
             self._subs.discard(q)
+
+
+# The stream pings an idle client this often, and re-checks the caller's key at least this often
+# (so that a revoked key's stream ends within REVOCATION_BOUND_S + STREAM_RECHECK_S).
+STREAM_PING_S = 15.0
+STREAM_RECHECK_S = 0.25
 
 
 class AlertsApi:
@@ -449,17 +459,34 @@ class AlertsApi:
         return json_response(AuditPage(items=items).model_dump_json())
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
-        """Server-Sent Events: one `alert` event per change of one of the caller's tenant's alerts."""
+        """Server-Sent Events: one `alert` event per change of one of the caller's tenant's alerts.
+
+        The caller's key is re-checked at least every `STREAM_RECHECK_S`: once it no longer
+        authenticates (revoked, expired) the server ends the response and closes the connection,
+        within 1 s of a revocation. The opening is in the access log (when the response starts),
+        and so is every alert sent (route, patient id, alert id), after it was written."""
         principal = await authenticate(request, "care")
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
         await resp.prepare(request)
+        loop = asyncio.get_running_loop()
+        next_ping = loop.time() + STREAM_PING_S
+        next_check = loop.time() + STREAM_RECHECK_S
         try:
             await resp.write(b": connected\n\n")
-            async for change in self.broadcaster.subscribe():
+            async for change in self.broadcaster.subscribe(tick_s=STREAM_RECHECK_S):
+                now = loop.time()
+                if now >= next_check:
+                    if not await still_authorized(request, principal):
+                        log.info("alert stream closed: key no longer valid", extra={"key_id": principal.key_id})
+                        resp.force_close()
+                        break
+                    next_check = now + STREAM_RECHECK_S
                 if change is None:
-                    await resp.write(b": ping\n\n")
+                    if now >= next_ping:
+                        await resp.write(b": ping\n\n")
+                        next_ping = now + STREAM_PING_S
                     continue
                 tenant_id, alert_id = change
                 if tenant_id != principal.tenant_id:
@@ -469,6 +496,8 @@ class AlertsApi:
                 if alert is None:
                     continue
                 await resp.write(f"event: alert\nid: {alert_id}\ndata: {alert.model_dump_json()}\n\n".encode())
+                record_access(request, principal, patient_id=alert.patient_id, alert_id=alert_id)
+                next_ping = loop.time() + STREAM_PING_S
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             pass  # the console went away
         return resp

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from nervewatch.http import MAX_BODY, MAX_HEADER_FIELD, MAX_REQUEST_LINE
+from nervewatch.http import MAX_BODY, MAX_HEADER_FIELD, MAX_HEADERS, MAX_REQUEST_LINE
 from nervewatch.problems import MAX_JSON_DEPTH
 from schemas.activity import MAX_SAMPLES
 from schemas.checkins import MAX_BATCH, MAX_NOTES
@@ -208,19 +208,56 @@ async def test_query_parameter_length(services: Services, limits_tenant: Tenant)
 
 
 async def test_http_line_and_header_limits(services: Services, limits_tenant: Tenant) -> None:
-    """Enforced by aiohttp's parser before any application code: plain-text errors, service unharmed."""
-    url = f"{services.url('alerts')}/v1/alerts"
+    """Refused by aiohttp's parser before any application code, answered by every service as
+    414 / 431 problem+json that echo nothing; the logs hold nothing of the request but its size."""
+    pid = f"pt-huge-{uuid.uuid4().hex[:8]}"
+    prefix = limits_tenant.key[:8]
+    paths = {
+        "ingest": f"/v1/patients/{pid}",
+        "scoring": f"/v1/patients/{pid}/trajectory",
+        "alerts": f"/v1/alerts?patient_id={pid}",
+    }
     async with aiohttp.ClientSession() as http:
-        async with http.get(f"{url}?x={'a' * MAX_REQUEST_LINE}", headers=limits_tenant.headers) as resp:
-            assert resp.status == 400, resp.status
-        big = {"X-Big": "a" * (MAX_HEADER_FIELD + 1)}
-        async with http.get(url, headers={**limits_tenant.headers, **big}) as resp:
-            assert resp.status == 400, resp.status
-        many = {f"X-H{i}": "1" for i in range(200)}
-        async with http.get(url, headers={**limits_tenant.headers, **many}) as resp:
-            assert resp.status == 400, resp.status
-        async with http.get(url, headers=limits_tenant.headers) as resp:
-            assert resp.status == 200
+        for service, path in paths.items():
+            url = services.url(service) + path
+            sep = "&" if "?" in path else "?"
+            cases = [
+                (f"{url}{sep}pad={'a' * 9000}", {}, 414),
+                (f"{url}{sep}pad={'a' * (MAX_REQUEST_LINE + 1)}", {}, 414),
+                (url, {"X-Context": f"{pid}-{prefix}-" + "a" * 9000}, 431),
+                (url, {"X-Big": "a" * (MAX_HEADER_FIELD + 1)}, 431),
+                (url, {f"X-H{i}": pid for i in range(MAX_HEADERS + 10)}, 431),
+            ]
+            for target, extra, want in cases:
+                async with http.get(target, headers={**limits_tenant.headers, **extra}) as resp:
+                    text = await resp.text()
+                    assert resp.status == want, (service, resp.status, text[:200])
+                    assert resp.content_type == "application/problem+json", service
+                    assert json.loads(text)["status"] == want
+                    assert pid not in text and prefix not in text and "aaaa" not in text, text[:200]
+            async with http.get(url, headers=limits_tenant.headers) as resp:
+                assert resp.status in (200, 404), service  # unharmed
+    logs = services.logs()
+    assert pid not in logs and prefix not in logs and limits_tenant.key not in logs
+    refusals = [json.loads(line) for line in logs.splitlines() if "over the size limit" in line]
+    assert refusals and all(r["level"] == "warning" and "exc" not in r for r in refusals)
+
+
+async def test_unsupported_method_answers_405_with_allow(services: Services, limits_tenant: Tenant) -> None:
+    cases = (
+        ("ingest", "/v1/checkins", {"POST"}),
+        ("scoring", "/v1/patients/p-1/trajectory", {"GET", "HEAD"}),
+        ("alerts", "/v1/alerts", {"GET", "HEAD"}),
+        ("alerts", "/healthz", {"GET", "HEAD"}),
+    )
+    async with aiohttp.ClientSession() as http:
+        for service, path, allowed in cases:
+            async with http.request("PATCH", services.url(service) + path, headers=limits_tenant.headers) as resp:
+                assert resp.status == 405, (service, path)
+                assert resp.content_type == "application/problem+json"
+                assert set(resp.headers["Allow"].split(",")) == allowed, resp.headers["Allow"]
+                problem = await resp.json(content_type=None)
+                assert problem["status"] == 405 and "PATCH" not in problem.get("detail", "")
 
 
 async def test_regressions_found_by_fuzzing(services: Services, limits_tenant: Tenant, pid: str) -> None:
