@@ -21,8 +21,9 @@ def _loinc(code: str) -> dict[str, Any]:
 def checkin_observation(patient_id: str, recorded_at: datetime, seq: int) -> dict[str, Any]:
     """A pain-severity Observation with the three symptom items as components: one check-in.
 
-    Lighter than `bench_load.checkin_dict` (a fully populated check-in is ~3 KB as FHIR, so 500 of
-    them would exceed the 1 MiB body limit); see docs/fhir.md.
+    Lighter than `bench_load.checkin_dict` (a fully populated check-in is ~3 KB as FHIR); the row
+    measures the mapping and publish path, not the body size (Bundles may be up to 4 MiB); see
+    docs/fhir.md.
     """
     return {
         "resourceType": "Observation",
