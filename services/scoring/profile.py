@@ -118,7 +118,7 @@ class ClinicalProfile(BaseModel):
     worsening_last_days: Annotated[int, Field(ge=2, le=7)] = 4
     worsening_consecutive_days: Annotated[int, Field(ge=1, le=7)] = 2
     worsening_back_days: Annotated[int, Field(ge=3, le=14)] = 5
-    worsening_noise_z: Annotated[float, Field(ge=0, le=5)] = 2.0
+    worsening_noise_z: Annotated[float, Field(ge=0, le=5)] = 2.5
     noise_window_days: Annotated[int, Field(ge=7, le=28)] = 28
     noise_min_pairs: Annotated[int, Field(ge=2, le=27)] = 6
     reference_weeks: Annotated[int, Field(ge=1, le=4)] = 4
@@ -139,8 +139,12 @@ class ClinicalProfile(BaseModel):
     flare_grace_days: Annotated[int, Field(ge=0, le=7)] = 3
     flare_weakness_rise: Annotated[float, Field(gt=0, le=10)] = 3.0
     # A flare is "still there" after flare_judge_hours while each of the last two scored days is at
-    # least max(deterioration MCID / 2, this many patient noise SDs) above the pre-trigger level.
+    # least max(flare_persist_det x deterioration MCID, flare_persist_noise_z x patient noise SD)
+    # above the pre-trigger level.
+    flare_persist_det: Annotated[float, Field(gt=0, le=2)] = 0.75
     flare_persist_noise_z: Annotated[float, Field(ge=0, le=5)] = 1.0
+    # ...or pain this many points above the pre-trigger pain with the index >= det / 2 above.
+    flare_persist_pain: Annotated[float, Field(gt=0, le=10)] = 1.5
     # Onset needs the rise to be >= max(deterioration MCID, this many patient noise SDs).
     flare_onset_noise_z: Annotated[float, Field(ge=0, le=5)] = 2.0
 
@@ -148,18 +152,23 @@ class ClinicalProfile(BaseModel):
     plateau_days: Annotated[int, Field(ge=7, le=90)] = 21
     plateau_confirm_days: Annotated[int, Field(ge=1, le=7)] = 3
     # The plateau alert needs moderate symptoms: 7-day level >= plateau_min_index, or the 7-day
-    # median pain >= plateau_min_pain.
+    # median pain >= plateau_min_pain with the level >= plateau_min_index_with_pain.
     plateau_min_index: Annotated[float, Field(ge=0, le=100)] = 25.0
     plateau_min_pain: Annotated[float, Field(ge=0, le=10)] = 3.0
+    plateau_min_index_with_pain: Annotated[float, Field(ge=0, le=100)] = 20.0
     # Slow but steady improvement (no plateau): a symptom whose Mann-Kendall trend over the last
     # trend_item_days is significantly downwards (z <= -trend_item_z) with a least-squares slope of
     # at least trend_item_min_rate points a week.
     trend_item_days: Annotated[int, Field(ge=14, le=42)] = 28
     trend_item_min_points: Annotated[int, Field(ge=5, le=42)] = 10
+    # For a noisy reporter (index noise SD above trend_noisy_sigma) the trend is judged over
+    # trend_item_days_noisy: a slow trend needs longer to show through +-2 points a day.
+    trend_noisy_sigma: Annotated[float, Field(gt=0, le=50)] = 4.5
+    trend_item_days_noisy: Annotated[int, Field(ge=14, le=35)] = 35
     trend_item_z: Annotated[float, Field(ge=0, le=5)] = 2.0
-    # ... and still trending within the plateau window itself (z <= -trend_item_recent_z there).
-    trend_item_recent_z: Annotated[float, Field(ge=0, le=5)] = 1.0
     trend_item_min_rate: Annotated[float, Field(ge=0, le=5)] = 0.15
+    # The symptoms together (summed Kendall S) with the index improving >= this many points a week.
+    trend_index_min_rate: Annotated[float, Field(ge=0, le=50)] = 1.0
     recovered_index: Annotated[float, Field(ge=0, le=100)] = 15.0
     recovered_days: Days = 14
     function_recent_days: Days = 28

@@ -262,7 +262,7 @@ def slow_improver(rng: random.Random, i: int, noisy: bool = False) -> Case:
     )
 
 
-def stall(rng: random.Random, i: int) -> Case:
+def stall(rng: random.Random, i: int, noisy: bool = False) -> Case:
     """Improvement from the pre-treatment level over 2-3 weeks, then flat at moderate symptoms (pain
     3-4, tingling 2-3) for 5+ weeks: the 21st flat day falls 5-6 weeks after the procedure/onset."""
     condition, treatment = rng.choice(
@@ -308,6 +308,7 @@ def stall(rng: random.Random, i: int) -> Case:
         last_day=int(flat_start) + 40,
         pre=pre,
         pt_at=sessions,
+        noisy=noisy,
         truth={"flat_start": flat_start},
     )
 

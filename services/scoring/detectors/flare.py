@@ -1,9 +1,13 @@
 """Post-activity flares: onset, settling, and persistence beyond the expected 72 h.
 
 Triggers: a physical-therapy session (on the local date of `pt_session_ended_at`, at that instant)
-or an unusually active day (activity detector; the whole day). The pre-trigger level is the lower
-of the 7-day level of the day before the trigger and the median of the last 5 scored days reported
-before it (within a week); a rise that had already begun before the trigger is not a flare (prior None).
+or an unusually active day (activity detector; the whole day). The pre-trigger level is the 7-day level
+of the day before the trigger, or for a patient improving by at least a quarter of a deterioration
+MCID a week (14-day trend) the lower of that and the median of the last 5 scored days reported
+before it (within a week), so that the flare is measured from where the patient is now; a rise
+that had already begun before the trigger (a day or two before it that would have been an onset)
+is not a flare (prior None). During a nerve repair's
+regrowth phase the deterioration MCID is raised as for regression.
 
 - Onset: a scored day reported after the trigger, within flare_trigger_days of it (or the first
   scored day after it, up to LATE_FIRST_DAYS later), with the index >= max(1 deterioration MCID,
@@ -13,7 +17,9 @@ before it (within a week); a rise that had already begun before the trigger is n
 - Settled: the median of the episode's last 3 days is within half a deterioration MCID of the prior.
 - Persistent ("still there after 72 h"): from flare_judge_hours after the trigger (for a PT session,
   on a day whose newest check-in is at least that long after the session ended), the last two
-  scored days are both >= max(det/2, flare_persist_noise_z x patient noise SD) above the prior; or
+  scored days are both >= max(flare_persist_det x det, flare_persist_noise_z x patient noise SD)
+  above the prior (or pain flare_persist_pain points above the pre-trigger pain with the index at
+  least det/2 up); or
   flare_window_days after onset the median of the last 3 days is still > det/2 above it. The 72 h
   are counted from the trigger that opened the episode: a further session within them does not
   excuse a flare that has not settled.
@@ -37,8 +43,9 @@ from services.scoring.detectors.base import (
     median,
     reason,
 )
-from services.scoring.detectors.symptoms import SymptomState
+from services.scoring.detectors.symptoms import Scored, SymptomState
 from services.scoring.model import DayRecord
+from services.scoring.profile import ClinicalProfile
 
 PT = "physical-therapy session"
 #: A trigger also explains a rise on the first scored day after it up to this many days beyond
@@ -55,6 +62,7 @@ class Trigger:
     kind: str
     instant: float | None  # POSIX time the session ended; None: the whole day
     prior: float | None  # pre-trigger level; None: the trigger cannot explain a rise
+    prior_pain: float | None = None  # median pain of the last scored days before the trigger
     seen: bool = False  # whether a scored day after the trigger has been judged
 
 
@@ -65,6 +73,7 @@ class FlareEpisode:
     instant: float | None
     onset: int
     prior: float
+    prior_pain: float | None
     det: float
     peak: float
     latest: float
@@ -106,6 +115,18 @@ def initial(patient: Patient) -> FlareState:
     return FlareState()
 
 
+def _det(patient: Patient, baseline: float | None, o: int) -> float:
+    """The deterioration MCID a flare is measured in; while a nerve repair's regrowth is on its way
+    (dense numbness and weakness fluctuate near the top of their scales) at least
+    regen_deterioration_mcids index MCIDs, as for regression."""
+    cp = patient.clinical
+    mcid = cp.index_mcid(baseline)
+    det = cp.deterioration_mcid(mcid)
+    if patient.course.regenerating(o):
+        det = max(det, cp.regen_deterioration_mcids * mcid)
+    return det
+
+
 def _is_before(e_ord: int, e_ts: float, t: int, instant: float | None) -> bool:
     return e_ord < t or (e_ord == t and instant is not None and e_ts <= instant)
 
@@ -115,16 +136,23 @@ def _prior(sym: SymptomState, t: int, instant: float | None, det: float, patient
     before = [e for e in sym.recent if t - 7 <= e[0] <= t and _is_before(e[0], e[6], t, instant)]
     level = sym.level_between(t - cp.level_window_days, t - 1, cp.level_min_days)
     recent = median([e[1] for e in before[-5:]]) if len(before) >= 3 else None
-    cands = [v for v in (level, recent) if v is not None]
+    improving = sym.slope_short is not None and 7.0 * sym.slope_short <= -det / 4
+    cands = [v for v in (level, recent if improving or level is None else None) if v is not None]
     if not cands:
         return None
     prior = min(cands)
     near = [e[1] for e in before if e[0] >= t - cp.flare_trigger_days]
-    if near and near[-1] >= prior + det:
-        return None  # the rise had begun before the trigger
-    if len(near) >= 2 and min(near[-2:]) >= prior + det / 2:
+    rise = max(det, cp.flare_onset_noise_z * sym.sigma)
+    if near and near[-1] >= prior + rise:
+        return None  # the rise had begun before the trigger: it would itself have been an onset
+    if len(near) >= 2 and min(near[-2:]) >= prior + ONSET_PAIR * rise:
         return None
     return prior
+
+
+def _prior_pain(sym: SymptomState, t: int, instant: float | None) -> float | None:
+    pains = [e[2] for e in sym.recent if t - 7 <= e[0] <= t and _is_before(e[0], e[6], t, instant) and e[2] is not None]
+    return median(pains[-5:]) if len(pains) >= 3 else None
 
 
 def _onset(sym: SymptomState, x: float, trig: Trigger, det: float, z: float) -> bool:
@@ -174,8 +202,11 @@ def step(state: FlareState, ctx: StepCtx) -> FlareState:
     fresh = _new_triggers(rec, o, state, ctx)
     if fresh:
         baseline, _ = sym.baseline(patient)
-        det = cp.deterioration_mcid(cp.index_mcid(baseline))
-        added = [Trigger(t, kind, instant, _prior(sym, t, instant, det, patient)) for t, kind, instant in fresh]
+        det = _det(patient, baseline, o)
+        added = [
+            Trigger(t, kind, instant, _prior(sym, t, instant, det, patient), _prior_pain(sym, t, instant))
+            for t, kind, instant in fresh
+        ]
         triggers = tuple(sorted((*triggers, *added), key=lambda t: t.ord))
     x = sym.x
     if x is None:
@@ -189,7 +220,7 @@ def step(state: FlareState, ctx: StepCtx) -> FlareState:
             break
     if any(not t.seen and t.ord <= o and not _is_before(o, ts, t.ord, t.instant) for t in triggers):
         triggers = tuple(
-            Trigger(t.ord, t.kind, t.instant, t.prior, True)
+            Trigger(t.ord, t.kind, t.instant, t.prior, t.prior_pain, True)
             if not t.seen and not _is_before(o, ts, t.ord, t.instant)
             else t
             for t in triggers
@@ -201,7 +232,7 @@ def step(state: FlareState, ctx: StepCtx) -> FlareState:
         if busy or recent is None or recent.prior is None:
             return FlareState(triggers, ep)
         baseline, _ = sym.baseline(patient)
-        det = cp.deterioration_mcid(cp.index_mcid(baseline))
+        det = _det(patient, baseline, o)
         if not _onset(sym, x, recent, det, cp.flare_onset_noise_z):
             return FlareState(triggers, ep)
         before = [e[5] for e in sym.recent[:-1] if e[5] is not None][-7:]
@@ -214,6 +245,7 @@ def step(state: FlareState, ctx: StepCtx) -> FlareState:
             instant=recent.instant,
             onset=o,
             prior=recent.prior,
+            prior_pain=recent.prior_pain,
             det=det,
             peak=x,
             latest=x,
@@ -241,9 +273,8 @@ def step(state: FlareState, ctx: StepCtx) -> FlareState:
     elif persistent_on is None:
         judged = instant is None or ts >= instant + cp.flare_judge_hours * 3600.0
         if o >= judge_from and (judged or o >= ep.onset + cp.flare_window_days):
-            last_two = [e[1] for e in sym.recent if e[0] >= judge_from - 1][-2:]
-            thr = max(ep.det / 2, cp.flare_persist_noise_z * sym.sigma)
-            if len(last_two) == 2 and min(last_two) >= ep.prior + thr:
+            last_two = [e for e in sym.recent if e[0] >= judge_from - 1][-2:]
+            if len(last_two) == 2 and all(_still_there(e, ep, sym.sigma, cp) for e in last_two):
                 persistent_on = o
         if persistent_on is None and o >= ep.onset + cp.flare_window_days and median(last3) > ep.prior + ep.det / 2:
             persistent_on = o
@@ -255,6 +286,7 @@ def step(state: FlareState, ctx: StepCtx) -> FlareState:
         instant,
         ep.onset,
         ep.prior,
+        ep.prior_pain,
         ep.det,
         peak,
         x,
@@ -270,6 +302,24 @@ def step(state: FlareState, ctx: StepCtx) -> FlareState:
         p_id,
     )
     return FlareState(triggers, new)
+
+
+def _still_there(e: Scored, ep: FlareEpisode, sigma: float, cp: ClinicalProfile) -> bool:
+    """Whether scored day `e` is still flared: the index >= max(flare_persist_det x det,
+    flare_persist_noise_z x sigma) above the prior, or pain >= flare_persist_pain points above the
+    pre-trigger pain with the index at least half a deterioration MCID up (a pain-led flare that
+    the other items' noise dilutes in the composite; only for a patient whose noise SD is at most
+    det / 2)."""
+    if e[1] >= ep.prior + max(cp.flare_persist_det * ep.det, cp.flare_persist_noise_z * sigma):
+        return True
+    pain = e[2]
+    return (
+        sigma <= ep.det / 2  # not for noisy reporters: their pain alone swings that much
+        and ep.prior_pain is not None
+        and pain is not None
+        and pain >= ep.prior_pain + cp.flare_persist_pain
+        and e[1] >= ep.prior + ep.det / 2
+    )
 
 
 def findings(state: FlareState, ctx: AssessCtx) -> tuple[Finding, ...]:

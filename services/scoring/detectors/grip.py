@@ -80,10 +80,13 @@ def step(state: GripState, ctx: StepCtx) -> GripState:
     ep = state.episode
     if ep is not None:
         return GripState(readings, head, last, None if cur >= ep.ref - cp.grip_mcid_kg / 2 else ep)
+    # After a decompression the readings of the quiet weeks (the expected dip, and the first days
+    # before it deepens) are not a reference.
+    floor_ord = course.procedure + cp.grip_quiet_days if course.procedure is not None else None
     weekly: list[float] = []
     for w in range(cp.reference_weeks):
         hi = o - cp.reference_gap_days - 7 * w
-        vals = [kg for ro, kg in readings if hi - 6 <= ro <= hi]
+        vals = [kg for ro, kg in readings if hi - 6 <= ro <= hi and (floor_ord is None or ro >= floor_ord)]
         if vals:
             weekly.append(median(vals))
     if not weekly or cur > max(weekly) - cp.grip_mcid_kg:

@@ -4,12 +4,13 @@ Plateau condition on a scored day o (after the regression detector), counted fro
 procedure, else the first check-in; a regression episode restarts it), at least plateau_days in:
 - over the plateau_days before o the 7-day level never stood >= half an index MCID above or below
   today's level (no meaningful improvement, and not getting worse either);
-- no symptom is improving slowly but steadily over the last trend_item_days (`slow_improver`: a
-  Mann-Kendall trend test per symptom, and at least trend_item_min_rate points a week);
+- no symptom is improving slowly but steadily over the last trend_item_days, alone or with the others
+  (`slow_improver`: Mann-Kendall trend tests);
 - the level is above the recovered threshold.
 A plateau episode (the `plateau` signal) opens once the condition has held on plateau_confirm_days
 consecutive scored days and the plateau is due: symptoms
-moderate (7-day level >= plateau_min_index or 7-day median pain >= plateau_min_pain); not in a nerve
+moderate (7-day level >= plateau_min_index, or >= plateau_min_index_with_pain with the 7-day median
+pain >= plateau_min_pain); not in a nerve
 repair's regrowth phase; and, for a patient not yet improved by half an MCID, past the review point.
 It lasts until the level improves by half an MCID on its opening level, or a regression starts.
 
@@ -76,53 +77,71 @@ def _moderate(sym: SymptomState, o: int, level: float, patient: Patient) -> bool
     cp = patient.clinical
     if level >= cp.plateau_min_index:
         return True
+    if level < cp.plateau_min_index_with_pain:
+        return False
     pains = [e[2] for e in sym.recent if e[0] > o - cp.level_window_days and e[2] is not None]
     return bool(pains) and median(pains) >= cp.plateau_min_pain
 
 
 def slow_improver(sym: SymptomState, o: int, clock: int, patient: Patient) -> str | None:
-    """The first symptom improving slowly but steadily over the plateau window, else None.
+    """The symptom improving slowly but steadily over the last trend_item_days (since the clock),
+    "symptoms" when they do so together, else None.
 
-    A Mann-Kendall trend test per symptom over the scored days of the last trend_item_days (since
-    the clock): the symptom improves steadily when Kendall's S is significantly negative
-    (z <= -trend_item_z) and its least-squares
-    slope is at least trend_item_min_rate points a week. S counts every pair of days, so a trend
-    that holds week after week scores far higher than one step.
+    A Mann-Kendall trend test per symptom: it improves steadily when Kendall's S is significantly
+    negative (z <= -trend_item_z) and its least-squares slope is at least trend_item_min_rate
+    points a week. S counts every pair of days, so a trend that holds week after week scores far
+    higher than one step. The symptoms together: the sum of their S over the root of the summed
+    variances, with the index improving by at least trend_index_min_rate points a week (several
+    slow trends that a noisy reporter hides one by one).
     """
     cp = patient.clinical
-    lo = max(clock, o - cp.trend_item_days + 1)
+    days = cp.trend_item_days if sym.sigma <= cp.trend_noisy_sigma else cp.trend_item_days_noisy
+    lo = max(clock, o - days + 1)
     rows = [e for e in sym.recent if e[0] >= lo]
+    s_sum = 0
+    var_sum = 0.0
     for k, name in enumerate(ITEMS):
         if patient.weights[k] <= 0:
             continue
         pts = [(e[0], v) for e in rows if (v := e[2 + k]) is not None]
         if len(pts) < cp.trend_item_min_points:
             continue
-        z = mann_kendall_z([v for _, v in pts])
-        if z > -cp.trend_item_z:
+        s, var = mann_kendall([v for _, v in pts])
+        s_sum += s
+        var_sum += var
+        if _z(s, var) > -cp.trend_item_z:
             continue
-        recent = [v for p, v in pts if p > o - cp.plateau_days]
-        if mann_kendall_z(recent) > -cp.trend_item_recent_z:
-            continue  # the trend is over: it was improving, and has stalled in the last plateau_days
         b = ols_slope([p for p, _ in pts], [v for _, v in pts])
         if b is not None and -7.0 * b >= cp.trend_item_min_rate:
             return name
+    if var_sum > 0 and _z(s_sum, var_sum) <= -cp.trend_item_z:
+        b = ols_slope([e[0] for e in rows], [e[1] for e in rows])
+        if b is not None and -7.0 * b >= cp.trend_index_min_rate:
+            return "symptoms"
     return None
 
 
-def mann_kendall_z(values: list[float]) -> float:
-    """Mann-Kendall z of a series in time order, with the continuity correction and the no-ties
-    variance: whole-point reports tie often, and the tie-corrected variance would make a few
-    lower values among many equal ones look like a trend."""
+def mann_kendall(values: list[float]) -> tuple[int, float]:
+    """Kendall's S of a series in time order and its variance without the tie correction (whole-point
+    reports tie often, and the tie-corrected variance would make a few lower values among many
+    equal ones look like a trend)."""
     n = len(values)
     s = 0
     for i in range(n - 1):
         vi = values[i]
         for vj in values[i + 1 :]:
             s += (vj > vi) - (vj < vi)
-    if s == 0 or n < 3:
+    return s, n * (n - 1) * (2 * n + 5) / 18.0
+
+
+def mann_kendall_z(values: list[float]) -> float:
+    """Mann-Kendall z of a series in time order (continuity-corrected, no-ties variance)."""
+    return _z(*mann_kendall(values))
+
+
+def _z(s: int, var: float) -> float:
+    if s == 0 or var <= 0:
         return 0.0
-    var = n * (n - 1) * (2 * n + 5) / 18.0
     return (s - 1 if s > 0 else s + 1) / math.sqrt(var)
 
 
@@ -144,7 +163,10 @@ def _stalled(
     w = cp.plateau_days
     if o - clock < w or lv <= cp.recovered_index:
         return False, None
-    rows = [e for e in sym.recent if o - w <= e[0] < o]
+    # A 7-day level describes the middle of its week: the levels of the days from
+    # o - plateau_days + half a level window on cover the plateau window.
+    lo = o - w + cp.level_window_days // 2
+    rows = [e for e in sym.recent if lo <= e[0] < o]
     for e in rows:
         x = e[7]
         if x is not None and (x - lv >= mcid / 2 or lv - x >= mcid / 2):
@@ -354,8 +376,8 @@ def findings(state: PlateauState, ctx: AssessCtx) -> tuple[Finding, ...]:
         out.append(Finding("improving", (reason("improving", detail),)))
     elif state.slow_item is not None:
         detail = (
-            f"{state.slow_item} improving steadily but by less than half an MCID over {cp.plateau_days} days: "
-            "not a plateau"
+            f"{state.slow_item} improving steadily over the last {cp.trend_item_days} days, though by less "
+            f"than half an MCID over {cp.plateau_days}: not a plateau"
         )
         out.append(Finding("improving", (reason("improving_slowly", detail),)))
     notes = function_notes(state, patient)

@@ -3,8 +3,10 @@
 On each scored day (stepped after the flare detector):
 - reference: the lowest 7-day level at reference_gap_days + 7k days back (k < reference_weeks);
 - A-day: index >= reference + deterioration MCID + the expected post-procedure allowance (incision
-  and pillar pain, swelling; waived on a day pain is back at its pre-procedure level) and
-  >= reference + worsening_noise_z x the patient's noise SD;
+  and pillar pain, swelling; waived on a day pain is back at its pre-procedure level),
+  >= reference + worsening_noise_z x the patient's noise SD, and above the recovered threshold
+  (a rise within mild residual symptoms is not a regression). After a nerve repair, while regrowth
+  is on its way, the deterioration MCID is at least regen_deterioration_mcids index MCIDs;
 - B-day (return to baseline severity): the reference was >= 1 MCID better than baseline and the
   index is back within half a deterioration MCID of it; not in the first
   return_to_baseline_after_days after a procedure.
@@ -122,7 +124,7 @@ def step(state: RegressionState, ctx: StepCtx) -> RegressionState:
     if ref is None:
         return RegressionState((*state.flags, (o, False, False))[-keep:], None, state.last_start)
     allow = allowance(patient, o, rec.pain)
-    a = x >= ref + det + allow and x >= ref + cp.worsening_noise_z * sym.sigma
+    a = x >= ref + det + allow and x >= ref + cp.worsening_noise_z * sym.sigma and x > cp.recovered_index
     b = (
         baseline is not None
         and ref <= baseline - mcid
