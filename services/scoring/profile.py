@@ -118,7 +118,7 @@ class ClinicalProfile(BaseModel):
     worsening_last_days: Annotated[int, Field(ge=2, le=7)] = 4
     worsening_consecutive_days: Annotated[int, Field(ge=1, le=7)] = 2
     worsening_back_days: Annotated[int, Field(ge=3, le=14)] = 5
-    worsening_noise_z: Annotated[float, Field(ge=0, le=5)] = 2.5
+    worsening_noise_z: Annotated[float, Field(ge=0, le=5)] = 2.0
     noise_window_days: Annotated[int, Field(ge=7, le=28)] = 28
     noise_min_pairs: Annotated[int, Field(ge=2, le=27)] = 6
     reference_weeks: Annotated[int, Field(ge=1, le=4)] = 4
@@ -211,7 +211,7 @@ class ClinicalProfile(BaseModel):
     regen_margin_days: Annotated[int, Field(ge=0, le=180)] = 14
     # While regrowth is on its way, dense numbness and weakness fluctuate: a deterioration must be
     # this many improvement MCIDs (instead of the deterioration MCID).
-    regen_deterioration_mcids: Annotated[float, Field(ge=0, le=3)] = 1.0
+    regen_deterioration_mcids: Annotated[float, Field(ge=0, le=3)] = 0.75
 
     @field_validator("postop_pain_allowance", "postop_neuro_allowance")
     @classmethod

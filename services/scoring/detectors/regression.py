@@ -2,8 +2,9 @@
 
 On each scored day (stepped after the flare detector):
 - reference: the lowest 7-day level at reference_gap_days + 7k days back (k < reference_weeks);
-- A-day: index >= reference + deterioration MCID + the expected post-procedure allowance (incision
-  and pillar pain, swelling; waived on a day pain is back at its pre-procedure level),
+- A-day: index >= reference + deterioration MCID + the part of the rise the expected post-procedure
+  course explains (incision and pillar pain, swelling, each up to its allowance; none for pain
+  back at its pre-procedure level),
   >= reference + worsening_noise_z x the patient's noise SD, and above the recovered threshold
   (a rise within mild residual symptoms is not a regression). After a nerve repair, while regrowth
   is on its way, the deterioration MCID is at least regen_deterioration_mcids index MCIDs;
@@ -36,6 +37,7 @@ from services.scoring.detectors.base import (
 )
 from services.scoring.detectors.flare import FlareState
 from services.scoring.detectors.symptoms import SymptomState
+from services.scoring.model import DayRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,22 +86,37 @@ def reference(sym: SymptomState, o: int, patient: Patient) -> float | None:
     return best
 
 
-def allowance(patient: Patient, o: int, pain: float | None) -> float:
-    """Index points of worsening expected on day `o` after a procedure (0 when none applies).
+def allowance(patient: Patient, o: int, rec: DayRecord, sym: SymptomState) -> float:
+    """Index points of today's rise that the expected post-procedure course explains (0 when none).
 
-    Pain back at (or above) its pre-procedure level is not incision pain: no pain allowance then.
+    Only the part of an item's rise over its reference-period median (the days the reference
+    levels come from) up to the item's allowance is forgiven: incision and pillar pain for pain,
+    swelling for tingling and numbness. Pain back at (or above) its pre-procedure level is not
+    incision pain: no pain allowance then.
     """
     course = patient.course
-    pain_allow = course.pain_allowance(o)
-    neuro_allow = course.neuro_allowance(o)
-    if pain_allow <= 0 and neuro_allow <= 0:
+    allow = (course.pain_allowance(o), course.neuro_allowance(o), course.neuro_allowance(o))
+    if allow[0] <= 0 and allow[1] <= 0:
         return 0.0
     b = patient.profile.baseline
-    if pain is not None and b is not None and b.pain is not None and pain >= b.pain:
-        pain_allow = 0.0
-    wp, wt, wn, ww = patient.weights
-    total = wp + wt + wn + ww
-    return 10.0 * (wp * pain_allow + (wt + wn) * neuro_allow) / total
+    today = (rec.pain, rec.tingling, rec.numbness)
+    if rec.pain is not None and b is not None and b.pain is not None and rec.pain >= b.pain:
+        allow = (0.0, allow[1], allow[2])
+    cp = patient.clinical
+    lo, hi = o - cp.reference_gap_days - 7 * cp.reference_weeks + 1, o - cp.reference_gap_days
+    rows = [e for e in sym.recent if lo <= e[0] <= hi]
+    w = patient.weights
+    num = 0.0
+    for k in range(3):
+        v = today[k]
+        ref_vals = [x for e in rows if (x := e[2 + k]) is not None]
+        if v is None or allow[k] <= 0 or not ref_vals or w[k] <= 0:
+            continue
+        num += w[k] * min(allow[k], max(0.0, v - median(ref_vals)))
+    den = sum(
+        wk for wk, v in zip(w, (rec.pain, rec.tingling, rec.numbness, rec.weakness), strict=True) if v is not None
+    )
+    return 10.0 * num / den if den > 0 else 0.0
 
 
 def step(state: RegressionState, ctx: StepCtx) -> RegressionState:
@@ -123,7 +140,7 @@ def step(state: RegressionState, ctx: StepCtx) -> RegressionState:
     ref = reference(sym, o, patient)
     if ref is None:
         return RegressionState((*state.flags, (o, False, False))[-keep:], None, state.last_start)
-    allow = allowance(patient, o, rec.pain)
+    allow = allowance(patient, o, rec, sym)
     a = x >= ref + det + allow and x >= ref + cp.worsening_noise_z * sym.sigma and x > cp.recovered_index
     b = (
         baseline is not None
