@@ -38,6 +38,7 @@ __all__ = [
     "Engine",
     "EngineState",
     "History",
+    "IncompatibleState",
     "OutOfOrderDay",
     "Snapshots",
     "StateVersionError",

@@ -186,7 +186,7 @@ class ClinicalProfile(BaseModel):
     # by half an MCID is flagged as a plateau.
     review_after_days: Days = 42
     # Expected dip after a procedure: extra index tolerance for incision/pillar pain (pain points)
-    # and for swelling (tingling/numbness points), by day since the procedure.
+    # and for swelling and immobilisation (tingling, numbness, weakness points), by day since it.
     postop_pain_allowance: Knots = ()
     postop_neuro_allowance: Knots = ()
     # Before this many days after a procedure, "back to the pre-procedure level" is not a regression.

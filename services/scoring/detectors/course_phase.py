@@ -87,6 +87,7 @@ def findings(state: CourseState, ctx: AssessCtx) -> tuple[Finding, ...]:
                 )
             )
         out.append(Finding("regeneration_latent_phase", tuple(reasons)))
+        out.append(Finding(NOTE, tuple(reasons)))  # reported whatever the state
     baseline, _ = sym.baseline(patient)
     remaining = course.expected_remaining(last, sym.first if sym.first is not None else last)
     if baseline is not None and remaining is not None and sym.ewma is not None:

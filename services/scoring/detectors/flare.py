@@ -53,6 +53,8 @@ PT = "physical-therapy session"
 LATE_FIRST_DAYS = 2
 #: Two consecutive post-trigger days at this fraction of the onset threshold are an onset too.
 ONSET_PAIR = 0.75
+#: The pain rule of persistence applies up to this patient noise SD, in deterioration MCIDs.
+PAIN_RULE_SIGMA = 0.75
 ACTIVE_DAY = "unusually active day"
 
 
@@ -309,12 +311,12 @@ def _still_there(e: Scored, ep: FlareEpisode, sigma: float, cp: ClinicalProfile)
     flare_persist_noise_z x sigma) above the prior, or pain >= flare_persist_pain points above the
     pre-trigger pain with the index at least half a deterioration MCID up (a pain-led flare that
     the other items' noise dilutes in the composite; only for a patient whose noise SD is at most
-    det / 2)."""
+    PAIN_RULE_SIGMA x det)."""
     if e[1] >= ep.prior + max(cp.flare_persist_det * ep.det, cp.flare_persist_noise_z * sigma):
         return True
     pain = e[2]
     return (
-        sigma <= ep.det / 2  # not for noisy reporters: their pain alone swings that much
+        sigma <= PAIN_RULE_SIGMA * ep.det  # not for noisy reporters: their pain alone swings that much
         and ep.prior_pain is not None
         and pain is not None
         and pain >= ep.prior_pain + cp.flare_persist_pain

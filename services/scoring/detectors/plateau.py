@@ -357,6 +357,12 @@ def findings(state: PlateauState, ctx: AssessCtx) -> tuple[Finding, ...]:
                 f"{fmt(cp.plateau_min_index)} and pain below {fmt(cp.plateau_min_pain)} (mild residual "
                 "symptoms): not flagged for review",
             )
+        elif state.held < cp.plateau_confirm_days:
+            why = reason(
+                "plateau_confirming",
+                f"no meaningful improvement over {cp.plateau_days} days on {state.held} consecutive scored days "
+                f"(flagged from {cp.plateau_confirm_days})",
+            )
         else:
             why = reason(
                 "plateau_within_expected_recovery_time",

@@ -3,7 +3,7 @@
 On each scored day (stepped after the flare detector):
 - reference: the lowest 7-day level at reference_gap_days + 7k days back (k < reference_weeks);
 - A-day: index >= reference + deterioration MCID + the part of the rise the expected post-procedure
-  course explains (incision and pillar pain, swelling, each up to its allowance; none for pain
+  course explains (incision and pillar pain, swelling and immobilisation, each up to its allowance; none for pain
   back at its pre-procedure level),
   >= reference + worsening_noise_z x the patient's noise SD, and above the recovered threshold
   (a rise within mild residual symptoms is not a regression). After a nerve repair, while regrowth
@@ -91,23 +91,24 @@ def allowance(patient: Patient, o: int, rec: DayRecord, sym: SymptomState) -> fl
 
     Only the part of an item's rise over its reference-period median (the days the reference
     levels come from) up to the item's allowance is forgiven: incision and pillar pain for pain,
-    swelling for tingling and numbness. Pain back at (or above) its pre-procedure level is not
-    incision pain: no pain allowance then.
+    swelling and immobilisation for tingling, numbness and weakness. Pain back at (or above) its
+    pre-procedure level is not incision pain: no pain allowance then.
     """
     course = patient.course
-    allow = (course.pain_allowance(o), course.neuro_allowance(o), course.neuro_allowance(o))
-    if allow[0] <= 0 and allow[1] <= 0:
+    neuro = course.neuro_allowance(o)
+    allow = (course.pain_allowance(o), neuro, neuro, neuro)
+    if allow[0] <= 0 and neuro <= 0:
         return 0.0
     b = patient.profile.baseline
-    today = (rec.pain, rec.tingling, rec.numbness)
+    today = (rec.pain, rec.tingling, rec.numbness, rec.weakness)
     if rec.pain is not None and b is not None and b.pain is not None and rec.pain >= b.pain:
-        allow = (0.0, allow[1], allow[2])
+        allow = (0.0, neuro, neuro, neuro)
     cp = patient.clinical
     lo, hi = o - cp.reference_gap_days - 7 * cp.reference_weeks + 1, o - cp.reference_gap_days
     rows = [e for e in sym.recent if lo <= e[0] <= hi]
     w = patient.weights
     num = 0.0
-    for k in range(3):
+    for k in range(4):
         v = today[k]
         ref_vals = [x for e in rows if (x := e[2 + k]) is not None]
         if v is None or allow[k] <= 0 or not ref_vals or w[k] <= 0:
