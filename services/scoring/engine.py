@@ -21,7 +21,7 @@ de-duplicated days up to the local date of as_of. Definitions: docs/clinical-log
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
@@ -29,6 +29,7 @@ from services.scoring import precedence
 from services.scoring.daily import local_day
 from services.scoring.detectors import DETECTORS
 from services.scoring.detectors.base import AssessCtx, Finding, Patient, StepCtx, index_of
+from services.scoring.detectors.symptoms import slope
 from services.scoring.model import Assessment, DayRecord, PatientProfile
 from services.scoring.profile import ENGINE_VERSION, ClinicalProfile, ProfileOverride, profile_for
 from services.scoring.state import STATE_SCHEMA_VERSION, EngineState, StateVersionError, from_json, to_json
@@ -50,6 +51,8 @@ __all__ = [
 ]
 
 _UTC = ZoneInfo("UTC")
+if tuple(f.name for f in fields(EngineState))[4:] != tuple(d.name for d in DETECTORS):
+    raise RuntimeError("EngineState fields must follow DETECTORS order")
 _FLOOR = datetime.min.replace(tzinfo=_UTC)
 
 
@@ -87,13 +90,12 @@ class Engine:
         return self.patient.clinical.version
 
     def initial(self) -> EngineState:
-        fields = {d.name: d.initial(self.patient) for d in DETECTORS}
         return EngineState(
-            schema_version=STATE_SCHEMA_VERSION,
-            engine_version=ENGINE_VERSION,
-            profile_version=self.profile_version,
-            last_date=None,
-            **fields,
+            STATE_SCHEMA_VERSION,
+            ENGINE_VERSION,
+            self.profile_version,
+            None,
+            *(d.initial(self.patient) for d in DETECTORS),
         )
 
     def compatible(self, state: EngineState) -> bool:
@@ -114,7 +116,8 @@ class Engine:
         now = ctx.now
         for d in DETECTORS:
             now[d.name] = d.step(getattr(state, d.name), ctx)
-        return EngineState(STATE_SCHEMA_VERSION, ENGINE_VERSION, state.profile_version, day.date, **now)
+        # EngineState's detector fields are in DETECTORS order (checked at import below).
+        return EngineState(STATE_SCHEMA_VERSION, ENGINE_VERSION, state.profile_version, day.date, *now.values())
 
     def fold(self, state: EngineState, days: Iterable[DayRecord]) -> EngineState:
         """Step every day in order (dates strictly increasing, all after state.last_date)."""
@@ -131,18 +134,30 @@ class Engine:
         return out
 
     def findings(self, state: EngineState, as_of: datetime) -> list[Finding]:
-        ctx = AssessCtx(self.patient, as_of, local_day(as_of, self.patient.tz).toordinal(), state)
-        return [f for d in DETECTORS for f in d.findings(getattr(state, d.name), ctx)]
+        return self._findings(state, as_of)[0]
+
+    def _findings(self, state: EngineState, as_of: datetime) -> tuple[list[Finding], AssessCtx]:
+        cp = self.patient.clinical
+        sym = state.symptoms
+        ctx = AssessCtx(
+            self.patient,
+            as_of,
+            local_day(as_of, self.patient.tz).toordinal(),
+            state,
+            slope(sym, cp.slope_short_days, cp.slope_min_points),
+            slope(sym, cp.slope_long_days, cp.slope_min_points),
+        )
+        return [f for d in DETECTORS for f in d.findings(getattr(state, d.name), ctx)], ctx
 
     def assess(self, state: EngineState, as_of: datetime) -> Assessment:
         """The assessment as of event time `as_of` (aware) from the state. Signals are reported on
         every call while their condition holds, with stable since/event_time."""
-        found = self.findings(state, as_of)
+        found, ctx = self._findings(state, as_of)
         traj_state, reasons = precedence.decide(found)
         sym = state.symptoms
         baseline, _ = sym.baseline(self.patient) if sym.last is not None else (None, "")
         current = round(sym.ewma, 1) if sym.ewma is not None else None
-        long = sym.slope_long
+        long = ctx.slope_long
         change = round(100.0 * (current - baseline) / baseline, 1) if baseline and current is not None else None
         return Assessment(
             state=traj_state,

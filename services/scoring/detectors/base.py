@@ -79,6 +79,8 @@ class AssessCtx:
     as_of: datetime
     today: int  # ordinal of the local date of as_of
     states: Any  # the EngineState
+    slope_short: float | None = None  # robust index slopes per day over the profile's two windows
+    slope_long: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

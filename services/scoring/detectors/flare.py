@@ -43,7 +43,7 @@ from services.scoring.detectors.base import (
     median,
     reason,
 )
-from services.scoring.detectors.symptoms import Scored, SymptomState
+from services.scoring.detectors.symptoms import Scored, SymptomState, slope
 from services.scoring.model import DayRecord
 from services.scoring.profile import ClinicalProfile
 
@@ -138,7 +138,8 @@ def _prior(sym: SymptomState, t: int, instant: float | None, det: float, patient
     before = [e for e in sym.recent if t - 7 <= e[0] <= t and _is_before(e[0], e[6], t, instant)]
     level = sym.level_between(t - cp.level_window_days, t - 1, cp.level_min_days)
     recent = median([e[1] for e in before[-5:]]) if len(before) >= 3 else None
-    improving = sym.slope_short is not None and 7.0 * sym.slope_short <= -det / 4
+    short = slope(sym, cp.slope_short_days, cp.slope_min_points)
+    improving = short is not None and 7.0 * short <= -det / 4
     cands = [v for v in (level, recent if improving or level is None else None) if v is not None]
     if not cands:
         return None

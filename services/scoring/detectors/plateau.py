@@ -23,6 +23,7 @@ cut-off. Improving: smoothed index >= half an MCID below baseline, or a 28-day t
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -124,13 +125,13 @@ def slow_improver(sym: SymptomState, o: int, clock: int, patient: Patient) -> st
 def mann_kendall(values: list[float]) -> tuple[int, float]:
     """Kendall's S of a series in time order and its variance without the tie correction (whole-point
     reports tie often, and the tie-corrected variance would make a few lower values among many
-    equal ones look like a trend)."""
+    equal ones look like a trend). O(n log n): each value against a sorted list of the earlier ones."""
     n = len(values)
     s = 0
-    for i in range(n - 1):
-        vi = values[i]
-        for vj in values[i + 1 :]:
-            s += (vj > vi) - (vj < vi)
+    seen: list[float] = []
+    for i, v in enumerate(values):
+        s += bisect_left(seen, v) - (i - bisect_right(seen, v))
+        insort(seen, v)
     return s, n * (n - 1) * (2 * n + 5) / 18.0
 
 
@@ -369,7 +370,7 @@ def findings(state: PlateauState, ctx: AssessCtx) -> tuple[Finding, ...]:
                 f"no meaningful improvement yet; review point is day {cp.review_after_days}",
             )
         out.append(Finding("plateau", (why,)))
-    slope = sym.slope_long
+    slope = ctx.slope_long
     improving = baseline is not None and (
         sym.ewma <= baseline - mcid / 2 or (slope is not None and slope * cp.slope_long_days <= -mcid / 2)
     )

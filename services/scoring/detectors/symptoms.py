@@ -50,8 +50,6 @@ class SymptomState:
     recent: tuple[Scored, ...] = ()
     diffs: tuple[tuple[int, float], ...] = ()  # (ordinal of the later day, |index change|)
     tail: tuple[tuple[date, float], ...] = ()  # (local date, index) of the last TAIL scored days
-    slope_short: float | None = None  # robust index slopes per day ending on the newest scored day
-    slope_long: float | None = None
 
     def baseline(self, patient: Patient) -> tuple[float | None, str]:
         """The baseline index and where it comes from."""
@@ -115,8 +113,6 @@ def step(state: SymptomState, ctx: StepCtx) -> SymptomState:
             state.recent,
             state.diffs,
             state.tail,
-            state.slope_short,
-            state.slope_long,
         )
     # Noise before today: robust SD of consecutive-day changes over the noise window.
     lo = o - cp.noise_window_days
@@ -169,8 +165,6 @@ def step(state: SymptomState, ctx: StepCtx) -> SymptomState:
         recent,
         diffs,
         tail,
-        _slope(recent, o, cp.slope_short_days, cp.slope_min_points),
-        _slope(recent, o, cp.slope_long_days, cp.slope_min_points),
     )
 
 
@@ -180,7 +174,7 @@ def findings(state: SymptomState, ctx: AssessCtx) -> tuple[Finding, ...]:
         return ()
     patient, cp = ctx.patient, ctx.patient.clinical
     reasons: list[Reason] = []
-    long, short = state.slope_long, state.slope_short
+    long, short = ctx.slope_long, ctx.slope_short
     if long is not None or short is not None:
         reasons.append(
             reason(
@@ -216,7 +210,7 @@ def findings(state: SymptomState, ctx: AssessCtx) -> tuple[Finding, ...]:
 
 def slope(state: SymptomState, days: int, min_points: int) -> float | None:
     """Robust index slope per day over the `days` days ending on the newest scored day (None with
-    fewer than `min_points` scored days). The profile's short and long windows are cached."""
+    fewer than `min_points` scored days)."""
     if state.last is None:
         return None
     return _slope(state.recent, state.last, days, min_points)
