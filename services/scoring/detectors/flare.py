@@ -78,7 +78,6 @@ class FlareEpisode:
     prior_pain: float | None
     det: float
     peak: float
-    latest: float
     judge_from: int
     weak_before: float | None
     weak_during: tuple[float, ...]
@@ -251,7 +250,6 @@ def step(state: FlareState, ctx: StepCtx) -> FlareState:
             prior_pain=recent.prior_pain,
             det=det,
             peak=x,
-            latest=x,
             judge_from=recent.ord + judge_days,
             weak_before=weak_before,
             weak_during=during0,
@@ -267,7 +265,8 @@ def step(state: FlareState, ctx: StepCtx) -> FlareState:
         during = (*during, rec.weakness)
         rise = ep.weak_before is not None and median(during) >= ep.weak_before + cp.flare_weakness_rise
     peak = max(ep.peak, x)
-    last3 = [e[1] for e in sym.recent if e[0] >= max(o - 2, ep.onset)]
+    start = max(o - 2, ep.onset)
+    last3 = [e[1] for e in sym.recent[-3:] if e[0] >= start]
     trigger, kind, instant, judge_from = ep.trigger, ep.kind, ep.instant, ep.judge_from
     end = ep.end
     persistent_on, p_time, p_id = ep.persistent_on, ep.persist_time, ep.persist_id
@@ -283,6 +282,14 @@ def step(state: FlareState, ctx: StepCtx) -> FlareState:
             persistent_on = o
         if persistent_on is not None:
             p_time, p_id = rec.last_recorded_at, rec.last_event_id
+    if (
+        end is None
+        and persistent_on is ep.persistent_on
+        and peak == ep.peak
+        and during is ep.weak_during
+        and triggers is state.triggers
+    ):
+        return state  # nothing about the episode changed today
     new = FlareEpisode(
         trigger,
         kind,
@@ -292,7 +299,6 @@ def step(state: FlareState, ctx: StepCtx) -> FlareState:
         ep.prior_pain,
         ep.det,
         peak,
-        x,
         judge_from,
         ep.weak_before,
         during,
@@ -337,8 +343,9 @@ def findings(state: FlareState, ctx: AssessCtx) -> tuple[Finding, ...]:
     last = sym.last if sym.last is not None else ep.onset
     when = day_of(ep.trigger).isoformat()
     if ep.persistent_on is not None:
+        now = sym.recent[-1][1] if sym.recent else ep.peak
         detail = (
-            f"flare after {ep.kind} on {when}: index {fmt(ep.prior)} -> {fmt(ep.latest)}, not settled after "
+            f"flare after {ep.kind} on {when}: index {fmt(ep.prior)} -> {fmt(now)}, not settled after "
             f"{last - ep.onset} days (deterioration MCID {fmt(ep.det)})"
         )
         why = reason("flare_not_settled", detail)

@@ -190,9 +190,10 @@ def findings(state: SymptomState, ctx: AssessCtx) -> tuple[Finding, ...]:
         reasons.append(reason("baseline", f"baseline index {fmt(baseline)} ({src}), index MCID {fmt(mcid)}"))
     span = state.last - (state.first if state.first is not None else state.last)
     lo = state.last - cp.level_window_days + 1
+    week = state.recent[_first_at(state.recent, lo) :]
     for k, name in enumerate(ITEMS):
         base = state.item_baseline(patient, k)
-        recent = [v for e in state.recent if e[0] >= lo and (v := e[2 + k]) is not None]
+        recent = [v for e in week if (v := e[2 + k]) is not None]
         if base is None or not recent:
             continue
         cur = median(recent)
