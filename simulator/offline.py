@@ -7,9 +7,9 @@ the patient's data arrives day by day:
    exactly as the scoring shell does (`codec.checkin_obs` on the stored JSON); every wearable
    sample likewise into an `ActivityObs` (`codec.activity_obs`);
 2. observations are assigned to the patient's local days (`daily.local_day`, `daily.activity_day`);
-3. walking the local days in order, after each day the day is aggregated (`daily.aggregate_day`)
-   and the engine scores the patient on the days so far (plus the earliest 14 as baseline, as
-   `services.scoring.processor` does) as of the newest event time of that day;
+3. walking the local days in order, each day is aggregated (`daily.aggregate_day`), stepped into
+   the patient's incremental engine state (`engine.Engine.step`) and assessed as of the newest
+   event time of that day (`engine.Engine.assess`);
 4. the assessment becomes a `TrajectoryUpdated` whose trigger is the day's newest check-in with
    `received_at = recorded_at` (live data, never retrospective), and the pure alert rules
    (`services.alerts.rules.evaluate`) decide against the simulated alert state, with the
@@ -61,7 +61,6 @@ from simulator.evaluate import truths_from_cohort as _truths
 
 #: Fixed default end of the simulated histories, so that a run needs no clock to be reproducible.
 DEFAULT_END = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-#: As in services.scoring.processor: history window and baseline head passed to the engine.
 TENANT = "offline"
 
 
@@ -227,14 +226,15 @@ def replay_patient(p: SimPatient, end: datetime, policy: AlertPolicy | None = No
     tz = ZoneInfo(patient.timezone)
     checkins, activity = observations(p, end)
     state = _Alerts(p.patient_id, pol)
-    days: list[DayRecord] = []
+    eng = engine.Engine.of(profile)
+    scoring = eng.initial()
     prev: TrajectoryState | None = None
     last_checkin: datetime | None = None
     states: list[tuple[datetime, TrajectoryState]] = []
     n = 0
     for day, (cs, acts) in local_days(checkins, activity, tz).items():
         rec = daily.aggregate_day(day, cs, acts)
-        days.append(rec)
+        scoring = eng.step(scoring, rec)
         stamps = [t for t in (rec.last_recorded_at, rec.last_sample_end) if t is not None]
         if not stamps:
             continue
@@ -243,8 +243,7 @@ def replay_patient(p: SimPatient, end: datetime, policy: AlertPolicy | None = No
         state.sweep_disengagement(last_checkin, min((c.recorded_at for c in cs), default=as_of))
         if rec.last_recorded_at is not None:
             last_checkin = rec.last_recorded_at if last_checkin is None else max(last_checkin, rec.last_recorded_at)
-        upto = series.window_upto(days, day)
-        a = engine.score(profile, upto, as_of)
+        a = eng.assess(scoring, as_of)
         n += 1
         ev = _event(p.patient_id, n, a, prev, rec, last_checkin)
         state.evaluate(ev, as_of)

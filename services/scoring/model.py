@@ -143,3 +143,5 @@ class Assessment:
     reasons: tuple[Reason, ...]
     signals: tuple[Signal, ...]
     day_index: dict[date, float] = field(default_factory=dict)
+    engine_version: str = ""  # services.scoring.profile.ENGINE_VERSION of the engine that produced it
+    profile_version: str = ""  # ClinicalProfile.version of the thresholds it used

@@ -1,20 +1,39 @@
-"""Unit tests of services.scoring.engine: each trajectory state at its edges, signals and their event times.
+"""Unit tests of services.scoring.engine: each trajectory state at its edges, signals and their event
+times, the incremental API (step, fold, snapshots, serialisation, versions).
 
 Series are built with every 0-10 item equal to index/10, so a day's symptom index is the value given.
 Defaults (carpal tunnel, conservative): baseline 60 -> index MCID 18, deterioration MCID 7.2.
+The clinical scenarios (slow improver, stall, flares, recurrence, nerve repair, typical release)
+are in test_engine_course.py; the batching/late-data property in test_engine_property.py.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
+
 from schemas.trajectory import SignalCode, TrajectoryState
-from services.scoring.config import ScoringConfig, config_for
-from services.scoring.engine import score, symptom_index
-from services.scoring.model import Assessment, Baseline, DayRecord, PatientProfile
+from services.scoring.engine import (
+    ENGINE_VERSION,
+    Engine,
+    History,
+    IncompatibleState,
+    OutOfOrderDay,
+    Snapshots,
+    StateVersionError,
+    from_json,
+    score,
+    symptom_index,
+    to_json,
+)
+from services.scoring.model import Assessment, Baseline, DayRecord, PatientProfile, RedFlagObs
+from services.scoring.profile import profile_for
+from services.scoring.state import STATE_SCHEMA_VERSION
 
 START = date(2026, 1, 5)
 PROFILE = PatientProfile(
@@ -60,9 +79,9 @@ def step_to(level: float, until: int) -> list[tuple[int, float]]:
     return [(n, 60.0 if n < 7 else level) for n in range(until + 1)]
 
 
-def run(days: list[DayRecord], profile: PatientProfile = PROFILE, cfg: ScoringConfig | None = None) -> Assessment:
+def run(days: list[DayRecord], profile: PatientProfile = PROFILE) -> Assessment:
     as_of = max(d.last_recorded_at for d in days if d.last_recorded_at is not None)
-    return score(profile, days, as_of, cfg)
+    return score(profile, days, as_of)
 
 
 def codes(a: Assessment) -> set[SignalCode]:
@@ -87,21 +106,29 @@ def test_symptom_index_weights_and_missing_items() -> None:
     assert symptom_index(DayRecord(date=START, pain=4, tingling=4, numbness=4, weakness=4)) == 40.0
 
 
-def test_config_per_condition() -> None:
-    assert config_for("carpal_tunnel", "conservative").review_after_days == 28
-    assert config_for("cubital_tunnel", "conservative").review_after_days == 84
-    assert config_for("lumbar_radiculopathy", "conservative").review_after_days == 84
-    assert config_for("peripheral_nerve_injury", "conservative").review_after_days == 91
-    ctr = config_for("carpal_tunnel", "surgical_decompression")
-    assert (
-        ctr.postop_dip_days == 42 and ctr.function_mcid("bctq_sss") == 1.45 and ctr.function_mcid("quickdash") == 18.7
-    )
-    assert config_for("carpal_tunnel", "conservative").function_mcid("bctq_sss") == 1.0
-    assert config_for("carpal_tunnel", "conservative").postop_dip_days == 0
-    cfg = ScoringConfig()
-    assert cfg.index_mcid(60.0) == 18.0 and cfg.deterioration_mcid(18.0) == 7.2
-    assert cfg.deterioration_mcid(12.0) == 7.0  # the floor
-    assert cfg.index_mcid(20.0) == 12.0 and cfg.index_mcid(90.0) == 20.0
+def test_profile_per_condition() -> None:
+    assert profile_for("carpal_tunnel", "conservative").review_after_days == 28
+    assert profile_for("cubital_tunnel", "conservative").review_after_days == 84
+    assert profile_for("lumbar_radiculopathy", "conservative").review_after_days == 84
+    assert profile_for("peripheral_nerve_injury", "conservative").review_after_days == 91
+    ctr = profile_for("carpal_tunnel", "surgical_decompression")
+    assert ctr.review_after_days == 28 and ctr.postop_window_days == 42
+    assert ctr.function_mcid("bctq_sss") == 1.45 and ctr.function_mcid("quickdash") == 18.7
+    assert profile_for("carpal_tunnel", "conservative").function_mcid("bctq_sss") == 1.0
+    assert profile_for("carpal_tunnel", "conservative").postop_pain_allowance == ()
+    repair = profile_for("peripheral_nerve_injury", "nerve_repair")
+    assert repair.weight_tingling == 0.0 and repair.regen_default_distance_mm == 150.0
+    cp = profile_for("carpal_tunnel", "conservative")
+    assert cp.index_mcid(60.0) == 18.0 and cp.deterioration_mcid(18.0) == 7.2
+    assert cp.deterioration_mcid(12.0) == 7.0  # the floor
+    assert cp.index_mcid(20.0) == 12.0 and cp.index_mcid(90.0) == 20.0
+
+
+def test_nerve_repair_index_leaves_out_tingling() -> None:
+    repair = profile_for("peripheral_nerve_injury", "nerve_repair")
+    d = DayRecord(date=START, pain=4, tingling=9, numbness=4, weakness=4)
+    assert symptom_index(d, repair) == 40.0
+    assert symptom_index(DayRecord(date=START, tingling=9), repair) is None
 
 
 # ----- insufficient data, determinism, reasons ---------------------------------------------------
@@ -256,21 +283,33 @@ def test_pt_flare_that_settles() -> None:
 
 
 def test_pt_flare_that_does_not_settle_is_persistent() -> None:
+    # Session day 41 at 16:00, check-ins at 20:00: the first check-in at least 72 h later is day 44's.
     days = flare_days([50.0] * 15)
-    assert run(upto(days, 44)).state is TrajectoryState.flare
-    a = run(upto(days, 45))
+    assert run(upto(days, 43)).state is TrajectoryState.flare
+    a = run(upto(days, 44))
     assert a.state is TrajectoryState.worsening
     sig = signal(a, SignalCode.persistent_flare)
-    assert sig.since == START + timedelta(days=45) and sig.event_time == at(45)  # type: ignore[attr-defined]
+    assert sig.since == START + timedelta(days=44) and sig.event_time == at(44)  # type: ignore[attr-defined]
     assert SignalCode.flare_window not in codes(a)
     assert SignalCode.regression in codes(run(days))
+
+
+def test_flare_judged_72_hours_after_the_session_not_before() -> None:
+    # Morning check-ins: day 44 at 08:00 is 64 h after the session, day 45 at 08:00 is 88 h.
+    days = series(step_to(30.0, 41) + [(42 + k, 50.0) for k in range(6)], {41: pt(41)})
+    days = [
+        replace(d, last_recorded_at=at((d.date - START).days, 8)) if d.date > START + timedelta(days=41) else d
+        for d in days
+    ]
+    assert run(upto(days, 44)).state is TrajectoryState.flare
+    assert SignalCode.persistent_flare in codes(run(upto(days, 45)))
 
 
 def test_flare_vs_regression_same_rise_without_trigger() -> None:
     with_pt = flare_days([55.0] * 4)
     without = series(step_to(30.0, 41) + [(42 + k, 55.0) for k in range(4)])
-    assert run(upto(with_pt, 44)).state is TrajectoryState.flare
-    a = run(upto(without, 44))
+    assert run(upto(with_pt, 43)).state is TrajectoryState.flare
+    a = run(upto(without, 43))
     assert a.state is TrajectoryState.worsening and SignalCode.regression in codes(a)
     assert SignalCode.flare_window not in codes(a)
 
@@ -326,15 +365,27 @@ def test_postop_spreading_numbness_still_counts() -> None:
 # ----- plateau, recovered --------------------------------------------------------------------------
 
 
-def test_plateau_at_21_days_not_20() -> None:
-    days = series(step_to(30.0, 40))
-    at20 = run(upto(days, 30))
-    assert at20.state is TrajectoryState.improving and SignalCode.plateau not in codes(at20)
-    at21 = run(upto(days, 31))
-    assert at21.state is TrajectoryState.plateau
-    sig = signal(at21, SignalCode.plateau)
-    assert sig.since == START + timedelta(days=10) and sig.event_time == at(31)  # type: ignore[attr-defined]
-    assert signal(run(days), SignalCode.plateau).event_time == at(31)  # type: ignore[attr-defined]
+def test_plateau_after_21_days_confirmed_on_3() -> None:
+    # Enrolled at 60, already at 30 (improved) and flat from the first check-in: the condition holds
+    # from day 21 (21 days of data), the signal is raised on its third consecutive day.
+    prof = replace(PROFILE, baseline=Baseline(pain=6, tingling=6, numbness=6, weakness=6))
+    days = series((n, 30.0) for n in range(40))
+    assert run(upto(days, 20), prof).state is not TrajectoryState.plateau
+    at21 = run(upto(days, 21), prof)
+    assert at21.state is TrajectoryState.plateau and SignalCode.plateau not in codes(at21)
+    assert any(r.code == "plateau_confirming" for r in at21.reasons)
+    assert SignalCode.plateau not in codes(run(upto(days, 22), prof))
+    a = run(upto(days, 23), prof)
+    sig = signal(a, SignalCode.plateau)
+    assert sig.since == START + timedelta(days=2) and sig.event_time == at(23)  # type: ignore[attr-defined]
+    assert signal(run(days, prof), SignalCode.plateau).event_time == at(23)  # type: ignore[attr-defined]
+
+
+def test_plateau_not_reported_for_mild_residual_symptoms() -> None:
+    prof = replace(PROFILE, baseline=Baseline(pain=6, tingling=6, numbness=6, weakness=6))
+    a = run(series((n, 18.0) for n in range(40)), prof)
+    assert a.state is TrajectoryState.plateau and SignalCode.plateau not in codes(a)
+    assert any(r.code == "plateau_mild_symptoms" for r in a.reasons)
 
 
 def test_slow_steady_improvement_is_not_plateau() -> None:
@@ -450,3 +501,118 @@ def test_score_long_history_is_deterministic() -> None:
     extra = {n: {**pt(n), "steps": 5000 + rng.randint(-900, 900), "grip_strength_kg": 20.0} for n in range(0, 194, 3)}
     days = series(vals, extra)
     assert run(days) == run(list(reversed(days)))
+
+
+# ----- incremental API: step, fold, versions, serialisation, snapshots --------------------------------
+
+
+def rich_days() -> list[DayRecord]:
+    rng = random.Random(5)
+    extra: dict[int, dict[str, object]] = {
+        n: {**pt(n), "steps": 5000 + rng.randint(-900, 900), "grip_strength_kg": 20.0 + rng.uniform(-1, 1)}
+        for n in range(0, 90, 3)
+    }
+    extra[50] = {"numbness_spreading": True, "spreading_event_id": "sp", "spreading_recorded_at": at(50, 7)}
+    extra[60] = {"red_flags": ("fever",), "red_flag_event_id": "rf", "red_flag_recorded_at": at(60, 9)}
+    extra[33] = {"function_instrument": "bctq_sss", "function_score": 2.4}
+    vals = [(n, max(0.0, 60.0 - n / 2 + rng.uniform(-6, 6))) for n in range(90) if rng.random() > 0.15]
+    return series(vals, extra)
+
+
+def test_fold_equals_score_and_carries_versions() -> None:
+    days = rich_days()
+    eng = Engine.of(PROFILE)
+    state = eng.fold(eng.initial(), days)
+    a = eng.assess(state, at(89))
+    assert a == score(PROFILE, days, at(89))
+    assert (
+        a.engine_version == ENGINE_VERSION and a.profile_version == profile_for("carpal_tunnel", "conservative").version
+    )
+    assert state.last_date == days[-1].date and state.schema_version == STATE_SCHEMA_VERSION
+
+
+def test_step_rejects_a_day_not_after_the_state() -> None:
+    days = rich_days()
+    eng = Engine.of(PROFILE)
+    state = eng.fold(eng.initial(), days[:10])
+    with pytest.raises(OutOfOrderDay):
+        eng.step(state, days[9])
+    with pytest.raises(OutOfOrderDay):
+        eng.step(state, days[3])
+
+
+def test_state_of_another_profile_is_refused() -> None:
+    eng = Engine.of(PROFILE)
+    state = eng.fold(eng.initial(), rich_days()[:5])
+    other = Engine.of(PROFILE, profile_for("carpal_tunnel", "conservative").model_copy(update={"plateau_days": 28}))
+    assert not other.compatible(state)
+    with pytest.raises(IncompatibleState):
+        other.step(state, day(200, 30.0))
+
+
+def test_state_round_trips_through_json_at_every_day() -> None:
+    eng = Engine.of(PROFILE)
+    state = eng.initial()
+    for d in rich_days():
+        state = eng.step(state, d)
+        doc = json.loads(json.dumps(to_json(state)))
+        back = from_json(doc)
+        assert back == state
+        assert eng.assess(back, at(90)) == eng.assess(state, at(90))
+
+
+def test_unknown_state_version_raises_a_clear_error() -> None:
+    doc = to_json(Engine.of(PROFILE).initial())
+    with pytest.raises(StateVersionError, match="schema_version 99 is not supported"):
+        from_json({**doc, "schema_version": 99})
+    with pytest.raises(StateVersionError, match="malformed"):
+        from_json({**doc, "symptoms": {"n": "many"}})
+    with pytest.raises(StateVersionError):
+        from_json([1, 2])
+
+
+def test_snapshots_rewind_to_the_day_before_a_late_day() -> None:
+    days = rich_days()
+    eng = Engine.of(PROFILE)
+    states = eng.fold_states(eng.initial(), days)
+    snaps = Snapshots(keep_days=35).with_states(states)
+    assert all(s.last_date is not None and s.last_date > days[-1].date - timedelta(days=35) for s in snaps.states)
+    late = days[-5].date
+    base = snaps.before(late)
+    assert base is not None and base.last_date is not None and base.last_date < late
+    replayed = eng.fold(base, [d for d in days if base.last_date is not None and d.date > base.last_date])
+    assert replayed == states[-1]
+    assert snaps.before(days[0].date) is None  # older than every snapshot: replay from the start
+
+
+def test_history_ingests_late_and_changed_days() -> None:
+    days = rich_days()
+    eng = Engine.of(PROFILE)
+    h = History.start(eng)
+    h = h.ingest(days[:40]).ingest(days[60:]).ingest(days[40:60])
+    assert h.state == eng.fold(eng.initial(), days)
+    changed = replace(days[70], pain=9.0, checkins=2)  # a second check-in the same day
+    h2 = h.ingest([changed])
+    expected = [changed if d.date == changed.date else d for d in days]
+    assert h2.state == eng.fold(eng.initial(), expected)
+    very_late = day(-3, 40.0)  # before every snapshot: a full replay
+    h3 = h2.ingest([very_late])
+    assert h3.state == eng.fold(eng.initial(), [very_late, *expected])
+
+
+def test_red_flag_signal_per_observation_with_arrival_time() -> None:
+    obs = (
+        RedFlagObs("rf-a", at(10, 8), at(10, 8), ("fever",)),
+        RedFlagObs("rf-b", at(10, 9), at(12, 9), ("fever", "foot_drop")),
+    )
+    days = series(step_to(30.0, 10), {10: {"red_flags": ("fever", "foot_drop"), "red_flag_obs": obs}})
+    a = score(PROFILE, days, at(10, 21))
+    sigs = [s for s in a.signals if s.code is SignalCode.red_flag]
+    assert [(s.event_id, s.event_time, s.received_at, s.flags) for s in sigs] == [
+        ("rf-a", at(10, 8), at(10, 8), ["fever"]),
+        ("rf-b", at(10, 9), at(12, 9), ["fever", "foot_drop"]),
+    ]
+    assert all(s.since == START + timedelta(days=10) for s in sigs)
+    # 72 h after the first observation it is out of the window, the second is still in.
+    later = score(PROFILE, days, at(10, 8) + timedelta(hours=72, seconds=1))
+    assert [s.event_id for s in later.signals if s.code is SignalCode.red_flag] == ["rf-b"]
