@@ -102,3 +102,26 @@ ACCESS_LOG_DROPPED = Counter(
 ACCESS_LOG_PURGED = Counter(
     "nervewatch_access_log_purged_total", "Access-audit rows deleted by the retention purge (older than the retention)"
 )
+
+BILLING_TIME_ENTRIES = Counter(
+    "nervewatch_billing_time_entries_total", "Time entries recorded, corrected and deleted", ["action"]
+)
+BILLING_TIME_ENTRY_REJECTIONS = Counter(
+    "nervewatch_billing_time_entry_rejections_total",
+    "Time entry writes refused (invalid, overlap, month_closed)",
+    ["reason"],
+)
+BILLING_PERIOD_VERSIONS = Counter(
+    "nervewatch_billing_period_versions_total",
+    "Versions of closed device-supply periods recorded (initial, late_data, recomputed)",
+    ["reason"],
+)
+BILLING_RECOMPUTES = Counter(
+    "nervewatch_billing_recomputes_total", "Billing computations redone because a concurrent reader recorded first"
+)
+BILLING_COMPUTE_LATENCY = Histogram(
+    "nervewatch_billing_compute_duration_seconds",
+    "Time to compute billing figures (patient, report), database reads and writes included",
+    ["scope"],
+    buckets=LATENCY_BUCKETS,
+)

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from schemas.activity import ActivityBatch
 from schemas.alerts import Alert, AlertAction, AlertPage, AuditPage, Snooze, SnoozeIn
+from schemas.billing import BillingReport, PatientBilling, TimeEntry, TimeEntryIn, TimeEntryPatch
 from schemas.checkins import BatchResult, CheckIn, CheckInBatch
 from schemas.conflicts import EventConflictPage
 from schemas.events import (
@@ -46,6 +47,11 @@ MODELS: dict[str, type[BaseModel]] = {
     "snooze": Snooze,
     "problem": Problem,
     "conflict-page": EventConflictPage,
+    "time-entry-in": TimeEntryIn,
+    "time-entry-patch": TimeEntryPatch,
+    "time-entry": TimeEntry,
+    "patient-billing": PatientBilling,
+    "billing-report": BillingReport,
     "event-patient-upserted": PatientUpserted,
     "event-checkin-recorded": CheckInRecorded,
     "event-activity-recorded": ActivityRecorded,

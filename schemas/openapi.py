@@ -43,6 +43,20 @@ from schemas.alerts import (
     SnoozeIn,
     SnoozePage,
 )
+from schemas.billing import (
+    ENTRY_ID_PATTERN,
+    MONTH_PATTERN,
+    BillingReport,
+    BillingSettingsIn,
+    BillingSettingsOut,
+    PatientBilling,
+    TimeEntry,
+    TimeEntryAuditPage,
+    TimeEntryDelete,
+    TimeEntryIn,
+    TimeEntryPage,
+    TimeEntryPatch,
+)
 from schemas.checkins import BatchResult, CheckIn, CheckInAccepted, CheckInBatch, RejectedItem
 from schemas.common import PATIENT_ID_PATTERN, Role, Severity
 from schemas.conflicts import MAX_CONFLICTS_LIMIT, EventConflictPage
@@ -115,6 +129,7 @@ class Param:
     where: Literal["path", "query"]
     schema: dict[str, Any]
     description: str = ""
+    required: bool = False  # path parameters always are
 
 
 @dataclass(frozen=True)
@@ -133,6 +148,7 @@ class Route:
     body_required: bool = True  # False: an absent body counts as `{}`
     no_store: bool = False  # the success response holds a secret shown once (`Cache-Control: no-store`)
     notes: str = ""  # appended to the operation's description
+    alt_media: str | None = None  # another media type of the 200 response (content negotiation by `Accept`)
 
 
 PATIENT_ID = Param(
@@ -145,6 +161,14 @@ KEY_ID = Param(
     "path",
     {"type": "string", "pattern": KEY_ID_PATTERN},
     "An API key id (`key_` and 16 hex digits); another tenant's key is a 404 like an unknown one.",
+)
+
+ENTRY_ID = Param("entry_id", "path", {"type": "string", "pattern": ENTRY_ID_PATTERN}, "A time entry id (`te_...`).")
+MONTH_OPTIONAL = Param(
+    "month", "query", {"type": "string", "pattern": MONTH_PATTERN}, "Only this local calendar month (YYYY-MM)."
+)
+MONTH_REQUIRED = Param(
+    "month", "query", {"type": "string", "pattern": MONTH_PATTERN}, "The calendar month (YYYY-MM).", required=True
 )
 
 
@@ -409,6 +433,117 @@ ROUTES: tuple[Route, ...] = (
         notes="A conflict whose versions carry a red flag is scored with the conflicting version's red flags: "
         "it pages.",
     ),
+    # scoring: RTM billing (docs/billing.md)
+    Route(
+        "scoring",
+        "post",
+        "/v1/patients/{patient_id}/time-entries",
+        "createTimeEntry",
+        "Record care-team management time for a patient",
+        "care",
+        TimeEntryIn,
+        {201: ("The stored entry", TimeEntry)},
+        (*BODY, *AUTH, 404, 409),
+        (PATIENT_ID,),
+        notes="409: the member has an overlapping entry (any patient), or the entry's month is closed. "
+        "422 also for a start in the future, an entry not ended yet, or `interactive` on an activity other "
+        "than `patient_call`/`patient_video`.",
+    ),
+    Route(
+        "scoring",
+        "get",
+        "/v1/patients/{patient_id}/time-entries",
+        "listTimeEntries",
+        "The patient's time entries, oldest first",
+        "care",
+        None,
+        {200: ("The entries", TimeEntryPage)},
+        (400, *AUTH, 404),
+        (PATIENT_ID, MONTH_OPTIONAL),
+    ),
+    Route(
+        "scoring",
+        "patch",
+        "/v1/patients/{patient_id}/time-entries/{entry_id}",
+        "updateTimeEntry",
+        "Correct a time entry while its month is open (audited)",
+        "care",
+        TimeEntryPatch,
+        {200: ("The corrected entry", TimeEntry)},
+        (*BODY, *AUTH, 404, 409),
+        (PATIENT_ID, ENTRY_ID),
+    ),
+    Route(
+        "scoring",
+        "delete",
+        "/v1/patients/{patient_id}/time-entries/{entry_id}",
+        "deleteTimeEntry",
+        "Delete a time entry while its month is open (audited)",
+        "care",
+        TimeEntryDelete,
+        {204: ("Deleted", None)},
+        (*BODY, *AUTH, 404, 409),
+        (PATIENT_ID, ENTRY_ID),
+    ),
+    Route(
+        "scoring",
+        "get",
+        "/v1/patients/{patient_id}/time-entries/{entry_id}/audit",
+        "getTimeEntryAudit",
+        "The time entry's audit trail, oldest first (never the note's text)",
+        "care",
+        None,
+        {200: ("Audit entries", TimeEntryAuditPage)},
+        (*AUTH, 404),
+        (PATIENT_ID, ENTRY_ID),
+    ),
+    Route(
+        "scoring",
+        "get",
+        "/v1/patients/{patient_id}/billing",
+        "getPatientBilling",
+        "The patient's device-supply periods, monthly management time and codes",
+        "care",
+        None,
+        {200: ("The billing figures", PatientBilling)},
+        (*AUTH, 404, 503),
+        (PATIENT_ID,),
+    ),
+    Route(
+        "scoring",
+        "get",
+        "/v1/billing/report",
+        "getBillingReport",
+        "One row per patient with a period closing in the month or time entries in it",
+        "care",
+        None,
+        {200: ("The report (JSON, or CSV with `Accept: text/csv`)", BillingReport)},
+        (400, *AUTH, 503),
+        (MONTH_REQUIRED,),
+        alt_media="text/csv",
+    ),
+    Route(
+        "scoring",
+        "get",
+        "/v1/admin/billing-settings",
+        "getBillingSettings",
+        "The tenant's billing settings, defaults filled in",
+        "admin",
+        None,
+        {200: ("The settings", BillingSettingsOut)},
+        AUTH,
+    ),
+    Route(
+        "scoring",
+        "put",
+        "/v1/admin/billing-settings",
+        "putBillingSettings",
+        "Replace the tenant's billing settings (absent keys take their defaults)",
+        "admin",
+        BillingSettingsIn,
+        {200: ("The stored settings", BillingSettingsOut)},
+        (*BODY, *AUTH),
+    ),
     # alerts
     Route(
         "alerts",
@@ -601,7 +736,7 @@ def _operation(route: Route, refs: dict[type[BaseModel], str]) -> dict[str, Any]
         op["description"] = f"{op.get('description', '')} {route.notes}".strip()
     if route.params:
         op["parameters"] = [
-            {"name": p.name, "in": p.where, "required": p.where == "path", "schema": p.schema}
+            {"name": p.name, "in": p.where, "required": p.where == "path" or p.required, "schema": p.schema}
             | ({"description": p.description} if p.description else {})
             for p in route.params
         ]
@@ -617,6 +752,8 @@ def _operation(route: Route, refs: dict[type[BaseModel], str]) -> dict[str, Any]
             resp["content"] = {"application/json": {"schema": _ref(body, refs)}}
         elif route.media != "application/json" or route.operation_id == "openapi":
             resp["content"] = {route.media: {"schema": {"type": "string"} if route.media != "application/json" else {}}}
+        if route.alt_media and status == 200:
+            resp.setdefault("content", {})[route.alt_media] = {"schema": {"type": "string"}}
         if route.no_store and body is not None:
             resp["headers"] = NO_STORE
         responses[str(status)] = resp

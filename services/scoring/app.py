@@ -20,6 +20,7 @@ from nervewatch.runtime import Runtime
 from schemas.common import PATIENT_ID_PATTERN
 from schemas.events import Topics
 from schemas.trajectory import Trajectory, TrajectoryState
+from services.scoring.billing.api import BillingHandlers
 from services.scoring.conflicts import ConflictHandlers
 from services.scoring.fhir_api import FhirScoring
 from services.scoring.processor import ScoringProcessor, decode
@@ -70,6 +71,7 @@ async def build_app(rt: Runtime) -> web.Application:
     app[RUNTIME] = rt
     app.router.add_get("/v1/patients/{patient_id}/trajectory", get_trajectory)
     app.add_routes(ConflictHandlers(rt.pool).routes())
+    app.add_routes(BillingHandlers(rt.pool).routes())
     FhirScoring(rt.pool).register(app)
 
     async def start(_: web.Application) -> None:

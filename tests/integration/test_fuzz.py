@@ -57,6 +57,7 @@ pytestmark = pytest.mark.integration
 EXAMPLES = 25  # per operation and generation mode (positive, negative)
 SKIP = {("get", "/v1/alerts/stream")}  # endless; covered by test_stream_answers_and_closes
 PATIENT = "fz-patient-1"
+UNKNOWN_ENTRY = "te_000000000000000000000000"  # a well-formed time entry id that does not exist
 
 
 SPARE_KEYS = 120  # throwaway keys for the steered rotate/revoke cases (one per case; the last is reused)
@@ -359,7 +360,11 @@ async def run_hostile(services: Services, ctx: FuzzContext, tally: Tally) -> Non
         for route in body_routes:
             key_id = ctx.spare_key() if "{key_id}" in route.path else ""
             path = route.path.format(
-                patient_id=ctx.patient_id, alert_id=ctx.alert_id, key_id=key_id, snooze_id="sn_unknown"
+                patient_id=ctx.patient_id,
+                alert_id=ctx.alert_id,
+                key_id=key_id,
+                snooze_id="sn_unknown",
+                entry_id=UNKNOWN_ENTRY,
             )
             url = services.url("alerts" if route.service == "all" else route.service) + path
             for name, body, ctype in hostile_bodies(ctx.patient_id):
