@@ -14,6 +14,10 @@ Delivery contract of `BatchConsumer`:
 - a handler failure caused by an unreachable dependency is retried with backoff forever (the
   partition waits, nothing is skipped); any other failure is retried, then the batch is split and
   the record that still fails on its own is dead-lettered with reason `processing_error`;
+- the dead-letter limit (`nervewatch/deadletter_limit.py`) bounds both kinds of dead letter: when
+  one more would exceed it, the consumer **halts** instead: it commits nothing further, leaves
+  the group, reports unready (`ready()` False, `nervewatch_consumer_halted` 1) and logs the
+  reason once at error level; the records wait, uncommitted, for a fixed deploy (a restart);
 - `stop()` finishes the batch in flight, commits it and leaves the group;
 - a watchdog recreates the Kafka client when the consumer has held lag without committing for
   twice `consumer_stall_seconds` (a wedged client, a broker that lost its state): the batch in
@@ -47,6 +51,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 from pydantic import TypeAdapter, ValidationError
 
 from nervewatch import metrics
+from nervewatch.deadletter_limit import DeadLetterLimit
 from nervewatch.problems import sanitized
 from nervewatch.settings import Settings
 from schemas.events import SCHEMA_VERSION, DeadLetter, Topics
@@ -77,6 +82,10 @@ class _NoAutoCreateMetadataRequest(MetadataRequest):  # type: ignore[misc]
 # `keep_topics` has re-created it.
 aiokafka.client.MetadataRequest = _NoAutoCreateMetadataRequest
 aiokafka.admin.client.MetadataRequest = _NoAutoCreateMetadataRequest  # describe_topics
+
+
+class ConsumerHalted(Exception):
+    """Raised inside the consumer loop when the dead-letter limit is reached."""
 
 
 class DecodeError(ValueError):
@@ -320,6 +329,12 @@ class BatchConsumer(Generic[T]):
         self.batches = 0
         self.restarts = 0
         self._watchdog: asyncio.Task[None] | None = None
+        self.limit = DeadLetterLimit(
+            max_consecutive=settings.dead_letter_max_consecutive,
+            max_ratio=settings.dead_letter_max_ratio,
+            window=settings.dead_letter_window,
+        )
+        self.halted: str | None = None
 
     def _new_consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
@@ -354,6 +369,8 @@ class BatchConsumer(Generic[T]):
             idle = now - self.last_progress
             dead = self._task is None or self._task.done()
             stalled = self.lag > 0 and idle > 2 * self.settings.consumer_stall_seconds
+            if self.halted is not None:
+                return
             if (dead or stalled) and not self._stopping.is_set():
                 log.warning(
                     "consumer stalled or stopped; recreating the client",
@@ -400,8 +417,8 @@ class BatchConsumer(Generic[T]):
         return self._task is not None and not self._task.done()
 
     async def ready(self) -> bool:
-        """Readiness: the consumer loop runs and is not stalled."""
-        return self.running and not self.stalled()
+        """Readiness: the consumer loop runs, is not stalled and was not halted by its dead-letter limit."""
+        return self.halted is None and self.running and not self.stalled()
 
     def stalled(self) -> bool:
         """True while the consumer holds lag but has made no progress for `consumer_stall_seconds`."""
@@ -434,7 +451,11 @@ class BatchConsumer(Generic[T]):
                 continue
             records = [r for recs in batch.values() for r in recs]
             if records:
-                await self._process(records)
+                try:
+                    await self._process(records)
+                except ConsumerHalted:
+                    await self._halt()
+                    return
             await self._update_lag(force=not records)
 
     async def _process(self, records: list[ConsumerRecord]) -> None:
@@ -445,7 +466,7 @@ class BatchConsumer(Generic[T]):
             try:
                 decoded.append(Decoded(record, self.decode(record)))
             except DecodeError as exc:
-                await self.dead_letter(record, exc.reason, str(exc))
+                await self._dead_letter_within_limit(record, exc.reason, str(exc))
         if decoded:
             await self._handle_with_retry(decoded)
         await self._commit(records)
@@ -459,6 +480,7 @@ class BatchConsumer(Generic[T]):
         while True:
             try:
                 await self.handle(decoded)
+                self.limit.processed(len(decoded))
                 return
             except Exception as exc:
                 attempts += 1
@@ -478,6 +500,8 @@ class BatchConsumer(Generic[T]):
                     await asyncio.sleep(delay)
                     continue
                 if len(decoded) == 1:
+                    if not self.limit.allows_one_more():
+                        raise ConsumerHalted from exc
                     log.exception(
                         "record failed repeatedly; dead-lettering",
                         extra={
@@ -487,6 +511,7 @@ class BatchConsumer(Generic[T]):
                         },
                     )
                     await self.dead_letter(decoded[0].record, "processing_error", type(exc).__name__)
+                    self.limit.dead_lettered()
                     return
                 for item in decoded:
                     await self._handle_with_retry([item])
@@ -545,6 +570,25 @@ class BatchConsumer(Generic[T]):
         self.lag = total
         if total == 0:
             self.last_progress = now
+
+    async def _dead_letter_within_limit(self, record: ConsumerRecord, reason: str, error: str) -> None:
+        """Dead-letter `record`, or raise ConsumerHalted when that would exceed the limit."""
+        if not self.limit.allows_one_more():
+            raise ConsumerHalted
+        await self.dead_letter(record, reason, error)
+        self.limit.dead_lettered()
+
+    async def _halt(self) -> None:
+        """Stop consuming for good: nothing further is committed; the group gets the partitions back."""
+        self.halted = self.limit.describe()
+        metrics.CONSUMER_HALTED.labels(self.group_id).set(1)
+        log.error(
+            "dead-letter limit reached; consumer halted and unready until restarted",
+            extra={"group": self.group_id, "reason": self.halted},
+        )
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._consumer.stop(), timeout=10)
 
     async def dead_letter(self, record: ConsumerRecord, reason: str, error: str) -> None:
         """Publish the record to the dead-letter topic with its reason; waits for the broker."""

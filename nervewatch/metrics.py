@@ -43,6 +43,9 @@ CONSUMER_LAST_PROGRESS = Gauge(
 CONSUMER_STALLED = Gauge(
     "nervewatch_consumer_stalled", "1 while the consumer holds lag but makes no progress", ["group"]
 )
+CONSUMER_HALTED = Gauge(
+    "nervewatch_consumer_halted", "1 while the consumer is halted by its dead-letter limit", ["group"]
+)
 CONSUMER_BATCH_SIZE = Histogram(
     "nervewatch_consumer_batch_messages",
     "Messages per processed batch",

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     kafka_fetch_max_wait_ms: int = Field(default=25, ge=1, le=5000)
     consumer_max_batch: int = Field(default=2000, ge=1, le=100_000)
     consumer_stall_seconds: float = Field(default=60.0, gt=0)
+    # Dead-letter limit (nervewatch/deadletter_limit.py): beyond it a consumer halts, unready.
+    dead_letter_max_consecutive: int = Field(default=10, ge=1)
+    dead_letter_max_ratio: float = Field(default=0.5, gt=0, le=1)
+    dead_letter_window: int = Field(default=200, ge=1)
 
     # PostgreSQL
     db_pool_min: int = Field(default=1, ge=0)
