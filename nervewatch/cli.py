@@ -103,8 +103,7 @@ async def _tenants(settings: Settings, args: argparse.Namespace) -> int:
                 else:
                     print("TENANT_ID\tNAME\tCREATED\tDISABLED\tKEYS\tACTIVE_KEYS")
                     for r in rows:
-                        t = r.to_json()
-                        print("\t".join(str(t[k] or "-") for k in t))
+                        print("\t".join("-" if v is None else str(v) for v in r.to_json().values()))
             else:
                 tenant_id, revoked = await admin.disable_tenant(store, args.tenant)
                 print(f"tenant {tenant_id} disabled; {revoked} key(s) revoked")

@@ -81,6 +81,9 @@ async def test_create_list_disable(database_url: str, store: IdentityStore) -> N
     code, out, _ = await cli(database_url, "list", "--json")
     (row,) = [r for r in json.loads(out) if r["tenant_id"] == tenant_id]
     assert row["disabled_at"] is not None and row["keys"] == 1 and row["active_keys"] == 0
+    code, out, _ = await cli(database_url, "list")
+    (line,) = [ln for ln in out.splitlines() if ln.startswith(tenant_id)]
+    assert line.split("\t")[-2:] == ["1", "0"]
     code, out, err = await cli(database_url, "disable", tenant_id)  # idempotent, by id
     assert code == 0 and "0 key(s) revoked" in out, err
 
