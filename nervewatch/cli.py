@@ -1,4 +1,4 @@
-"""The `nervewatch` command: run services, migrate, seed, run everything locally, simulate, bench."""
+"""The `nervewatch` command: run services, migrate, seed, manage tenants, run everything locally, simulate, bench."""
 
 from __future__ import annotations
 
@@ -74,6 +74,52 @@ async def _seed_dev(settings: Settings) -> tuple[str, str]:
     pool = await create_pool(settings.database_url, 1, 2)
     try:
         return await seed_dev_tenant(IdentityStore(pool), key, settings.dev_webhook_secret)
+    finally:
+        await pool.close()
+
+
+async def _tenants(settings: Settings, args: argparse.Namespace) -> int:
+    """`tenants create|list|disable`: one line on stderr and exit 1 for an operator error."""
+    from nervewatch.db import create_pool
+    from nervewatch.identity import tenants_admin as admin
+    from nervewatch.identity.store import IdentityStore
+
+    if not settings.database_url:
+        print("DATABASE_URL is not set", file=sys.stderr)
+        return 1
+    pool = await create_pool(settings.database_url, 1, 2)
+    try:
+        store = IdentityStore(pool)
+        try:
+            if args.tenants_command == "create":
+                created = await admin.create_tenant(store, args.name)
+                print(f"tenant_id: {created.tenant_id}")
+                print(f"api_key: {created.api_key}")
+                print("(admin scope; shown once, store it now)", file=sys.stderr)
+            elif args.tenants_command == "list":
+                rows = await admin.list_tenants(pool)
+                if args.json:
+                    print(json.dumps([r.to_json() for r in rows], indent=2))
+                else:
+                    print("TENANT_ID\tNAME\tCREATED\tDISABLED\tKEYS\tACTIVE_KEYS")
+                    for r in rows:
+                        print("\t".join("-" if v is None else str(v) for v in r.to_json().values()))
+            else:
+                tenant_id, revoked = await admin.disable_tenant(store, args.tenant)
+                print(f"tenant {tenant_id} disabled; {revoked} key(s) revoked")
+        except admin.TenantExists:
+            print(f"a tenant named {args.name!r} already exists", file=sys.stderr)
+            return 1
+        except admin.TenantNotFound:
+            print(f"no tenant with id or name {args.tenant!r}", file=sys.stderr)
+            return 1
+        except admin.TenantAmbiguous:
+            print(f"several tenants are named {args.tenant!r}; give the tenant id", file=sys.stderr)
+            return 1
+        except ValueError as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+        return 0
     finally:
         await pool.close()
 
@@ -172,6 +218,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("run", help="run everything locally with embedded PostgreSQL and broker")
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("seed-dev", help="create the development tenant and print its key")
+    p_ten = sub.add_parser("tenants", help="create, list or disable tenants (operators)")
+    ten = p_ten.add_subparsers(dest="tenants_command", required=True)
+    ten.add_parser("create", help="create a tenant and print its first admin API key once").add_argument("name")
+    ten.add_parser("list", help="list tenants (no key material)").add_argument("--json", action="store_true")
+    ten.add_parser("disable", help="disable a tenant and revoke all its keys").add_argument("tenant", help="id or name")
     p_sim = sub.add_parser("simulate", help="post a synthetic cohort through the API; --evaluate scores detection")
     from simulator.cli import add_arguments
 
@@ -194,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         key, _ = asyncio.run(_seed_dev(settings))
         print(key)
         return 0
+    if args.command == "tenants":
+        return asyncio.run(_tenants(settings, args))
     if args.command == "run":
         return _run_local(settings)
     if args.command == "simulate":
