@@ -201,6 +201,7 @@ class BillingHandlers:
             problem = check_entry(fields, tz=info.tz, now=now, grace_days=settings.grace_days)
             if problem is not None:
                 raise _refuse(problem)
+            await store.lock_member(conn, principal.tenant_id, data.member_id)
             other = await store.overlapping(conn, principal.tenant_id, data.member_id, data.started_at, data.minutes)
             if other is not None:
                 raise _overlap(other)
@@ -215,11 +216,7 @@ class BillingHandlers:
                 "note": data.note,
                 "at": now,
             }
-            try:
-                async with conn.transaction():  # a savepoint: the constraint is the race's referee
-                    row = await store.insert_entry(conn, principal.tenant_id, values)
-            except asyncpg.ExclusionViolationError:
-                raise _overlap(None) from None
+            row = await store.insert_entry(conn, principal.tenant_id, values)
             fields_set, changes = _diff({}, {**values, "activity": data.activity})
             await store.audit(
                 conn,
@@ -280,17 +277,14 @@ class BillingHandlers:
             changed, changes = _diff(before, after)
             if not changed:
                 return json_response(_entry_view(row).model_dump_json())
+            await store.lock_member(conn, principal.tenant_id, fields.member_id)
             other = await store.overlapping(
                 conn, principal.tenant_id, fields.member_id, fields.started_at, fields.minutes, exclude_id=entry_id
             )
             if other is not None:
                 raise _overlap(other)
             values = {**after, "activity": fields.activity.value}
-            try:
-                async with conn.transaction():
-                    updated = await store.update_entry(conn, principal.tenant_id, entry_id, values, now)
-            except asyncpg.ExclusionViolationError:
-                raise _overlap(None) from None
+            updated = await store.update_entry(conn, principal.tenant_id, entry_id, values, now)
             await store.audit(
                 conn,
                 principal.tenant_id,

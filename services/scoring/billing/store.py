@@ -288,6 +288,17 @@ async def entry_for_update(
     return row
 
 
+async def lock_member(conn: asyncpg.Connection, tenant_id: str, member_id: str) -> None:
+    """Serialise writes of one member's time entries until the caller's transaction ends.
+
+    Two concurrent entries of one member cannot both pass `overlapping`: the second waits here."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('nervewatch.time_entries:' || $1 || ':' || $2, 0))",
+        tenant_id,
+        member_id,
+    )
+
+
 async def overlapping(
     conn: asyncpg.Connection,
     tenant_id: str,

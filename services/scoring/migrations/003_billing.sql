@@ -2,10 +2,6 @@
 -- scoring.checkins / scoring.activity (local_date); what is stored here is management time, its
 -- audit trail, the tenant's settings and the recorded figures of closed device-supply periods.
 
--- btree_gist lets one exclusion constraint keep a member's entries from overlapping (a trusted
--- extension since PostgreSQL 13: the database owner may create it).
-CREATE EXTENSION IF NOT EXISTS btree_gist;
-
 -- A tenant's billing settings (JSON of BillingSettingsOut); defaults apply when absent.
 CREATE TABLE scoring.billing_settings (
     tenant_id   text PRIMARY KEY,
@@ -30,11 +26,12 @@ CREATE TABLE scoring.time_entries (
     updated_at   timestamptz NOT NULL,
     deleted_at   timestamptz,
     PRIMARY KEY (tenant_id, id),
-    CHECK (ended_at > started_at),
-    CONSTRAINT time_entries_no_overlap EXCLUDE USING gist (
-        tenant_id WITH =, member_id WITH =, tstzrange(started_at, ended_at, '[)') WITH &&
-    ) WHERE (deleted_at IS NULL)
+    CHECK (ended_at > started_at)
 );
+-- A member's entries may not overlap: the service checks under a transaction-scoped advisory lock
+-- per (tenant, member) (services/scoring/billing/store.py `lock_member`), so no extension is needed.
+CREATE INDEX time_entries_member ON scoring.time_entries (tenant_id, member_id, started_at)
+    WHERE deleted_at IS NULL;
 CREATE INDEX time_entries_patient ON scoring.time_entries (tenant_id, patient_id, started_at)
     WHERE deleted_at IS NULL;
 CREATE INDEX time_entries_month ON scoring.time_entries (tenant_id, started_at) WHERE deleted_at IS NULL;
