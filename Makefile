@@ -21,6 +21,7 @@ test: lint typecheck pytest
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -41,4 +42,4 @@ simulate: $(STAMP)
 	$(BIN)/nervewatch simulate --per-archetype 50 --evaluate --report docs/detection-quality.md
 
 clean:
-	rm -rf $(VENV) .nervewatch .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .nervewatch .mypy_cache .ruff_cache .pytest_cache .import_linter_cache .grimp_cache
