@@ -57,8 +57,9 @@ from schemas.billing import (
     TimeEntryPage,
     TimeEntryPatch,
 )
+from schemas.care_read import PatientPage
 from schemas.checkins import BatchResult, CheckIn, CheckInAccepted, CheckInBatch, RejectedItem
-from schemas.common import PATIENT_ID_PATTERN, Role, Severity
+from schemas.common import PATIENT_ID_PATTERN, Condition, Role, Severity
 from schemas.conflicts import MAX_CONFLICTS_LIMIT, EventConflictPage
 from schemas.patients import Patient, PatientIn
 from schemas.problems import Problem
@@ -271,6 +272,24 @@ ROUTES: tuple[Route, ...] = (
         PatientIn,
         {201: ("Created", Patient), 200: ("Updated", Patient)},
         (*BODY, *AUTH, 503),
+    ),
+    Route(
+        "ingest",
+        "get",
+        "/v1/patients",
+        "listPatients",
+        "The tenant's enrolled patients, by patient id",
+        "care",
+        None,
+        {200: ("A page of patients", PatientPage)},
+        (400, *AUTH),
+        (
+            Param("condition", "query", {"type": "string", "enum": [c.value for c in Condition]}),
+            Param("member_id", "query", {"type": "string", "pattern": PATIENT_ID_PATTERN}, "A care-team member."),
+            Param("q", "query", {"type": "string", "pattern": PATIENT_ID_PATTERN}, "A prefix of `patient_id`."),
+            Param("cursor", "query", {"type": "string", "maxLength": 100}, "`next_cursor` of the previous page."),
+            Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}),
+        ),
     ),
     Route(
         "ingest",

@@ -1,0 +1,24 @@
+"""Payloads of the care read API (scope `care`): lists that page with an opaque `next_cursor`."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from schemas.common import Condition, PatientId, Side, Treatment, UtcDatetime
+
+
+class PatientSummary(BaseModel):
+    """One enrolled patient in `GET /v1/patients`."""
+
+    patient_id: PatientId
+    condition: Condition
+    side: Side
+    treatment: Treatment
+    timezone: str
+    enrolled_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+class PatientPage(BaseModel):
+    items: list[PatientSummary]
+    next_cursor: str | None = None

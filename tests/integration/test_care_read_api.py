@@ -1,0 +1,140 @@
+"""Care read API through the real services: `GET /v1/patients` filters (condition, member, id
+prefix), keyset paging, tenant isolation, scope, bad parameters (400 problem+json that never echo
+the input) and the access audit (one row per returned patient)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from nervewatch.identity.store import SCOPES
+from tests.support import Services, Tenant, create_tenant, get_json, poll
+
+pytestmark = pytest.mark.integration
+
+
+def enrolment(pid: str, condition: str, members: list[str]) -> dict[str, Any]:
+    return {
+        "patient_id": pid,
+        "condition": condition,
+        "treatment": "conservative",
+        "timezone": "Europe/Berlin",
+        "care_team": [
+            {"member_id": m, "role": "physical_therapist", "notify": {"email": f"{m}@example.org"}} for m in members
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+async def reader(database_url: str, services: Services) -> Tenant:
+    t = await create_tenant(database_url, f"read-{uuid.uuid4().hex[:6]}")
+    async with aiohttp.ClientSession() as http:
+        for pid, cond, members in [
+            ("rd-a1", "carpal_tunnel", ["m-1"]),
+            ("rd-a2", "cubital_tunnel", ["m-1", "m-2"]),
+            ("rd-b1", "carpal_tunnel", ["m-2"]),
+            ("rd_x", "carpal_tunnel", []),
+            ("rdzx", "carpal_tunnel", []),
+        ]:
+            async with http.post(
+                f"{services.url('ingest')}/v1/patients", json=enrolment(pid, cond, members), headers=t.headers
+            ) as resp:
+                assert resp.status == 201, await resp.text()
+    return t
+
+
+async def ids(http: aiohttp.ClientSession, services: Services, tenant: Tenant, query: str) -> list[str]:
+    status, body = await get_json(http, f"{services.url('ingest')}/v1/patients?{query}", tenant.headers)
+    assert status == 200, body
+    return [item["patient_id"] for item in body["items"]]
+
+
+async def test_filters_and_fields(services: Services, reader: Tenant) -> None:
+    async with aiohttp.ClientSession() as http:
+        status, body = await get_json(http, f"{services.url('ingest')}/v1/patients", reader.headers)
+        assert status == 200, body
+        assert [i["patient_id"] for i in body["items"]] == ["rd-a1", "rd-a2", "rd-b1", "rd_x", "rdzx"]
+        assert body["next_cursor"] is None
+        first = body["items"][0]
+        assert set(first) == {"patient_id", "condition", "side", "treatment", "timezone", "enrolled_at", "updated_at"}
+        assert first["timezone"] == "Europe/Berlin" and first["side"] == "not_applicable"
+        assert await ids(http, services, reader, "condition=cubital_tunnel") == ["rd-a2"]
+        assert await ids(http, services, reader, "member_id=m-2") == ["rd-a2", "rd-b1"]
+        assert await ids(http, services, reader, "q=rd-a") == ["rd-a1", "rd-a2"]
+        assert await ids(http, services, reader, "q=rd_") == ["rd_x"]  # '_' is literal, not a wildcard
+        assert await ids(http, services, reader, "member_id=m-1&condition=carpal_tunnel") == ["rd-a1"]
+
+
+async def test_paging(services: Services, reader: Tenant) -> None:
+    seen: list[str] = []
+    query = "limit=2"
+    async with aiohttp.ClientSession() as http:
+        for _ in range(5):
+            status, body = await get_json(http, f"{services.url('ingest')}/v1/patients?{query}", reader.headers)
+            assert status == 200, body
+            assert len(body["items"]) <= 2
+            seen += [i["patient_id"] for i in body["items"]]
+            if body["next_cursor"] is None:
+                break
+            query = f"limit=2&cursor={body['next_cursor']}"
+    assert seen == ["rd-a1", "rd-a2", "rd-b1", "rd_x", "rdzx"]
+
+
+async def test_tenant_isolation_and_scope(services: Services, reader: Tenant, database_url: str) -> None:
+    other = await create_tenant(database_url, f"read-o-{uuid.uuid4().hex[:6]}")
+    ingest_only = await create_tenant(database_url, f"read-i-{uuid.uuid4().hex[:6]}", frozenset({"ingest"}))
+    assert "care" in SCOPES
+    async with aiohttp.ClientSession() as http:
+        assert await ids(http, services, other, "") == []
+        assert await ids(http, services, other, "q=rd") == []
+        status, _ = await get_json(http, f"{services.url('ingest')}/v1/patients", ingest_only.headers)
+        assert status == 403
+        status, _ = await get_json(http, f"{services.url('ingest')}/v1/patients", {})
+        assert status == 401
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=0",
+        "limit=501",
+        "limit=-1",
+        "limit=abc",
+        "limit=99999999999999999999",
+        "cursor=%25%25SECRETVALUE",
+        "cursor=" + "A" * 200,
+        "cursor=JSUl",  # decodes to '%%%', not a patient id
+        "condition=SECRETVALUE",
+        "member_id=SECRET%20VALUE",
+        "q=SECRET%25",
+        "q=" + "x" * 65,
+    ],
+)
+async def test_bad_parameters(services: Services, reader: Tenant, query: str) -> None:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{services.url('ingest')}/v1/patients?{query}", headers=reader.headers) as resp,
+    ):
+        text = await resp.text()
+        assert resp.status == 400, text
+        assert resp.content_type == "application/problem+json"
+        assert "SECRET" not in text and "x" * 65 not in text and "A" * 50 not in text
+
+
+async def test_access_audit(services: Services, reader: Tenant, db: asyncpg.Connection) -> None:
+    async with aiohttp.ClientSession() as http:
+        assert await ids(http, services, reader, "q=rd-b") == ["rd-b1"]
+
+    async def audited() -> bool:
+        rows = await db.fetch(
+            "SELECT patient_id FROM identity.access_log WHERE tenant_id = $1 AND route = '/v1/patients'"
+            " AND method = 'GET'",
+            reader.tenant_id,
+        )
+        return "rd-b1" in {r["patient_id"] for r in rows}
+
+    await poll(audited)
