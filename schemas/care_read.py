@@ -22,3 +22,21 @@ class PatientSummary(BaseModel):
 class PatientPage(BaseModel):
     items: list[PatientSummary]
     next_cursor: str | None = None
+
+
+class SeverityCounts(BaseModel):
+    critical: int = 0
+    high: int = 0
+    medium: int = 0
+    low: int = 0
+
+
+class AlertCount(BaseModel):
+    key: str
+    severity: SeverityCounts
+
+
+class AlertCounts(BaseModel):
+    """`GET /v1/alerts/counts`: alerts per group (patient, severity or kind), split by severity."""
+
+    counts: list[AlertCount]

@@ -57,7 +57,7 @@ from schemas.billing import (
     TimeEntryPage,
     TimeEntryPatch,
 )
-from schemas.care_read import PatientPage
+from schemas.care_read import AlertCounts, PatientPage
 from schemas.checkins import BatchResult, CheckIn, CheckInAccepted, CheckInBatch, RejectedItem
 from schemas.common import PATIENT_ID_PATTERN, Condition, Role, Severity
 from schemas.conflicts import MAX_CONFLICTS_LIMIT, EventConflictPage
@@ -575,6 +575,23 @@ ROUTES: tuple[Route, ...] = (
         {200: ("A page of alerts", AlertPage)},
         (400, *AUTH),
         LIST_QUERY,
+    ),
+    Route(
+        "alerts",
+        "get",
+        "/v1/alerts/counts",
+        "countAlerts",
+        "Alerts per patient, severity or kind, split by severity",
+        "care",
+        None,
+        {200: ("Counts by group", AlertCounts)},
+        (400, *AUTH),
+        (
+            Param("group_by", "query", {"type": "string", "enum": ["patient_id", "severity", "kind"]}, required=True),
+            Param(
+                "status", "query", _csv_enum([s.value for s in AlertStatus]), "Comma-separated statuses (default open)."
+            ),
+        ),
     ),
     Route(
         "alerts",

@@ -1,4 +1,4 @@
-"""Care read API through the real services: `GET /v1/patients` filters (condition, member, id
+"""Care read API through the real services: `GET /v1/alerts/counts`; `GET /v1/patients` filters (condition, member, id
 prefix), keyset paging, tenant isolation, scope, bad parameters (400 problem+json that never echo
 the input) and the access audit (one row per returned patient)."""
 
@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from nervewatch.identity.store import SCOPES
-from tests.support import Services, Tenant, create_tenant, get_json, poll
+from tests.support import Services, Tenant, create_tenant, get_json, poll, post_red_flag, wait_alert
 
 pytestmark = pytest.mark.integration
 
@@ -136,5 +136,41 @@ async def test_access_audit(services: Services, reader: Tenant, db: asyncpg.Conn
             reader.tenant_id,
         )
         return "rd-b1" in {r["patient_id"] for r in rows}
+
+    await poll(audited)
+
+
+async def test_alert_counts(services: Services, reader: Tenant, database_url: str, db: asyncpg.Connection) -> None:
+    alerts = services.url("alerts")
+    other = await create_tenant(database_url, f"read-c-{uuid.uuid4().hex[:6]}")
+    async with aiohttp.ClientSession() as http:
+        await post_red_flag(http, services.url("ingest"), reader, "rd-a1")
+        alert = await wait_alert(http, alerts, reader, "rd-a1")
+        severity = alert["severity"]
+        status, body = await get_json(http, f"{alerts}/v1/alerts/counts?group_by=patient_id", reader.headers)
+        assert status == 200, body
+        assert [c["key"] for c in body["counts"]] == ["rd-a1"]
+        assert body["counts"][0]["severity"][severity] == 1
+        assert sum(body["counts"][0]["severity"].values()) == 1
+        status, body = await get_json(http, f"{alerts}/v1/alerts/counts?group_by=kind&status=open", reader.headers)
+        assert status == 200 and body["counts"][0]["key"] == "red_flag", body
+        status, body = await get_json(http, f"{alerts}/v1/alerts/counts?group_by=severity", reader.headers)
+        assert status == 200 and [c["key"] for c in body["counts"]] == [severity], body
+        status, body = await get_json(http, f"{alerts}/v1/alerts/counts?group_by=kind&status=resolved", reader.headers)
+        assert status == 200 and body["counts"] == [], body
+        status, body = await get_json(http, f"{alerts}/v1/alerts/counts?group_by=patient_id", other.headers)
+        assert status == 200 and body["counts"] == [], body
+        for query in ["", "group_by=SECRETX", "group_by=kind&status=SECRETX", "group_by=kind&status=open,"]:
+            async with http.get(f"{alerts}/v1/alerts/counts?{query}", headers=reader.headers) as resp:
+                text = await resp.text()
+                assert resp.status == 400, text
+                assert resp.content_type == "application/problem+json" and "SECRETX" not in text
+
+    async def audited() -> bool:
+        rows = await db.fetch(
+            "SELECT patient_id FROM identity.access_log WHERE tenant_id = $1 AND route = '/v1/alerts/counts'",
+            reader.tenant_id,
+        )
+        return "rd-a1" in {r["patient_id"] for r in rows}
 
     await poll(audited)
