@@ -40,3 +40,20 @@ class AlertCounts(BaseModel):
     """`GET /v1/alerts/counts`: alerts per group (patient, severity or kind), split by severity."""
 
     counts: list[AlertCount]
+
+
+class TrajectorySummary(BaseModel):
+    """One patient's current trajectory in `GET /v1/trajectories`."""
+
+    patient_id: PatientId
+    condition: Condition | None
+    state: str
+    as_of: UtcDatetime
+    last_data_at: UtcDatetime | None
+    symptom_index: float | None
+    change_from_baseline_pct: float | None
+
+
+class TrajectoryPage(BaseModel):
+    items: list[TrajectorySummary]
+    next_cursor: str | None = None

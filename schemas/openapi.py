@@ -57,13 +57,13 @@ from schemas.billing import (
     TimeEntryPage,
     TimeEntryPatch,
 )
-from schemas.care_read import AlertCounts, PatientPage
+from schemas.care_read import AlertCounts, PatientPage, TrajectoryPage
 from schemas.checkins import BatchResult, CheckIn, CheckInAccepted, CheckInBatch, RejectedItem
 from schemas.common import PATIENT_ID_PATTERN, Condition, Role, Severity
 from schemas.conflicts import MAX_CONFLICTS_LIMIT, EventConflictPage
 from schemas.patients import Patient, PatientIn
 from schemas.problems import Problem
-from schemas.trajectory import Trajectory
+from schemas.trajectory import Trajectory, TrajectoryState
 
 Service = Literal["ingest", "scoring", "alerts", "all"]
 PORTS: dict[str, int] = {"ingest": 8080, "scoring": 8081, "alerts": 8082}
@@ -421,6 +421,24 @@ ROUTES: tuple[Route, ...] = (
         ACCESS_LOG_QUERY,
     ),
     # scoring
+    Route(
+        "scoring",
+        "get",
+        "/v1/trajectories",
+        "listTrajectories",
+        "Every enrolled patient's current trajectory, by patient id",
+        "care",
+        None,
+        {200: ("A page of trajectories", TrajectoryPage)},
+        (400, *AUTH),
+        (
+            Param("state", "query", {"type": "string", "enum": [s.value for s in TrajectoryState]}),
+            Param("condition", "query", {"type": "string", "enum": [c.value for c in Condition]}),
+            Param("q", "query", {"type": "string", "pattern": PATIENT_ID_PATTERN}, "A prefix of `patient_id`."),
+            Param("cursor", "query", {"type": "string", "maxLength": 100}, "`next_cursor` of the previous page."),
+            Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}),
+        ),
+    ),
     Route(
         "scoring",
         "get",

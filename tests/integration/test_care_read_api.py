@@ -1,6 +1,7 @@
-"""Care read API through the real services: `GET /v1/alerts/counts`; `GET /v1/patients` filters (condition, member, id
-prefix), keyset paging, tenant isolation, scope, bad parameters (400 problem+json that never echo
-the input) and the access audit (one row per returned patient)."""
+"""Care read API through the real services: `GET /v1/trajectories`, `GET /v1/alerts/counts` and
+`GET /v1/patients`: filters (condition, member, id prefix, state), keyset paging, tenant isolation,
+scope, bad parameters (400 problem+json that never echo the input) and the access audit (one row
+per returned patient)."""
 
 from __future__ import annotations
 
@@ -174,3 +175,49 @@ async def test_alert_counts(services: Services, reader: Tenant, database_url: st
         return "rd-a1" in {r["patient_id"] for r in rows}
 
     await poll(audited)
+
+
+async def test_trajectories(services: Services, reader: Tenant, database_url: str) -> None:
+    scoring = services.url("scoring")
+    other = await create_tenant(database_url, f"read-t-{uuid.uuid4().hex[:6]}")
+    all_ids = ["rd-a1", "rd-a2", "rd-b1", "rd_x", "rdzx"]
+    async with aiohttp.ClientSession() as http:
+
+        async def listed() -> Any:
+            status, body = await get_json(http, f"{scoring}/v1/trajectories", reader.headers)
+            assert status == 200, body
+            return body if [i["patient_id"] for i in body["items"]] == all_ids else None
+
+        body = await poll(listed)
+        item = body["items"][2]
+        assert set(item) == {
+            "patient_id",
+            "condition",
+            "state",
+            "as_of",
+            "last_data_at",
+            "symptom_index",
+            "change_from_baseline_pct",
+        }
+        assert item["condition"] == "carpal_tunnel" and item["state"] == "insufficient_data"
+        status, body = await get_json(http, f"{scoring}/v1/trajectories?condition=cubital_tunnel", reader.headers)
+        assert [i["patient_id"] for i in body["items"]] == ["rd-a2"]
+        status, body = await get_json(http, f"{scoring}/v1/trajectories?q=rd_&state=insufficient_data", reader.headers)
+        assert [i["patient_id"] for i in body["items"]] == ["rd_x"]
+        seen: list[str] = []
+        query = "limit=3"
+        while True:
+            status, body = await get_json(http, f"{scoring}/v1/trajectories?{query}", reader.headers)
+            assert status == 200, body
+            seen += [i["patient_id"] for i in body["items"]]
+            if body["next_cursor"] is None:
+                break
+            query = f"limit=3&cursor={body['next_cursor']}"
+        assert seen == all_ids
+        status, body = await get_json(http, f"{scoring}/v1/trajectories", other.headers)
+        assert status == 200 and body["items"] == []
+        for query in ["limit=0", "limit=x", "state=SECRETX", "condition=SECRETX", "q=SECRETX%25", "cursor=SECRETX%25"]:
+            async with http.get(f"{scoring}/v1/trajectories?{query}", headers=reader.headers) as resp:
+                text = await resp.text()
+                assert resp.status == 400, text
+                assert resp.content_type == "application/problem+json" and "SECRETX" not in text
