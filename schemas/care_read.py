@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from schemas.checkins import CheckIn
 from schemas.common import Condition, PatientId, Side, Treatment, UtcDatetime
 
 
@@ -56,4 +57,17 @@ class TrajectorySummary(BaseModel):
 
 class TrajectoryPage(BaseModel):
     items: list[TrajectorySummary]
+    next_cursor: str | None = None
+
+
+class StoredCheckin(CheckIn):
+    """A stored check-in as received (notes included), with when ingest received it."""
+
+    received_at: UtcDatetime
+
+
+class CheckinPage(BaseModel):
+    """`GET /v1/patients/{patient_id}/checkins`: newest first."""
+
+    items: list[StoredCheckin]
     next_cursor: str | None = None

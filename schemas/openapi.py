@@ -57,7 +57,7 @@ from schemas.billing import (
     TimeEntryPage,
     TimeEntryPatch,
 )
-from schemas.care_read import AlertCounts, PatientPage, TrajectoryPage
+from schemas.care_read import AlertCounts, CheckinPage, PatientPage, TrajectoryPage
 from schemas.checkins import BatchResult, CheckIn, CheckInAccepted, CheckInBatch, RejectedItem
 from schemas.common import PATIENT_ID_PATTERN, Condition, Role, Severity
 from schemas.conflicts import MAX_CONFLICTS_LIMIT, EventConflictPage
@@ -436,6 +436,24 @@ ROUTES: tuple[Route, ...] = (
             Param("condition", "query", {"type": "string", "enum": [c.value for c in Condition]}),
             Param("q", "query", {"type": "string", "pattern": PATIENT_ID_PATTERN}, "A prefix of `patient_id`."),
             Param("cursor", "query", {"type": "string", "maxLength": 100}, "`next_cursor` of the previous page."),
+            Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}),
+        ),
+    ),
+    Route(
+        "scoring",
+        "get",
+        "/v1/patients/{patient_id}/checkins",
+        "listCheckins",
+        "The patient's stored check-ins with notes, newest first",
+        "care",
+        None,
+        {200: ("A page of check-ins", CheckinPage)},
+        (400, *AUTH, 404),
+        (
+            PATIENT_ID,
+            Param("since", "query", {"type": "string", "format": "date-time"}, "Recorded at or after (with offset)."),
+            Param("until", "query", {"type": "string", "format": "date-time"}, "Recorded before (with offset)."),
+            Param("cursor", "query", {"type": "string", "maxLength": 200}, "`next_cursor` of the previous page."),
             Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}),
         ),
     ),

@@ -1,11 +1,12 @@
-"""Care read API through the real services: `GET /v1/trajectories`, `GET /v1/alerts/counts` and
-`GET /v1/patients`: filters (condition, member, id prefix, state), keyset paging, tenant isolation,
-scope, bad parameters (400 problem+json that never echo the input) and the access audit (one row
-per returned patient)."""
+"""Care read API through the real services: `GET /v1/trajectories`, `GET /v1/alerts/counts`,
+`GET /v1/patients/{id}/checkins` (newest first, notes, range) and `GET /v1/patients`: filters
+(condition, member, id prefix, state), keyset paging, tenant isolation, scope, bad parameters (400
+problem+json that never echo the input) and the access audit (one row per returned patient)."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -218,6 +219,48 @@ async def test_trajectories(services: Services, reader: Tenant, database_url: st
         assert status == 200 and body["items"] == []
         for query in ["limit=0", "limit=x", "state=SECRETX", "condition=SECRETX", "q=SECRETX%25", "cursor=SECRETX%25"]:
             async with http.get(f"{scoring}/v1/trajectories?{query}", headers=reader.headers) as resp:
+                text = await resp.text()
+                assert resp.status == 400, text
+                assert resp.content_type == "application/problem+json" and "SECRETX" not in text
+
+
+async def test_checkins_newest_first_with_notes(services: Services, reader: Tenant, database_url: str) -> None:
+    scoring = services.url("scoring")
+    base = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
+    times = [base + timedelta(days=i) for i in range(3)]
+    async with aiohttp.ClientSession() as http:
+        for i, at in enumerate(times):
+            body = {
+                "event_id": str(uuid.uuid4()),
+                "patient_id": "rd-b1",
+                "recorded_at": at.isoformat(),
+                "pain": {"current": 2 + i},
+                "notes": f"note {i}",
+            }
+            async with http.post(f"{services.url('ingest')}/v1/checkins", json=body, headers=reader.headers) as resp:
+                assert resp.status == 202, await resp.text()
+        url = f"{scoring}/v1/patients/rd-b1/checkins"
+
+        async def stored() -> Any:
+            status, body = await get_json(http, url, reader.headers)
+            return body if status == 200 and len(body["items"]) == 3 else None
+
+        body = await poll(stored)
+        assert [i["notes"] for i in body["items"]] == ["note 2", "note 1", "note 0"]
+        assert all("received_at" in i for i in body["items"])
+        status, page1 = await get_json(http, f"{url}?limit=2", reader.headers)
+        assert [i["notes"] for i in page1["items"]] == ["note 2", "note 1"] and page1["next_cursor"]
+        status, page2 = await get_json(http, f"{url}?limit=2&cursor={page1['next_cursor']}", reader.headers)
+        assert [i["notes"] for i in page2["items"]] == ["note 0"] and page2["next_cursor"] is None
+        since = (times[1] - timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
+        until = (times[2] - timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
+        status, body = await get_json(http, f"{url}?since={since}&until={until}", reader.headers)
+        assert status == 200 and [i["notes"] for i in body["items"]] == ["note 1"], body
+        other = await create_tenant(database_url, f"read-k-{uuid.uuid4().hex[:6]}")
+        status, _ = await get_json(http, url, other.headers)
+        assert status == 404
+        for query in ["limit=0", "since=SECRETX", "until=2026-01-01T00:00:00", "cursor=SECRETX"]:
+            async with http.get(f"{url}?{query}", headers=reader.headers) as resp:
                 text = await resp.text()
                 assert resp.status == 400, text
                 assert resp.content_type == "application/problem+json" and "SECRETX" not in text
