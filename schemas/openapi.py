@@ -57,12 +57,13 @@ from schemas.billing import (
     TimeEntryPage,
     TimeEntryPatch,
 )
+from schemas.care_read import AlertCounts, CheckinPage, PatientPage, TrajectoryPage
 from schemas.checkins import BatchResult, CheckIn, CheckInAccepted, CheckInBatch, RejectedItem
-from schemas.common import PATIENT_ID_PATTERN, Role, Severity
+from schemas.common import PATIENT_ID_PATTERN, Condition, Role, Severity
 from schemas.conflicts import MAX_CONFLICTS_LIMIT, EventConflictPage
 from schemas.patients import Patient, PatientIn
 from schemas.problems import Problem
-from schemas.trajectory import Trajectory
+from schemas.trajectory import Trajectory, TrajectoryState
 
 Service = Literal["ingest", "scoring", "alerts", "all"]
 PORTS: dict[str, int] = {"ingest": 8080, "scoring": 8081, "alerts": 8082}
@@ -275,6 +276,24 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "ingest",
         "get",
+        "/v1/patients",
+        "listPatients",
+        "The tenant's enrolled patients, by patient id",
+        "care",
+        None,
+        {200: ("A page of patients", PatientPage)},
+        (400, *AUTH),
+        (
+            Param("condition", "query", {"type": "string", "enum": [c.value for c in Condition]}),
+            Param("member_id", "query", {"type": "string", "pattern": PATIENT_ID_PATTERN}, "A care-team member."),
+            Param("q", "query", {"type": "string", "pattern": PATIENT_ID_PATTERN}, "A prefix of `patient_id`."),
+            Param("cursor", "query", {"type": "string", "maxLength": 100}, "`next_cursor` of the previous page."),
+            Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}),
+        ),
+    ),
+    Route(
+        "ingest",
+        "get",
         "/v1/patients/{patient_id}",
         "getPatient",
         "A stored patient",
@@ -402,6 +421,42 @@ ROUTES: tuple[Route, ...] = (
         ACCESS_LOG_QUERY,
     ),
     # scoring
+    Route(
+        "scoring",
+        "get",
+        "/v1/trajectories",
+        "listTrajectories",
+        "Every enrolled patient's current trajectory, by patient id",
+        "care",
+        None,
+        {200: ("A page of trajectories", TrajectoryPage)},
+        (400, *AUTH),
+        (
+            Param("state", "query", {"type": "string", "enum": [s.value for s in TrajectoryState]}),
+            Param("condition", "query", {"type": "string", "enum": [c.value for c in Condition]}),
+            Param("q", "query", {"type": "string", "pattern": PATIENT_ID_PATTERN}, "A prefix of `patient_id`."),
+            Param("cursor", "query", {"type": "string", "maxLength": 100}, "`next_cursor` of the previous page."),
+            Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}),
+        ),
+    ),
+    Route(
+        "scoring",
+        "get",
+        "/v1/patients/{patient_id}/checkins",
+        "listCheckins",
+        "The patient's stored check-ins with notes, newest first",
+        "care",
+        None,
+        {200: ("A page of check-ins", CheckinPage)},
+        (400, *AUTH, 404),
+        (
+            PATIENT_ID,
+            Param("since", "query", {"type": "string", "format": "date-time"}, "Recorded at or after (with offset)."),
+            Param("until", "query", {"type": "string", "format": "date-time"}, "Recorded before (with offset)."),
+            Param("cursor", "query", {"type": "string", "maxLength": 200}, "`next_cursor` of the previous page."),
+            Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}),
+        ),
+    ),
     Route(
         "scoring",
         "get",
@@ -556,6 +611,23 @@ ROUTES: tuple[Route, ...] = (
         {200: ("A page of alerts", AlertPage)},
         (400, *AUTH),
         LIST_QUERY,
+    ),
+    Route(
+        "alerts",
+        "get",
+        "/v1/alerts/counts",
+        "countAlerts",
+        "Alerts per patient, severity or kind, split by severity",
+        "care",
+        None,
+        {200: ("Counts by group", AlertCounts)},
+        (400, *AUTH),
+        (
+            Param("group_by", "query", {"type": "string", "enum": ["patient_id", "severity", "kind"]}, required=True),
+            Param(
+                "status", "query", _csv_enum([s.value for s in AlertStatus]), "Comma-separated statuses (default open)."
+            ),
+        ),
     ),
     Route(
         "alerts",

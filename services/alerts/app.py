@@ -23,6 +23,7 @@ from nervewatch.outbox import Outbox
 from nervewatch.runtime import Runtime, retry_until_ready
 from schemas.events import Topics
 from services.alerts.api import AlertsApi, Broadcaster
+from services.alerts.counts import AlertCountsApi
 from services.alerts.delivery import Deliverer
 from services.alerts.dispatcher import Dispatcher
 from services.alerts.fhir_api import FhirAlerts
@@ -78,6 +79,7 @@ async def build_app(rt: Runtime) -> web.Application:
     )
 
     app = rt.create_app("alerts", consumer)
+    AlertCountsApi(rt.pool).register(app)  # before /v1/alerts/{alert_id}
     app.add_routes(AlertsApi(rt.pool, outbox, broadcaster, policies).routes())
     FhirAlerts(rt.pool).register(app)
 

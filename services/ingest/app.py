@@ -13,6 +13,7 @@ from services.ingest.digests import DigestStore, digest_retention_loop
 from services.ingest.fhir_api import FhirIngest
 from services.ingest.handlers import IngestHandlers
 from services.ingest.patients import PatientRegistry
+from services.ingest.read_api import PatientReads
 
 
 def build_app(rt: Runtime) -> web.Application:
@@ -21,6 +22,7 @@ def build_app(rt: Runtime) -> web.Application:
     app.add_routes(handlers.routes())
     app.add_routes(AdminHandlers(rt.identity).routes())
     FhirIngest(handlers).register(app)
+    PatientReads(rt.pool).register(app)
 
     async def start(_: web.Application) -> None:
         # Ingest administers identity (keys, access-log reads), so it also purges the access audit.

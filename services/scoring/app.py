@@ -21,9 +21,11 @@ from schemas.common import PATIENT_ID_PATTERN
 from schemas.events import Topics
 from schemas.trajectory import Trajectory, TrajectoryState
 from services.scoring.billing.api import BillingHandlers
+from services.scoring.checkin_reads import CheckinReads
 from services.scoring.conflicts import ConflictHandlers
 from services.scoring.fhir_api import FhirScoring
 from services.scoring.processor import ScoringProcessor, decode
+from services.scoring.read_api import TrajectoryReads
 
 GROUP = "nervewatch-scoring"
 _PATIENT_ID = re.compile(PATIENT_ID_PATTERN)
@@ -73,6 +75,8 @@ async def build_app(rt: Runtime) -> web.Application:
     app.add_routes(ConflictHandlers(rt.pool).routes())
     app.add_routes(BillingHandlers(rt.pool).routes())
     FhirScoring(rt.pool).register(app)
+    TrajectoryReads(rt.pool).register(app)
+    CheckinReads(rt.pool).register(app)
 
     async def start(_: web.Application) -> None:
         await consumer.start()
