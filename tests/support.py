@@ -20,8 +20,8 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from nervewatch.cli import wait_ready
-from nervewatch.devstack import EmbeddedStack, free_port
+from tooling.cli import wait_ready
+from tooling.devstack import EmbeddedStack, free_port
 
 SERVICES = ("ingest", "scoring", "alerts")
 
@@ -50,7 +50,7 @@ class Services:
     def start(self, service: str) -> None:
         log = open(self.log_dir / f"{service}.log", "ab")  # noqa: SIM115
         self.procs[service] = subprocess.Popen(
-            [sys.executable, "-m", "nervewatch.cli", "serve", service], env=self.env, stdout=log, stderr=log
+            [sys.executable, "-m", "tooling.cli", "serve", service], env=self.env, stdout=log, stderr=log
         )
 
     def start_all(self) -> None:

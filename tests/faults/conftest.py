@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-from nervewatch.devstack import EmbeddedStack, free_port, start_embedded
 from tests.faults.load import REPORT
 from tests.support import (
     SERVICES,
@@ -32,6 +31,7 @@ from tests.support import (
     service_env,
     webhook_receiver,
 )
+from tooling.devstack import EmbeddedStack, free_port, start_embedded
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +60,7 @@ class FaultEnv:
         self.services.ports[name] = port
         log = open(self.services.log_dir / f"{name}.log", "ab")  # noqa: SIM115
         self.services.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "nervewatch.cli", "serve", service], env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "tooling.cli", "serve", service], env=env, stdout=log, stderr=log
         )
 
     def heal(self) -> None:

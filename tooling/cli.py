@@ -98,7 +98,7 @@ def wait_ready(urls: Sequence[str], timeout_s: float = 90.0) -> None:
 
 def _run_local(settings: Settings) -> int:
     """Embedded stack + migrations + dev tenant + the three services as child processes."""
-    from nervewatch.devstack import start_embedded
+    from tooling.devstack import start_embedded
 
     started = time.monotonic()
     stack = start_embedded(settings.data_dir, settings.database_url, settings.kafka_bootstrap_servers)
@@ -109,7 +109,7 @@ def _run_local(settings: Settings) -> int:
         asyncio.run(_migrate(local))
         key, secret = asyncio.run(_seed_dev(settings.model_copy(update={"database_url": stack.database_url})))
         for service in SERVICES:
-            children.append(subprocess.Popen([sys.executable, "-m", "nervewatch.cli", "serve", service], env=env))
+            children.append(subprocess.Popen([sys.executable, "-m", "tooling.cli", "serve", service], env=env))
         ports = _ports(settings)
         wait_ready([f"http://127.0.0.1:{ports[s]}/readyz" for s in SERVICES])
         print(_banner(ports, key, secret, time.monotonic() - started), flush=True)
@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from simulator.cli import run as run_simulation
 
         return asyncio.run(run_simulation(args))
-    from nervewatch.bench import run_bench
+    from tooling.bench.run import run_bench
 
     return run_bench(settings, smoke=args.smoke, write=args.write)
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import asyncpg
 
-from nervewatch.cli import wait_ready
 from nervewatch.db import migrate
-from nervewatch.devstack import EmbeddedStack, free_port, start_embedded
 from nervewatch.settings import Settings
+from tooling.cli import wait_ready
+from tooling.devstack import EmbeddedStack, free_port, start_embedded
 
 SERVICES = ("ingest", "scoring", "alerts")
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -53,7 +53,7 @@ class BenchEnv:
         for name in services:
             log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115  (owned by the child)
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "nervewatch.cli", "serve", name], env=self.env, stdout=log, stderr=log
+                [sys.executable, "-m", "tooling.cli", "serve", name], env=self.env, stdout=log, stderr=log
             )
         wait_ready([f"{self.url(s)}/readyz" for s in services], timeout_s=120)
 
