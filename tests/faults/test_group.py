@@ -18,8 +18,8 @@ import pytest
 from tests.faults.conftest import FaultEnv
 from tests.faults.load import verify
 from tests.faults.test_crashes import _cohort
-from tooling.cli import wait_ready
 from tooling.devstack import free_port
+from tooling.supervisor import wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
