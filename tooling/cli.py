@@ -100,6 +100,29 @@ def _run_local(settings: Settings) -> int:
         print("stopped", flush=True)
 
 
+def _tenants(args: argparse.Namespace, settings: Settings) -> int:
+    from tooling import tenants
+
+    if not settings.database_url:
+        print("DATABASE_URL is not set", file=sys.stderr)
+        return 2
+    dsn = settings.database_url
+    try:
+        if args.tenants_command == "create":
+            tenant_id, key = asyncio.run(tenants.create(dsn, args.name))
+            print(f"tenant {tenant_id} created; admin key (shown once, store it now):\n{key}")
+        elif args.tenants_command == "list":
+            for t in asyncio.run(tenants.list_tenants(dsn)):
+                print(f"{t.tenant_id}\t{t.name}\t{t.created_at.isoformat()}\tactive_keys={t.active_keys}")
+        else:
+            tenant_id, revoked = asyncio.run(tenants.disable(dsn, args.tenant))
+            print(f"tenant {tenant_id} disabled: {revoked} key(s) revoked")
+    except (ValueError, LookupError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    return 0
+
+
 def _banner(ports: dict[str, int], key: str, secret: str, seconds: float) -> str:
     example = json.dumps(
         {
@@ -139,6 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from simulator.cli import add_arguments
 
         add_arguments(p_sim)
+    p_ten = sub.add_parser("tenants", help="operator commands: create, list, disable tenants")
+    ten = p_ten.add_subparsers(dest="tenants_command", required=True)
+    ten.add_parser("create", help="create a tenant and print its first admin key (shown once)").add_argument("name")
+    ten.add_parser("list", help="list tenants with their number of active keys")
+    ten.add_parser("disable", help="revoke every key of a tenant").add_argument("tenant", metavar="NAME|ID")
     p_bench = sub.add_parser("bench", help="benchmark against the embedded stack")
     p_bench.add_argument("--smoke", action="store_true", help="tiny run that checks the harness only")
     p_bench.add_argument("--write", type=Path, default=None, help="write the results as markdown")
@@ -157,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         key, _ = asyncio.run(_seed_dev(settings))
         print(key)
         return 0
+    if args.command == "tenants":
+        return _tenants(args, settings)
     if args.command == "run":
         return _run_local(settings)
     if args.command == "simulate":
