@@ -22,7 +22,6 @@ patient or tenant label; logs name counts and error classes only.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from uuid import UUID
 import asyncpg
 
 from nervewatch.metrics import DIGESTS_PURGED, DIGESTS_RELEASED
+from nervewatch.retention import purge_expired, retention_loop
 
 log = logging.getLogger(__name__)
 
@@ -150,30 +150,22 @@ async def purge_event_digests(
 ) -> int:
     """Delete digests first seen before now - `retention` (database clock), `batch` rows per
     transaction. Returns how many this call deleted; 0 also when another process holds the lock."""
-    cutoff = await pool.fetchval("SELECT now() - $1::interval", retention)
-    total = 0
-    while True:
-        async with pool.acquire() as conn, conn.transaction():
-            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", PURGE_LOCK_KEY):
-                break
-            deleted: int = await conn.fetchval(
-                """WITH doomed AS (
-                       SELECT tenant_id, event_id FROM ingest.event_digests WHERE first_seen < $1
-                       ORDER BY first_seen LIMIT $2 FOR UPDATE SKIP LOCKED
-                   ), gone AS (
-                       DELETE FROM ingest.event_digests d USING doomed
-                       WHERE d.tenant_id = doomed.tenant_id AND d.event_id = doomed.event_id RETURNING 1
-                   )
-                   SELECT count(*) FROM gone""",
-                cutoff,
-                batch,
-            )
-        total += deleted
-        DIGESTS_PURGED.inc(deleted)
-        if deleted < batch:
-            break
-        await asyncio.sleep(pause_s)
-    return total
+    return await purge_expired(
+        pool,
+        lock_key=PURGE_LOCK_KEY,
+        delete_sql="""WITH doomed AS (
+                   SELECT tenant_id, event_id FROM ingest.event_digests WHERE first_seen < $1
+                   ORDER BY first_seen LIMIT $2 FOR UPDATE SKIP LOCKED
+               ), gone AS (
+                   DELETE FROM ingest.event_digests d USING doomed
+                   WHERE d.tenant_id = doomed.tenant_id AND d.event_id = doomed.event_id RETURNING 1
+               )
+               SELECT count(*) FROM gone""",
+        retention=retention,
+        batch=batch,
+        pause_s=pause_s,
+        purged=DIGESTS_PURGED,
+    )
 
 
 async def digest_retention_loop(
@@ -183,15 +175,11 @@ async def digest_retention_loop(
     first_delay_s: float = PURGE_FIRST_DELAY_S,
     interval_s: float = PURGE_INTERVAL_S,
 ) -> None:
-    """Purge shortly after start, then every `interval_s`, until cancelled. A failed round is logged
-    (error class only) and retried at the next interval; it never ends the loop."""
-    await asyncio.sleep(first_delay_s)
-    while True:
-        try:
-            deleted = await purge_event_digests(pool, retention)
-        except Exception as exc:
-            log.warning("event digest purge failed", extra={"error": type(exc).__name__})
-        else:
-            if deleted:
-                log.info("event digests purged", extra={"count": deleted, "retention_days": retention.days})
-        await asyncio.sleep(interval_s)
+    """`nervewatch.retention.retention_loop` over `purge_event_digests`, until cancelled."""
+    await retention_loop(
+        "event_digests",
+        lambda: purge_event_digests(pool, retention),
+        retention,
+        first_delay_s=first_delay_s,
+        interval_s=interval_s,
+    )
