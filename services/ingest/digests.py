@@ -14,9 +14,9 @@ retry with corrected content is not refused as a conflict.
 Bounded: `purge_event_digests` deletes rows whose `first_seen` is older than the retention
 (`NERVEWATCH_EVENT_DIGEST_RETENTION_DAYS`), `PURGE_BATCH` rows per short transaction under a
 transaction-level advisory lock taken without waiting (several replicas: one purges, the others skip
-the round), as the access-log purge does; `digest_retention_loop` runs it shortly after start and
-then every `PURGE_INTERVAL_S`. A repost after the retention is accepted here and caught by scoring
-(`scoring.event_conflicts`, `GET /v1/conflicts`), which never hides a red flag. Metrics carry no
+the round), as the access-log purge does; the ingest app runs it in `nervewatch.retention.retention_loop`
+shortly after start and then every `PURGE_INTERVAL_S`. A repost after the retention is accepted here and caught by
+scoring (`scoring.event_conflicts`, `GET /v1/conflicts`), which never hides a red flag. Metrics carry no
 patient or tenant label; logs name counts and error classes only.
 """
 
@@ -32,7 +32,7 @@ from uuid import UUID
 import asyncpg
 
 from nervewatch.metrics import DIGESTS_PURGED, DIGESTS_RELEASED
-from nervewatch.retention import purge_expired, retention_loop
+from nervewatch.retention import purge_expired
 
 log = logging.getLogger(__name__)
 
@@ -165,21 +165,4 @@ async def purge_event_digests(
         batch=batch,
         pause_s=pause_s,
         purged=DIGESTS_PURGED,
-    )
-
-
-async def digest_retention_loop(
-    pool: asyncpg.Pool,
-    retention: timedelta,
-    *,
-    first_delay_s: float = PURGE_FIRST_DELAY_S,
-    interval_s: float = PURGE_INTERVAL_S,
-) -> None:
-    """`nervewatch.retention.retention_loop` over `purge_event_digests`, until cancelled."""
-    await retention_loop(
-        "event_digests",
-        lambda: purge_event_digests(pool, retention),
-        retention,
-        first_delay_s=first_delay_s,
-        interval_s=interval_s,
     )
