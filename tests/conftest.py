@@ -10,8 +10,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from nervewatch.devstack import EmbeddedStack, free_port, start_embedded
 from tests.support import SERVICES, Services, Tenant, create_tenant, fresh_database, service_env
+from tooling.devstack import EmbeddedStack, free_port, start_embedded
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,8 +19,8 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from nervewatch.cli import wait_ready
-from nervewatch.devstack import EmbeddedStack, free_port
+from tooling.devstack import EmbeddedStack, free_port
+from tooling.supervisor import spawn_service, stop_process, wait_ready
 
 SERVICES = ("ingest", "scoring", "alerts")
 
@@ -48,10 +47,7 @@ class Services:
         return f"http://127.0.0.1:{self.ports[service]}"
 
     def start(self, service: str) -> None:
-        log = open(self.log_dir / f"{service}.log", "ab")  # noqa: SIM115
-        self.procs[service] = subprocess.Popen(
-            [sys.executable, "-m", "nervewatch.cli", "serve", service], env=self.env, stdout=log, stderr=log
-        )
+        self.procs[service] = spawn_service(service, self.env, self.log_dir / f"{service}.log")
 
     def start_all(self) -> None:
         for s in SERVICES:
@@ -65,13 +61,7 @@ class Services:
         proc = self.procs.pop(service, None)
         if proc is None:
             return None
-        if proc.poll() is None:
-            proc.send_signal(sig)
-        try:
-            return proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait()
+        return stop_process(proc, sig)
 
     def stop_all(self) -> None:
         for s in list(self.procs):

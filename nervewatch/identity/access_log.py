@@ -28,6 +28,8 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from nervewatch.metrics import ACCESS_LOG_DROPPED, ACCESS_LOG_PURGED, ACCESS_LOG_WRITTEN
+from nervewatch.retention import purge_expired
+from nervewatch.retention import retention_loop as generic_retention_loop
 
 log = logging.getLogger(__name__)
 
@@ -154,28 +156,20 @@ async def purge_access_log(
 
     Returns how many rows this call deleted; 0 also when another process holds the purge lock (it
     is purging right now). Only timestamps are read: nothing identifying is logged or returned."""
-    cutoff = await pool.fetchval("SELECT now() - $1::interval", retention)
-    total = 0
-    while True:
-        async with pool.acquire() as conn, conn.transaction():
-            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", PURGE_LOCK_KEY):
-                break  # another replica is purging; the next round will see what it left
-            deleted: int = await conn.fetchval(
-                """WITH doomed AS (
-                       SELECT id FROM identity.access_log WHERE at < $1 ORDER BY at LIMIT $2 FOR UPDATE SKIP LOCKED
-                   ), gone AS (
-                       DELETE FROM identity.access_log a USING doomed WHERE a.id = doomed.id RETURNING 1
-                   )
-                   SELECT count(*) FROM gone""",
-                cutoff,
-                batch,
-            )
-        total += deleted
-        ACCESS_LOG_PURGED.inc(deleted)
-        if deleted < batch:
-            break
-        await asyncio.sleep(pause_s)
-    return total
+    return await purge_expired(
+        pool,
+        lock_key=PURGE_LOCK_KEY,
+        delete_sql="""WITH doomed AS (
+                   SELECT id FROM identity.access_log WHERE at < $1 ORDER BY at LIMIT $2 FOR UPDATE SKIP LOCKED
+               ), gone AS (
+                   DELETE FROM identity.access_log a USING doomed WHERE a.id = doomed.id RETURNING 1
+               )
+               SELECT count(*) FROM gone""",
+        retention=retention,
+        batch=batch,
+        pause_s=pause_s,
+        purged=ACCESS_LOG_PURGED,
+    )
 
 
 async def retention_loop(
@@ -185,15 +179,11 @@ async def retention_loop(
     first_delay_s: float = PURGE_FIRST_DELAY_S,
     interval_s: float = PURGE_INTERVAL_S,
 ) -> None:
-    """Purge shortly after start, then every `interval_s`, until cancelled. A failed round is
-    logged (error class only) and retried at the next interval; it never ends the loop."""
-    await asyncio.sleep(first_delay_s)
-    while True:
-        try:
-            deleted = await purge_access_log(pool, retention)
-        except Exception as exc:
-            log.warning("access log purge failed", extra={"error": type(exc).__name__})
-        else:
-            if deleted:
-                log.info("access log purged", extra={"count": deleted, "retention_days": retention.days})
-        await asyncio.sleep(interval_s)
+    """`nervewatch.retention.retention_loop` over `purge_access_log`, until cancelled."""
+    await generic_retention_loop(
+        "access_log",
+        lambda: purge_access_log(pool, retention),
+        retention,
+        first_delay_s=first_delay_s,
+        interval_s=interval_s,
+    )

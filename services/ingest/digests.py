@@ -14,15 +14,14 @@ retry with corrected content is not refused as a conflict.
 Bounded: `purge_event_digests` deletes rows whose `first_seen` is older than the retention
 (`NERVEWATCH_EVENT_DIGEST_RETENTION_DAYS`), `PURGE_BATCH` rows per short transaction under a
 transaction-level advisory lock taken without waiting (several replicas: one purges, the others skip
-the round), as the access-log purge does; `digest_retention_loop` runs it shortly after start and
-then every `PURGE_INTERVAL_S`. A repost after the retention is accepted here and caught by scoring
-(`scoring.event_conflicts`, `GET /v1/conflicts`), which never hides a red flag. Metrics carry no
+the round), as the access-log purge does; the ingest app runs it in `nervewatch.retention.retention_loop`
+shortly after start and then every `PURGE_INTERVAL_S`. A repost after the retention is accepted here and caught by
+scoring (`scoring.event_conflicts`, `GET /v1/conflicts`), which never hides a red flag. Metrics carry no
 patient or tenant label; logs name counts and error classes only.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from uuid import UUID
 import asyncpg
 
 from nervewatch.metrics import DIGESTS_PURGED, DIGESTS_RELEASED
+from nervewatch.retention import purge_expired
 
 log = logging.getLogger(__name__)
 
@@ -150,48 +150,19 @@ async def purge_event_digests(
 ) -> int:
     """Delete digests first seen before now - `retention` (database clock), `batch` rows per
     transaction. Returns how many this call deleted; 0 also when another process holds the lock."""
-    cutoff = await pool.fetchval("SELECT now() - $1::interval", retention)
-    total = 0
-    while True:
-        async with pool.acquire() as conn, conn.transaction():
-            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", PURGE_LOCK_KEY):
-                break
-            deleted: int = await conn.fetchval(
-                """WITH doomed AS (
-                       SELECT tenant_id, event_id FROM ingest.event_digests WHERE first_seen < $1
-                       ORDER BY first_seen LIMIT $2 FOR UPDATE SKIP LOCKED
-                   ), gone AS (
-                       DELETE FROM ingest.event_digests d USING doomed
-                       WHERE d.tenant_id = doomed.tenant_id AND d.event_id = doomed.event_id RETURNING 1
-                   )
-                   SELECT count(*) FROM gone""",
-                cutoff,
-                batch,
-            )
-        total += deleted
-        DIGESTS_PURGED.inc(deleted)
-        if deleted < batch:
-            break
-        await asyncio.sleep(pause_s)
-    return total
-
-
-async def digest_retention_loop(
-    pool: asyncpg.Pool,
-    retention: timedelta,
-    *,
-    first_delay_s: float = PURGE_FIRST_DELAY_S,
-    interval_s: float = PURGE_INTERVAL_S,
-) -> None:
-    """Purge shortly after start, then every `interval_s`, until cancelled. A failed round is logged
-    (error class only) and retried at the next interval; it never ends the loop."""
-    await asyncio.sleep(first_delay_s)
-    while True:
-        try:
-            deleted = await purge_event_digests(pool, retention)
-        except Exception as exc:
-            log.warning("event digest purge failed", extra={"error": type(exc).__name__})
-        else:
-            if deleted:
-                log.info("event digests purged", extra={"count": deleted, "retention_days": retention.days})
-        await asyncio.sleep(interval_s)
+    return await purge_expired(
+        pool,
+        lock_key=PURGE_LOCK_KEY,
+        delete_sql="""WITH doomed AS (
+                   SELECT tenant_id, event_id FROM ingest.event_digests WHERE first_seen < $1
+                   ORDER BY first_seen LIMIT $2 FOR UPDATE SKIP LOCKED
+               ), gone AS (
+                   DELETE FROM ingest.event_digests d USING doomed
+                   WHERE d.tenant_id = doomed.tenant_id AND d.event_id = doomed.event_id RETURNING 1
+               )
+               SELECT count(*) FROM gone""",
+        retention=retention,
+        batch=batch,
+        pause_s=pause_s,
+        purged=DIGESTS_PURGED,
+    )

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -20,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from nervewatch.devstack import EmbeddedStack, free_port, start_embedded
 from tests.faults.load import REPORT
 from tests.support import (
     SERVICES,
@@ -32,6 +29,8 @@ from tests.support import (
     service_env,
     webhook_receiver,
 )
+from tooling.devstack import EmbeddedStack, free_port, start_embedded
+from tooling.supervisor import spawn_service
 
 pytestmark = pytest.mark.integration
 
@@ -58,10 +57,7 @@ class FaultEnv:
         env = dict(self.services.env)
         env[f"NERVEWATCH_{service.upper()}_PORT"] = str(port)
         self.services.ports[name] = port
-        log = open(self.services.log_dir / f"{name}.log", "ab")  # noqa: SIM115
-        self.services.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "nervewatch.cli", "serve", service], env=env, stdout=log, stderr=log
-        )
+        self.services.procs[name] = spawn_service(service, env, self.services.log_dir / f"{name}.log")
 
     def heal(self) -> None:
         """Bring back whatever a previous scenario left down."""

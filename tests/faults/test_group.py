@@ -15,11 +15,11 @@ import time
 
 import pytest
 
-from nervewatch.cli import wait_ready
-from nervewatch.devstack import free_port
 from tests.faults.conftest import FaultEnv
 from tests.faults.load import verify
 from tests.faults.test_crashes import _cohort
+from tooling.devstack import free_port
+from tooling.supervisor import wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 

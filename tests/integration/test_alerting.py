@@ -12,7 +12,6 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from nervewatch.devstack import EmbeddedStack
 from schemas.events import Topics
 from tests.support import (
     Services,
@@ -25,6 +24,7 @@ from tests.support import (
     wait_alert,
     webhook_receiver,
 )
+from tooling.devstack import EmbeddedStack
 
 pytestmark = pytest.mark.integration
 

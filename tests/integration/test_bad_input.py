@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from nervewatch.devstack import EmbeddedStack
 from schemas.events import Topics
 from tests.support import Services, Tenant
+from tooling.devstack import EmbeddedStack
 
 pytestmark = pytest.mark.integration
 

@@ -38,7 +38,7 @@ def test_bench_smoke_runs_and_writes_report(tmp_path: Path) -> None:
         if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS") and not k.startswith("NERVEWATCH_")
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "nervewatch.cli", "bench", "--smoke", "--write", str(report)],
+        [sys.executable, "-m", "tooling.cli", "bench", "--smoke", "--write", str(report)],
         env=env,
         capture_output=True,
         text=True,

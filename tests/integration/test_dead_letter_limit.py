@@ -15,10 +15,10 @@ import secrets
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from nervewatch.devstack import EmbeddedStack
 from nervewatch.kafka import BatchConsumer, Decoded, ensure_topics, make_producer, produce
 from nervewatch.settings import Settings
 from schemas.events import Topics
+from tooling.devstack import EmbeddedStack
 
 pytestmark = pytest.mark.integration
 

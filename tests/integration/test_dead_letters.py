@@ -12,9 +12,9 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from nervewatch.devstack import EmbeddedStack
 from schemas.events import Topics, event_key
 from tests.support import Services, Tenant, poll
+from tooling.devstack import EmbeddedStack
 
 pytestmark = pytest.mark.integration
 

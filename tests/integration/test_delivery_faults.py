@@ -10,9 +10,9 @@ import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
-from nervewatch.devstack import free_port
 from nervewatch.settings import Settings
 from services.alerts.delivery import Deliverer, DeliveryError, verify
+from tooling.devstack import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -21,11 +21,11 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from nervewatch.devstack import EmbeddedStack
 from schemas.checkins import CheckIn
 from schemas.digests import checkin_digest
 from schemas.events import Topics, event_key
 from tests.support import Receiver, Services, Tenant, create_tenant, enrol, get_json, poll, webhook_receiver
+from tooling.devstack import EmbeddedStack
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,6 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from nervewatch.devstack import EmbeddedStack
 from nervewatch.http import MAX_BODY
 from schemas.events import Topics
 from schemas.fhir import codes as c
@@ -28,6 +27,7 @@ from schemas.fhir.inbound import MAX_ENTRIES
 from services.ingest.fhir_api import BUNDLE_MAX_BODY
 from tests.support import Services, Tenant, enrol, get_json, poll, wait_alert, webhook_receiver
 from tests.unit import fhir_examples as ex
+from tooling.devstack import EmbeddedStack
 
 pytestmark = pytest.mark.integration
 FHIR = {"Content-Type": c.FHIR_JSON}

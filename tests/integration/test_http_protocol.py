@@ -19,9 +19,9 @@ import pytest
 from aiohttp import http_parser, web, web_protocol
 from aiohttp.http_exceptions import LineTooLong
 
-from nervewatch.devstack import free_port
 from nervewatch.http import MAX_HEADER_FIELD, MAX_HEADERS, MAX_REQUEST_LINE, SERVICE, create_app, make_runner
 from nervewatch.http_protocol import ProblemRequestHandler, _ProblemServer
+from tooling.devstack import free_port
 
 MARK = "pt-LEAKMARK-77"
 KEY = "nw_LEAKKEY" + "x" * 30

@@ -12,9 +12,9 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from nervewatch.devstack import EmbeddedStack
 from schemas.events import Topics, event_key
 from tests.support import Services, Tenant, enrol, get_json, poll
+from tooling.devstack import EmbeddedStack
 
 pytestmark = pytest.mark.integration
 

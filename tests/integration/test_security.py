@@ -18,7 +18,6 @@ import aiohttp
 import pytest
 from multidict import CIMultiDictProxy
 
-from nervewatch.devstack import free_port
 from nervewatch.identity.store import REVOCATION_BOUND_S
 from services.alerts.delivery import verify
 from simulator.archetypes import generate_cohort
@@ -34,6 +33,7 @@ from tests.support import (
     wait_alert,
     webhook_receiver,
 )
+from tooling.devstack import free_port
 
 pytestmark = pytest.mark.integration
 

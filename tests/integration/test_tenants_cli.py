@@ -23,7 +23,7 @@ async def cli(database_url: str, *args: str) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NERVEWATCH_")}
     env["DATABASE_URL"] = database_url
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "nervewatch.cli", "tenants", *args, env=env,
+        sys.executable, "-m", "tooling.cli", "tenants", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await proc.communicate()

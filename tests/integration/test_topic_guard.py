@@ -14,9 +14,9 @@ import secrets
 import pytest
 from aiokafka.errors import KafkaError
 
-from nervewatch.devstack import EmbeddedStack
 from nervewatch.kafka import _LINKS, ensure_topics, make_producer, produce, topic_partitions
 from nervewatch.settings import Settings
+from tooling.devstack import EmbeddedStack
 
 pytestmark = pytest.mark.integration
 

@@ -6,11 +6,8 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -124,63 +121,27 @@ async def _tenants(settings: Settings, args: argparse.Namespace) -> int:
         await pool.close()
 
 
-def wait_ready(urls: Sequence[str], timeout_s: float = 90.0) -> None:
-    """Block until every `/readyz` URL answers 200."""
-    end = time.monotonic() + timeout_s
-    pending = list(urls)
-    while pending:
-        url = pending[0]
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310  (local http URL)
-                if resp.status == 200:
-                    pending.pop(0)
-                    continue
-        except OSError:
-            pass
-        if time.monotonic() > end:
-            raise TimeoutError(f"not ready: {url}")
-        time.sleep(0.2)
-
-
 def _run_local(settings: Settings) -> int:
-    """Embedded stack + migrations + dev tenant + the three services as child processes."""
-    from nervewatch.devstack import start_embedded
+    """Embedded stack + migrations + dev tenant + the three services supervised (restarted when they crash)."""
+    from tooling.devstack import start_embedded
+    from tooling.supervisor import Supervisor, wait_ready
 
     started = time.monotonic()
     stack = start_embedded(settings.data_dir, settings.database_url, settings.kafka_bootstrap_servers)
     env = dict(os.environ, DATABASE_URL=stack.database_url, KAFKA_BOOTSTRAP_SERVERS=stack.bootstrap)
-    children: list[subprocess.Popen[bytes]] = []
+    supervisor = Supervisor(SERVICES, env, stop_timeout_s=settings.shutdown_timeout_s + 10)
     try:
         local = Settings(database_url=stack.database_url, kafka_bootstrap_servers=stack.bootstrap)
         asyncio.run(_migrate(local))
         key, secret = asyncio.run(_seed_dev(settings.model_copy(update={"database_url": stack.database_url})))
-        for service in SERVICES:
-            children.append(subprocess.Popen([sys.executable, "-m", "nervewatch.cli", "serve", service], env=env))
+        supervisor.start()
         ports = _ports(settings)
         wait_ready([f"http://127.0.0.1:{ports[s]}/readyz" for s in SERVICES])
         print(_banner(ports, key, secret, time.monotonic() - started), flush=True)
-        stop = {"now": False}
-
-        def on_signal(*_: object) -> None:
-            stop["now"] = True
-
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
-        while not stop["now"]:
-            if any(c.poll() is not None for c in children):
-                print("a service exited; stopping", file=sys.stderr)
-                return 1
-            time.sleep(0.5)
+        supervisor.run()
         return 0
     finally:
-        for c in children:
-            if c.poll() is None:
-                c.send_signal(signal.SIGTERM)
-        for c in children:
-            try:
-                c.wait(timeout=settings.shutdown_timeout_s + 10)
-            except subprocess.TimeoutExpired:
-                c.kill()
+        supervisor.stop()
         stack.stop()
         print("stopped", flush=True)
 
@@ -211,6 +172,7 @@ Press Ctrl-C to stop.
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv_list = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="nervewatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="run one service in the foreground")
@@ -224,13 +186,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ten.add_parser("list", help="list tenants (no key material)").add_argument("--json", action="store_true")
     ten.add_parser("disable", help="disable a tenant and revoke all its keys").add_argument("tenant", help="id or name")
     p_sim = sub.add_parser("simulate", help="post a synthetic cohort through the API; --evaluate scores detection")
-    from simulator.cli import add_arguments
+    if argv_list[:1] == ["simulate"]:  # the simulator is imported only for its own subcommand
+        from simulator.cli import add_arguments
 
-    add_arguments(p_sim)
+        add_arguments(p_sim)
     p_bench = sub.add_parser("bench", help="benchmark against the embedded stack")
     p_bench.add_argument("--smoke", action="store_true", help="tiny run that checks the harness only")
     p_bench.add_argument("--write", type=Path, default=None, help="write the results as markdown")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv_list)
     settings = get_settings()
     if args.command == "serve":
         setup_logging(args.service, settings.log_level)
@@ -253,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from simulator.cli import run as run_simulation
 
         return asyncio.run(run_simulation(args))
-    from nervewatch.bench import run_bench
+    from tooling.bench.run import run_bench
 
     return run_bench(settings, smoke=args.smoke, write=args.write)
 

@@ -7,9 +7,7 @@ import os
 import platform
 import secrets
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -17,10 +15,10 @@ from pathlib import Path
 
 import asyncpg
 
-from nervewatch.cli import wait_ready
 from nervewatch.db import migrate
-from nervewatch.devstack import EmbeddedStack, free_port, start_embedded
 from nervewatch.settings import Settings
+from tooling.devstack import EmbeddedStack, free_port, start_embedded
+from tooling.supervisor import spawn_service, stop_all, wait_ready
 
 SERVICES = ("ingest", "scoring", "alerts")
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -51,10 +49,7 @@ class BenchEnv:
 
     def start_services(self, services: tuple[str, ...]) -> None:
         for name in services:
-            log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115  (owned by the child)
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "nervewatch.cli", "serve", name], env=self.env, stdout=log, stderr=log
-            )
+            self.procs[name] = spawn_service(name, self.env, self.workdir / f"{name}.log")
         wait_ready([f"{self.url(s)}/readyz" for s in services], timeout_s=120)
 
     def check_services(self) -> None:
@@ -69,15 +64,7 @@ class BenchEnv:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop_services(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all(list(self.procs.values()))
 
     def pids(self) -> dict[str, list[int]]:
         """Process ids per component, for CPU and memory readings (children of PostgreSQL included)."""

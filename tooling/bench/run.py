@@ -35,13 +35,13 @@ import asyncpg
 from aiohttp import web
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from nervewatch import bench_fhir
-from nervewatch import bench_load as load
-from nervewatch.bench_proc import BenchEnv, close_env, cpu_seconds, machine_description, open_env, rss_mib
-from nervewatch.devstack import free_port
 from nervewatch.identity.store import SCOPES, IdentityStore
 from nervewatch.settings import Settings
 from schemas.events import Topics
+from tooling.bench import fhir as bench_fhir
+from tooling.bench import load
+from tooling.bench.proc import BenchEnv, close_env, cpu_seconds, machine_description, open_env, rss_mib
+from tooling.devstack import free_port
 
 KEEP_MARKER = "<!-- bench: text below this line is kept when the report is rewritten -->"
 
