@@ -22,9 +22,10 @@ Pure and deterministic: no wall clock (the default end of the histories is a fix
 randomness beyond the seeded cohort, deterministic alert and event ids.
 
 Usage: `python -m simulator.offline --per-archetype 50 --seed 7 [--archetypes regression,plateau]
-[--json report.json] [--diagnose patients.jsonl]`. `--diagnose` writes one JSON line per patient
-with a missed, late or false alert: its label (onset, earliest, deadline, every drawn parameter)
-and the alerts it got, to find out why.
+[--json report.json] [--diagnose patients.jsonl] [--report docs/detection-quality.md]`. `--report`
+replaces the generated section of that document (between the simulate:report markers).
+`--diagnose` writes one JSON line per patient with a missed, late or false alert: its label (onset,
+earliest, deadline, every drawn parameter) and the alerts it got, to find out why.
 """
 
 from __future__ import annotations
@@ -368,6 +369,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="write one JSON line per patient with a missed, late or false alert (label, parameters, alerts)",
     )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="write the markdown report here; in an existing file only the section between the "
+        "simulate:report markers is replaced (as `nervewatch simulate --report`)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
     args = parser.parse_args(argv)
     try:
@@ -393,7 +401,13 @@ def main(argv: list[str] | None = None) -> int:
         "histories end": end.astimezone(UTC).isoformat(),
         "trajectory evaluations": evaluations,
     }
-    print(render_markdown(run.evaluation, run.targets, run_info))
+    report = render_markdown(run.evaluation, run.targets, run_info)
+    print(report)
+    if args.report:
+        from simulator.cli import write_report  # the same marker replacement as the live simulator
+
+        write_report(args.report, report)
+        print(f"offline: report written to {args.report}", file=sys.stderr)
     if args.json_path:
         args.json_path.parent.mkdir(parents=True, exist_ok=True)
         args.json_path.write_text(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 from simulator.archetypes import generate_cohort
 from simulator.evaluate import pooled
@@ -70,3 +71,16 @@ def test_diagnose_lists_patients_with_missed_late_or_false_alerts() -> None:
         assert {a.kind.value for a in run.alerts if a.patient_id == pid} <= set(
             p.label.expected_alert_kinds | p.label.tolerated_alert_kinds
         )
+
+
+def test_report_option_replaces_only_the_marked_section(tmp_path: Path) -> None:
+    from simulator.cli import REPORT_BEGIN, REPORT_END
+    from simulator.offline import main
+
+    doc = tmp_path / "quality.md"
+    doc.write_text(f"# Title\n\nprose before\n\n{REPORT_BEGIN}\nold\n{REPORT_END}\n\nprose after\n", encoding="utf-8")
+    assert main(["--per-archetype", "1", "--archetypes", "red_flag", "--report", str(doc)]) == 0
+    text = doc.read_text(encoding="utf-8")
+    assert text.startswith("# Title\n\nprose before\n\n" + REPORT_BEGIN + "\n")
+    assert text.endswith(REPORT_END + "\n\nprose after\n")
+    assert "old" not in text and "red_flag" in text
