@@ -122,6 +122,12 @@ BILLING_PERIOD_VERSIONS = Counter(
 BILLING_RECOMPUTES = Counter(
     "nervewatch_billing_recomputes_total", "Billing computations redone because a concurrent reader recorded first"
 )
+BILLING_AT_RISK = Counter(
+    "nervewatch_billing_at_risk_total",
+    "Data-days-at-risk raises (outcome raised) and their ends (period_closed, reached, on_track, unreachable, "
+    "not_judged) queued by scoring's sweep",
+    ["outcome"],
+)
 BILLING_COMPUTE_LATENCY = Histogram(
     "nervewatch_billing_compute_duration_seconds",
     "Time to compute billing figures (patient, report), database reads and writes included",

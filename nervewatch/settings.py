@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     delivery_max_age_s: float = Field(default=24 * 3600.0, gt=0)
     dispatcher_poll_s: float = Field(default=1.0, gt=0)
     sweep_interval_s: float = Field(default=30.0, gt=0)
+    # Scoring's data-days-at-risk sweep (docs/billing.md, "Data days at risk")
+    billing_risk_interval_s: float = Field(default=300.0, gt=0)
 
     # Per-API-key request rate limit (token bucket per key and process); 0 disables it
     rate_limit_per_key_rps: float = Field(default=1000.0, ge=0)

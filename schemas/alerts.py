@@ -20,6 +20,7 @@ class AlertKind(StrEnum):
     plateau = "plateau"
     activity_decline = "activity_decline"
     disengagement = "disengagement"
+    data_days_at_risk = "data_days_at_risk"
 
 
 DEFAULT_SEVERITY: dict[AlertKind, Severity] = {
@@ -30,6 +31,8 @@ DEFAULT_SEVERITY: dict[AlertKind, Severity] = {
     AlertKind.plateau: Severity.medium,
     AlertKind.activity_decline: Severity.low,
     AlertKind.disengagement: Severity.low,
+    # Billing, not clinical: never escalated or reminded, deferred by quiet hours (docs/safety.md H20).
+    AlertKind.data_days_at_risk: Severity.low,
 }
 
 

@@ -5,6 +5,7 @@ Keys are `<tenant_id>:<patient_id>` so one patient's events stay ordered on one 
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -28,11 +29,12 @@ class Topics:
     activity = "nervewatch.activity.v1"
     trajectories = "nervewatch.trajectories.v1"
     alerts = "nervewatch.alerts.v1"
+    billing = "nervewatch.billing.v1"
     dead_letters = "nervewatch.deadletters.v1"
 
     @classmethod
     def all(cls) -> list[str]:
-        return [cls.patients, cls.checkins, cls.activity, cls.trajectories, cls.alerts, cls.dead_letters]
+        return [cls.patients, cls.checkins, cls.activity, cls.trajectories, cls.alerts, cls.billing, cls.dead_letters]
 
 
 def event_key(tenant_id: str, patient_id: str) -> bytes:
@@ -95,6 +97,45 @@ class AlertChanged(_Event):
     at: UtcDatetime
     alert: Alert
 
+
+class DataDaysAtRisk(_Event):
+    """Published by scoring once per patient and device-supply period when the open period can
+    reach 16 data days only if the patient reports on (nearly) every remaining day
+    (docs/billing.md, "Data days at risk"). A platform may nudge the patient in its app.
+
+    `needed` data days are still missing for 16 (98977) with `data_days_possible - data_days`
+    days of the period left without data (today included); `raised_at` is scoring's processing
+    time and identifies this raise (the matching `DataDaysRiskEnded` carries it too)."""
+
+    type: Literal["billing.data_days_at_risk"] = "billing.data_days_at_risk"
+    event_id: UUID
+    patient_id: PatientId
+    period_start: date
+    period_end: date
+    data_days: int = Field(ge=0, le=30)
+    data_days_possible: int = Field(ge=0, le=30)
+    needed: int = Field(ge=1, le=16)
+    lead_days: int = Field(ge=0, le=29)
+    raised_at: UtcDatetime
+
+
+class DataDaysRiskEnded(_Event):
+    """Published by scoring when a raised risk ends: the period closed (`period_closed`), reached
+    16 data days (`reached`), gained slack again through late data or a larger lead (`on_track`),
+    can no longer reach 16 (`unreachable`), or is no longer judged (`not_judged`: 98977 disabled, or
+    the period moved because earlier data arrived before the first period closed)."""
+
+    type: Literal["billing.data_days_at_risk_ended"] = "billing.data_days_at_risk_ended"
+    event_id: UUID
+    patient_id: PatientId
+    period_start: date
+    period_end: date
+    raised_at: UtcDatetime
+    reason: Literal["period_closed", "reached", "on_track", "unreachable", "not_judged"]
+    ended_at: UtcDatetime
+
+
+BillingEvent = Annotated[DataDaysAtRisk | DataDaysRiskEnded, Field(discriminator="type")]
 
 IngestEvent = Annotated[PatientUpserted | CheckInRecorded | ActivityRecorded, Field(discriminator="type")]
 

@@ -1,4 +1,5 @@
-"""The alerts service process: consumes patients and trajectories, notifies care teams, serves the API.
+"""The alerts service process: consumes patients, trajectories and billing events, notifies care teams,
+serves the API.
 
 Owns schema `alerts`. Background loops: the consumer, the notification dispatcher, the timer
 sweep (escalations, reminders, disengagement), the lifecycle-event outbox relay, and a
@@ -72,7 +73,7 @@ async def build_app(rt: Runtime) -> web.Application:
     consumer: BatchConsumer[object] = BatchConsumer(
         settings=rt.settings,
         group_id=GROUP,
-        topics=[Topics.patients, Topics.trajectories],
+        topics=[Topics.patients, Topics.trajectories, Topics.billing],
         decode=decode,
         handle=processor.handle,  # type: ignore[arg-type]
         producer=rt.producer,

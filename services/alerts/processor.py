@@ -1,9 +1,11 @@
-"""The alerts consumer shell: care teams from the patients topic, decisions from trajectories.
+"""The alerts consumer shell: care teams from the patients topic, decisions from trajectories
+and from the billing topic (data days at risk).
 
 `handle(batch)` runs one transaction per batch: patient care teams are upserted, and for each
-trajectory event (in log order) the patient's active alerts are locked, the pure rules decide,
-and each decision is written with its audit entry, notifications and lifecycle event. After the
-commit the lifecycle outbox is drained and the dispatcher is woken.
+trajectory or billing event (in log order) the patient's active alerts are locked, the pure rules
+decide (`rules.evaluate`, `rules.billing_risk`), and each decision is written with its audit
+entry, notifications and lifecycle event. After the commit the lifecycle outbox is drained and
+the dispatcher is woken. Billing events do not count as patient data (no last-seen update).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from nervewatch import metrics
 from nervewatch.kafka import Decoded, decode_event
 from nervewatch.outbox import Outbox
 from schemas.alerts import AlertKind
-from schemas.events import PatientUpserted, TrajectoryUpdated
+from schemas.events import DataDaysAtRisk, DataDaysRiskEnded, PatientUpserted, TrajectoryUpdated
 from services.alerts import rules
 from services.alerts.apply import EffectWriter
 from services.alerts.book import PatientBook, apply_decisions
@@ -35,13 +37,14 @@ from services.alerts.store import (
     state_from_row,
 )
 
-AlertInput = PatientUpserted | TrajectoryUpdated
+AlertInput = PatientUpserted | TrajectoryUpdated | DataDaysAtRisk | DataDaysRiskEnded
+BillingInput = DataDaysAtRisk | DataDaysRiskEnded
 Key = tuple[str, str]
 _adapter: TypeAdapter[AlertInput] = TypeAdapter(AlertInput)
 
 
 def decode(record: ConsumerRecord) -> AlertInput:
-    """Decode a patient or trajectory event; raises DecodeError (dead-letter) for anything unusable."""
+    """Decode a patient, trajectory or billing event; raises DecodeError (dead-letter) for anything unusable."""
     return decode_event(record, _adapter)
 
 
@@ -65,7 +68,7 @@ class AlertsProcessor:
         notified = changed = 0
         async with self.pool.acquire() as conn, conn.transaction():
             writer = EffectWriter(self.outbox)
-            pending: list[TrajectoryUpdated] = []
+            pending: list[TrajectoryUpdated | BillingInput] = []
             for item in batch:
                 ev = item.value
                 if isinstance(ev, PatientUpserted):
@@ -98,13 +101,22 @@ class AlertsProcessor:
         )
 
     async def _evaluate_all(
-        self, conn: asyncpg.Connection, w: EffectWriter, events: list[TrajectoryUpdated], now: datetime
+        self,
+        conn: asyncpg.Connection,
+        w: EffectWriter,
+        pending: list[TrajectoryUpdated | BillingInput],
+        now: datetime,
     ) -> tuple[int, int]:
         """Evaluate trajectory events in log order against the patients' books, loaded (and their
         alerts locked) once for the whole run; each event sees the effects of the ones before it.
-        The run's effects are written in bulk at its end; returns (notifications, lifecycle events)."""
+        The run's effects are written in bulk at its end; then the run's billing events likewise
+        (they decide only `data_days_at_risk`, which trajectory events never touch, so the two
+        orders commute). Returns (notifications, lifecycle events)."""
+        events = [e for e in pending if isinstance(e, TrajectoryUpdated)]
+        billing = [e for e in pending if not isinstance(e, TrajectoryUpdated)]
+        n, c = await self._evaluate_billing(conn, w, billing, now)
         if not events:
-            return 0, 0
+            return n, c
         last_checkin: dict[Key, datetime | None] = {}
         for ev in events:
             key = (ev.tenant_id, ev.trajectory.patient_id)
@@ -131,6 +143,35 @@ class AlertsProcessor:
                 continue
             books[key], effects = apply_decisions(book, decisions, policy, now, lambda: new_alert_id(now))
             w.add(key[0], key[1], effects, ev.trigger)
+        n2, c2 = await w.flush(conn, now)
+        return n + n2, c + c2
+
+    async def _evaluate_billing(
+        self, conn: asyncpg.Connection, w: EffectWriter, events: list[BillingInput], now: datetime
+    ) -> tuple[int, int]:
+        """Apply billing events in log order (`rules.billing_risk`) and flush their effects."""
+        if not events:
+            return 0, 0
+        keys = list(dict.fromkeys((ev.tenant_id, ev.patient_id) for ev in events))
+        books = await load_books(conn, keys, now)
+        for ev in events:
+            key = (ev.tenant_id, ev.patient_id)
+            book = books[key]
+            policy = await self.policies.get(conn, ev.tenant_id)
+            decision = rules.billing_risk(
+                ev,
+                book.of_kind(AlertKind.data_days_at_risk),
+                book.snoozes,
+                now,
+                resolved_through=book.resolved_through.get(AlertKind.data_days_at_risk),
+            )
+            if isinstance(decision, Suppressed):
+                metrics.ALERTS_SUPPRESSED.labels(decision.kind.value, decision.why).inc()
+                continue
+            if decision is None:
+                continue
+            books[key], effects = apply_decisions(book, [decision], policy, now, lambda: new_alert_id(now))
+            w.add(key[0], key[1], effects)
         return await w.flush(conn, now)
 
 

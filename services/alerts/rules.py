@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from schemas.alerts import DEFAULT_SEVERITY, AlertKind, AlertStatus, Channel
 from schemas.common import Reason, Severity
-from schemas.events import TrajectoryUpdated, TriggerRef
+from schemas.events import DataDaysAtRisk, DataDaysRiskEnded, TrajectoryUpdated, TriggerRef
 from schemas.trajectory import Signal, SignalCode, TrajectoryState
 from services.alerts.model import (
     AlertPolicy,
@@ -59,7 +59,15 @@ SUMMARIES: dict[AlertKind, str] = {
     AlertKind.plateau: "Recovery has plateaued while still symptomatic",
     AlertKind.activity_decline: "Daily activity has dropped against the patient's own baseline",
     AlertKind.disengagement: "No recent check-in",
+    AlertKind.data_days_at_risk: "Few data days left to reach 16 in this 30-day period",
 }
+
+#: Kinds that trajectory updates never decide (opened and resolved by their own events or timers).
+NOT_FROM_TRAJECTORIES = frozenset({AlertKind.data_days_at_risk})
+
+#: Kinds that never escalate and are never reminded: a billing nudge pages nobody beyond its one
+#: notification, which quiet hours defer like every low one (docs/safety.md H20).
+NEVER_ESCALATED = frozenset({AlertKind.data_days_at_risk})
 
 #: `ResolveAlert.reason` values.
 RESOLVED_CLEARED = "condition cleared"
@@ -263,6 +271,7 @@ def evaluate(
         `as_of - clear_since >= policy.hysteresis`. Never for red_flag.
       - disengagement: only `ResolveAlert` when `event.last_checkin_at` is newer than the
         alert's `event_time` (opening is `timers.disengagement`).
+      - data_days_at_risk: nothing (`billing_risk` decides it from the billing topic).
     """
     require_aware(now, "now")
     handled = resolved_through or {}
@@ -276,6 +285,8 @@ def evaluate(
     for kind in sorted(KIND_ORDER, key=lambda k: k is not AlertKind.red_flag):
         alert, ev = current.get(kind), evidence.get(kind)
         decision: Decision | None = None
+        if kind in NOT_FROM_TRAJECTORIES:
+            continue
         if kind is AlertKind.disengagement:
             last = event.last_checkin_at
             if alert is not None and last is not None and last > alert.event_time:
@@ -426,6 +437,60 @@ def _hold_back(
     if kind in snoozed:
         return SuppressReason.snoozed
     return None
+
+
+# --- Billing: data days at risk ----------------------------------------------------------------
+
+
+def billing_risk(
+    event: DataDaysAtRisk | DataDaysRiskEnded,
+    active: AlertState | None,
+    snoozes: Sequence[SnoozeState],
+    now: datetime,
+    *,
+    resolved_through: datetime | None = None,
+) -> Decision | None:
+    """Decide what one billing event does to the patient's `data_days_at_risk` alert.
+
+    `active` is the patient's unresolved alert of that kind (another kind or patient: ValueError);
+    `resolved_through` the newest `event_time` of a resolved one. The alert's `event_time` is the
+    raise's `raised_at`, which identifies the period's raise (scoring raises once per period).
+      - `DataDaysAtRisk`, no alert: `OpenAlert` (low, never retrospective), unless that raise was
+        already handled (`raised_at <= resolved_through`: a redelivery after an automatic or
+        manual resolve) or the kind is snoozed (`Suppressed`). With an alert: nothing (one per
+        period; a redelivery is a no-op).
+      - `DataDaysRiskEnded`: `ResolveAlert` when the alert is this raise's or an older one
+        (`event_time <= raised_at`); else nothing (a redelivered end of an earlier period never
+        resolves the next period's alert).
+    """
+    require_aware(now, "now")
+    if active is not None and (active.kind is not AlertKind.data_days_at_risk or active.patient_id != event.patient_id):
+        raise ValueError("active must be this patient's data_days_at_risk alert")
+    kind = AlertKind.data_days_at_risk
+    if isinstance(event, DataDaysRiskEnded):
+        if active is not None and active.event_time <= event.raised_at:
+            return ResolveAlert(alert_id=active.id, reason=f"data days: {event.reason}")
+        return None
+    if active is not None:
+        return None
+    if resolved_through is not None and event.raised_at <= resolved_through:
+        return Suppressed(kind=kind, why=SuppressReason.already_resolved)
+    if any(s.kind is kind and s.until > now for s in snoozes):
+        return Suppressed(kind=kind, why=SuppressReason.snoozed)
+    remaining = event.data_days_possible - event.data_days
+    detail = (
+        f"{event.data_days} data days in the period {event.period_start.isoformat()} to "
+        f"{event.period_end.isoformat()}; {event.needed} more needed for 16 with {remaining} days left"
+    )
+    return OpenAlert(
+        kind=kind,
+        severity=DEFAULT_SEVERITY[kind],
+        summary=SUMMARIES[kind],
+        reasons=(Reason(code="data_days_at_risk", detail=detail),),
+        trajectory_state=None,
+        event_time=event.raised_at,
+        retrospective=False,
+    )
 
 
 # --- Routing ----------------------------------------------------------------------------------

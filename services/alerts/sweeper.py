@@ -17,7 +17,7 @@ import asyncpg
 
 from nervewatch.outbox import Outbox
 from schemas.alerts import AlertKind
-from services.alerts import timers
+from services.alerts import rules, timers
 from services.alerts.apply import EffectWriter
 from services.alerts.book import PatientBook, apply_decisions, apply_timers
 from services.alerts.model import AlertState, Member, SnoozeState
@@ -70,8 +70,10 @@ class Sweeper:
     async def _escalations(self, conn: asyncpg.Connection, w: EffectWriter, now: datetime) -> int:
         rows = await conn.fetch(
             f"""SELECT {ALERT_COLUMNS} FROM alerts.alerts
-                WHERE status = 'open' AND NOT retrospective ORDER BY opened_at LIMIT $1 FOR UPDATE SKIP LOCKED""",
+                WHERE status = 'open' AND NOT retrospective AND kind <> ALL($2::text[])
+                ORDER BY opened_at LIMIT $1 FOR UPDATE SKIP LOCKED""",
             SWEEP_LIMIT,
+            sorted(k.value for k in rules.NEVER_ESCALATED),
         )
         by_patient: dict[tuple[str, str], dict[str, AlertState]] = defaultdict(dict)
         for r in rows:

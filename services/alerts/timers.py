@@ -24,7 +24,14 @@ from services.alerts.model import (
     SnoozeState,
     TimerDecision,
 )
-from services.alerts.rules import RESOLVED_CHECKIN, member_recipients, require_aware, route, unique_recipients
+from services.alerts.rules import (
+    NEVER_ESCALATED,
+    RESOLVED_CHECKIN,
+    member_recipients,
+    require_aware,
+    route,
+    unique_recipients,
+)
 
 
 def _due_escalation(alert: AlertState, policy: AlertPolicy, now: datetime) -> Escalate | None:
@@ -44,8 +51,9 @@ def sweep(active: Sequence[AlertState], policy: AlertPolicy, now: datetime) -> l
     """Escalations and reminders due at `now`, at most one decision per alert.
 
     Only alerts with status open that are not retrospective take part; acknowledged (and
-    resolved) alerts neither escalate nor remind. For each such alert, with `chain =
-    policy.escalation[alert.severity]` (none: no escalation):
+    resolved) alerts neither escalate nor remind, nor do kinds in `rules.NEVER_ESCALATED`
+    (data days at risk: whatever the tenant's chain for its severity, docs/safety.md H20). For
+    each such alert, with `chain = policy.escalation[alert.severity]` (none: no escalation):
       - if `chain[alert.escalation_level].after` has elapsed since `escalation_base` (the opening,
         or the last re-page of a red flag) (>=, so exactly
         15 min escalates), `Escalate(level=k, roles=...)` where k is one past the furthest
@@ -60,7 +68,7 @@ def sweep(active: Sequence[AlertState], policy: AlertPolicy, now: datetime) -> l
     require_aware(now, "now")
     out: list[TimerDecision] = []
     for alert in sorted(active, key=lambda a: (a.opened_at, a.id)):
-        if alert.status is not AlertStatus.open or alert.retrospective:
+        if alert.status is not AlertStatus.open or alert.retrospective or alert.kind in NEVER_ESCALATED:
             continue
         escalate = _due_escalation(alert, policy, now)
         if escalate is not None:

@@ -1,8 +1,10 @@
 """The scoring service process: consumes patients, check-ins and activity; serves trajectories
 and the tenant's recorded event conflicts (`GET /v1/conflicts`, scope `admin`).
 
-Owns schema `scoring`. Shutdown: the HTTP server stops, the consumer finishes and commits its
-batch in flight, the outbox relay stops, then the producer and pool close.
+Owns schema `scoring`. Background loops: the outbox relay and the data-days-at-risk sweep
+(services/scoring/billing/risk_sweep.py). Shutdown: the HTTP server stops, the consumer finishes
+and commits its batch in flight, the background loops stop (a sweep in flight rolls back), then
+the producer and pool close.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from schemas.common import PATIENT_ID_PATTERN
 from schemas.events import Topics
 from schemas.trajectory import Trajectory, TrajectoryState
 from services.scoring.billing.api import BillingHandlers
+from services.scoring.billing.risk_sweep import RiskSweeper
 from services.scoring.checkin_reads import CheckinReads
 from services.scoring.conflicts import ConflictHandlers
 from services.scoring.fhir_api import FhirScoring
@@ -81,6 +84,7 @@ async def build_app(rt: Runtime) -> web.Application:
     async def start(_: web.Application) -> None:
         await consumer.start()
         rt.spawn(outbox.relay(), "scoring-outbox-relay")
+        rt.spawn(RiskSweeper(rt.pool, outbox).run(rt.settings.billing_risk_interval_s), "scoring-billing-risk")
 
     async def stop(_: web.Application) -> None:
         await consumer.stop()

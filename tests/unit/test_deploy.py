@@ -43,7 +43,7 @@ SERVICES = ("ingest", "scoring", "alerts")
 # Which topics each consumer group reads (the services' contract).
 CONSUMER_GROUPS = {
     "nervewatch-scoring": {Topics.patients, Topics.checkins, Topics.activity},
-    "nervewatch-alerts": {Topics.patients, Topics.trajectories},
+    "nervewatch-alerts": {Topics.patients, Topics.trajectories, Topics.billing},
 }
 # Labels Prometheus attaches to every scraped series.
 TARGET_LABELS = {"job", "instance"}

@@ -30,6 +30,7 @@ from services.scoring.billing.model import (
     TimeEntry,
     VersionReason,
 )
+from services.scoring.billing.risk import AtRisk, Raised
 from services.scoring.billing.views import settings_from_stored, settings_out
 
 UTC_ZONE = ZoneInfo("UTC")
@@ -222,6 +223,77 @@ async def persist(conn: asyncpg.Connection, tenant_id: str, results: Mapping[str
         done = {(r["patient_id"], r["period_start"], r["version"]) for r in applied}
         lost |= {pid for pid, v in versions if (pid, v.start, v.version) not in done}
     return lost
+
+
+# -- data days at risk ----------------------------------------------------------------------------
+
+
+async def billing_tenants(conn: asyncpg.Connection) -> list[str]:
+    """Tenants with at least one enrolled patient."""
+    rows = await conn.fetch("SELECT DISTINCT tenant_id FROM scoring.patients WHERE profile IS NOT NULL ORDER BY 1")
+    return [r["tenant_id"] for r in rows]
+
+
+async def anchors(conn: asyncpg.Connection, tenant_id: str) -> dict[str, date]:
+    """The tenant's frozen `monitoring_started` dates by patient."""
+    rows = await conn.fetch(
+        "SELECT patient_id, monitoring_started FROM scoring.billing_anchors WHERE tenant_id = $1", tenant_id
+    )
+    return {r["patient_id"]: r["monitoring_started"] for r in rows}
+
+
+async def risks(
+    conn: asyncpg.Connection, tenant_id: str, since: date
+) -> tuple[dict[str, list[Raised]], dict[str, set[date]]]:
+    """The tenant's raises not ended yet, and the period starts raised (ended or not) of periods
+    ending on or after `since`, by patient."""
+    unended: dict[str, list[Raised]] = defaultdict(list)
+    starts: dict[str, set[date]] = defaultdict(set)
+    for r in await conn.fetch(
+        """SELECT patient_id, period_start, period_end, raised_at, ended_at FROM scoring.billing_risk
+           WHERE tenant_id = $1 AND (ended_at IS NULL OR period_end >= $2)""",
+        tenant_id,
+        since,
+    ):
+        starts[r["patient_id"]].add(r["period_start"])
+        if r["ended_at"] is None:
+            unended[r["patient_id"]].append(Raised(r["period_start"], r["period_end"], r["raised_at"]))
+    return unended, starts
+
+
+async def insert_raise(conn: asyncpg.Connection, tenant_id: str, patient_id: str, risk: AtRisk, at: datetime) -> bool:
+    """Record a raise; False when this period was raised already (a concurrent sweep got there first)."""
+    row = await conn.fetchrow(
+        """INSERT INTO scoring.billing_risk
+               (tenant_id, patient_id, period_start, period_end, raised_at, data_days, data_days_possible, needed)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+           ON CONFLICT DO NOTHING RETURNING 1""",
+        tenant_id,
+        patient_id,
+        risk.period_start,
+        risk.period_end,
+        at,
+        risk.data_days,
+        risk.data_days_possible,
+        risk.needed,
+    )
+    return row is not None
+
+
+async def end_raise(
+    conn: asyncpg.Connection, tenant_id: str, patient_id: str, period_start: date, reason: str, at: datetime
+) -> bool:
+    """Mark a raise ended; False when it was ended already (a concurrent sweep got there first)."""
+    row = await conn.fetchrow(
+        """UPDATE scoring.billing_risk SET ended_at = $4, end_reason = $5
+           WHERE tenant_id = $1 AND patient_id = $2 AND period_start = $3 AND ended_at IS NULL RETURNING 1""",
+        tenant_id,
+        patient_id,
+        period_start,
+        at,
+        reason,
+    )
+    return row is not None
 
 
 # -- time entries ---------------------------------------------------------------------------------
