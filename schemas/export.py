@@ -22,6 +22,8 @@ from schemas.events import (
     ActivityRecorded,
     AlertChanged,
     CheckInRecorded,
+    DataDaysAtRisk,
+    DataDaysRiskEnded,
     DeadLetter,
     PatientUpserted,
     TrajectoryUpdated,
@@ -57,6 +59,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "event-activity-recorded": ActivityRecorded,
     "event-trajectory-updated": TrajectoryUpdated,
     "event-alert-changed": AlertChanged,
+    "event-billing-data-days-at-risk": DataDaysAtRisk,
+    "event-billing-data-days-at-risk-ended": DataDaysRiskEnded,
     "event-dead-letter": DeadLetter,
 }
 

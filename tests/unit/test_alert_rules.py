@@ -54,7 +54,7 @@ PID = "pt-0042"
 POLICY = AlertPolicy()
 H = timedelta(hours=1)
 CODE_OF = {kind: code for code, kind in SIGNAL_KINDS.items()}
-SIGNAL_DRIVEN = tuple(k for k in KIND_ORDER if k is not AlertKind.disengagement)
+SIGNAL_DRIVEN = tuple(k for k in KIND_ORDER if k in CODE_OF)  # not disengagement, not data_days_at_risk
 LOWER = tuple(k for k in SIGNAL_DRIVEN if k is not AlertKind.red_flag)
 
 
