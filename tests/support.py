@@ -95,6 +95,8 @@ def service_env(stack: EmbeddedStack, ports: dict[str, int], extra: dict[str, st
         NERVEWATCH_TOPIC_PARTITIONS="3",
         NERVEWATCH_DISPATCHER_POLL_S="0.2",
         NERVEWATCH_SWEEP_INTERVAL_S="1",
+        # Scoring's data-days-at-risk sweep is driven by the tests that need it (injected clock).
+        NERVEWATCH_BILLING_RISK_INTERVAL_S="86400",
         NERVEWATCH_SHUTDOWN_TIMEOUT_S="5",
         NERVEWATCH_LOG_LEVEL="INFO",
     )
