@@ -17,10 +17,10 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from nervewatch.db import create_pool
 from nervewatch.kafka import make_producer, topic_partitions
 from nervewatch.outbox import Outbox
 from nervewatch.settings import Settings
@@ -90,9 +90,10 @@ async def test_few_data_days_late_in_the_period_raise_one_event_and_one_low_aler
     bootstrap = services.env["KAFKA_BOOTSTRAP_SERVERS"]
     key = event_key(risk_tenant.tenant_id, pid)
     async with webhook_receiver() as rx, aiohttp.ClientSession() as http:
+        notify = {"webhook_url": rx.url}
         team = [
-            {"member_id": "coord", "role": "care_coordinator", "min_severity": "low", "webhook_url": rx.url},
-            {"member_id": "oncall", "role": "on_call", "min_severity": "low", "webhook_url": rx.url},
+            {"member_id": "coord", "role": "care_coordinator", "min_severity": "low", "notify": notify},
+            {"member_id": "oncall", "role": "on_call", "min_severity": "low", "notify": notify},
         ]
         body = {
             "patient_id": pid,
@@ -106,8 +107,8 @@ async def test_few_data_days_late_in_the_period_raise_one_event_and_one_low_aler
         checkins_url = f"{services.url('ingest')}/v1/checkins"
         for i in range(5):
             at = datetime.combine(start + timedelta(days=i), time(10), UTC)
-            checkin = {"event_id": str(uuid.uuid4()), "patient_id": pid, "recorded_at": at.isoformat()}
-            checkin["pain"] = {"current": 3}
+            checkin: dict[str, Any] = {"event_id": str(uuid.uuid4()), "patient_id": pid}
+            checkin |= {"recorded_at": at.isoformat(), "pain": {"current": 3}}
             async with http.post(checkins_url, json=checkin, headers=risk_tenant.headers) as r:
                 assert r.status == 202, await r.text()
 
@@ -125,7 +126,7 @@ async def test_few_data_days_late_in_the_period_raise_one_event_and_one_low_aler
             True,
         )
 
-        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+        pool = await create_pool(database_url, min_size=1, max_size=2)
         producer = make_producer(Settings(kafka_bootstrap_servers=bootstrap))
         await producer.start()
         try:
