@@ -26,6 +26,11 @@ Usage: `python -m simulator.offline --per-archetype 50 --seed 7 [--archetypes re
 replaces the generated section of that document (between the simulate:report markers).
 `--diagnose` writes one JSON line per patient with a missed, late or false alert: its label (onset,
 earliest, deadline, every drawn parameter) and the alerts it got, to find out why.
+
+`--billing` makes it a billing run instead: the pure RTM billing engine over the same generated
+series, per archetype the share of closed patient-periods reaching each supply code
+(`simulator.billing`); with `--report` the tables replace the section between the billing:report
+markers (docs/billing.md).
 """
 
 from __future__ import annotations
@@ -377,6 +382,12 @@ def main(argv: list[str] | None = None) -> int:
         "simulate:report markers is replaced (as `nervewatch simulate --report`)",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
+    parser.add_argument(
+        "--billing",
+        action="store_true",
+        help="instead of the detection evaluation, report per archetype the share of closed 30-day periods "
+        "reaching each supply code (98977, 98985, none); with --report, into the billing:report section",
+    )
     args = parser.parse_args(argv)
     try:
         archetypes = parse_archetypes(args.archetypes)
@@ -389,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.per_archetype < 1:
         print("offline: --per-archetype must be at least 1", file=sys.stderr)
         return 2
+    if args.billing:
+        return _billing(args.per_archetype, args.seed, archetypes, end.astimezone(UTC), args.report)
     started = time.perf_counter()
     run = run_offline(args.per_archetype, args.seed, archetypes, end.astimezone(UTC), args.jobs)
     elapsed = time.perf_counter() - started
@@ -422,6 +435,29 @@ def main(argv: list[str] | None = None) -> int:
         f"offline: {len(run.targets) - len(failed)}/{len(run.targets)} targets pass ({elapsed:.1f} s)", file=sys.stderr
     )
     return 1 if (args.strict and failed) else 0
+
+
+BILLING_BEGIN = "<!-- billing:report:begin -->"
+BILLING_END = "<!-- billing:report:end -->"
+
+
+def _billing(per_archetype: int, seed: int, archetypes: Sequence[str] | None, end: datetime, path: Path | None) -> int:
+    from simulator.billing import render_markdown as billing_markdown
+
+    cohort = generate_cohort(per_archetype, seed, end, archetypes)
+    info = {"seed": seed, "per archetype": per_archetype, "histories end": end.isoformat()}
+    report = billing_markdown(cohort, end, seed, info)
+    print(report)
+    if path is not None:
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        start, stop = text.find(BILLING_BEGIN), text.find(BILLING_END)
+        if not 0 <= start < stop:
+            print(f"offline: {path} has no billing:report markers", file=sys.stderr)
+            return 2
+        block = f"{BILLING_BEGIN}\n{report.rstrip()}\n{BILLING_END}"
+        path.write_text(text[:start] + block + text[stop + len(BILLING_END) :], encoding="utf-8")
+        print(f"offline: billing tables written to {path}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
