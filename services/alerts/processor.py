@@ -107,11 +107,11 @@ class AlertsProcessor:
         pending: list[TrajectoryUpdated | BillingInput],
         now: datetime,
     ) -> tuple[int, int]:
-        """Evaluate trajectory events in log order against the patients' books, loaded (and their
-        alerts locked) once for the whole run; each event sees the effects of the ones before it.
-        The run's effects are written in bulk at its end; then the run's billing events likewise
-        (they decide only `data_days_at_risk`, which trajectory events never touch, so the two
-        orders commute). Returns (notifications, lifecycle events)."""
+        """Evaluate the run's billing events, then its trajectory events, each in log order against
+        the patients' books, loaded (and their alerts locked) once per kind of event; each event
+        sees the effects of the ones before it. Billing events decide only `data_days_at_risk`,
+        which trajectory events never touch, so the two kinds commute. Effects are written in bulk
+        (one flush each); returns (notifications, lifecycle events)."""
         events = [e for e in pending if isinstance(e, TrajectoryUpdated)]
         billing = [e for e in pending if not isinstance(e, TrajectoryUpdated)]
         n, c = await self._evaluate_billing(conn, w, billing, now)
