@@ -14,11 +14,16 @@ from pathlib import Path
 from nervewatch.logs import setup_logging
 from nervewatch.settings import Settings, get_settings
 
-SERVICES = ("ingest", "scoring", "alerts")
+SERVICES = ("ingest", "scoring", "alerts", "console")
 
 
 def _ports(settings: Settings) -> dict[str, int]:
-    return {"ingest": settings.ingest_port, "scoring": settings.scoring_port, "alerts": settings.alerts_port}
+    return {
+        "ingest": settings.ingest_port,
+        "scoring": settings.scoring_port,
+        "alerts": settings.alerts_port,
+        "console": settings.console_port,
+    }
 
 
 async def _serve(service: str, settings: Settings) -> None:
@@ -27,6 +32,11 @@ async def _serve(service: str, settings: Settings) -> None:
     from nervewatch.http import serve
     from nervewatch.runtime import Runtime
 
+    if service == "console":  # no database, no broker: static files and a proxy
+        from services.console.app import build_app as build_console
+
+        await serve(build_console(settings), settings.host, settings.console_port, settings.shutdown_timeout_s)
+        return
     rt = await Runtime.start(settings)
     app: web.Application
     if service == "ingest":
@@ -122,7 +132,7 @@ async def _tenants(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _run_local(settings: Settings) -> int:
-    """Embedded stack + migrations + dev tenant + the three services supervised (restarted when they crash)."""
+    """Embedded stack + migrations + dev tenant + the four services (console included) supervised (restarted when they crash)."""
     from tooling.devstack import start_embedded
     from tooling.supervisor import Supervisor, wait_ready
 
@@ -161,6 +171,7 @@ NerveWatch is ready ({seconds:.1f} s)
   ingest   http://127.0.0.1:{ports["ingest"]}
   scoring  http://127.0.0.1:{ports["scoring"]}
   alerts   http://127.0.0.1:{ports["alerts"]}
+  console  http://127.0.0.1:{ports["console"]}/console/   (care-coordinator console; sign in with the key below)
   API key (dev tenant, all scopes): {key}
   webhook secret (dev tenant):      {secret}
 
