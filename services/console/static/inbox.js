@@ -3,6 +3,8 @@
 import { api, apiAll, enc } from "./api.js";
 import { ago, CONDITIONS, h, KINDS, label, problemText, SEV_RANK, SEVERITIES, sevBadge, when } from "./util.js";
 
+// The newest data point: last_data_at, else the trajectory's as_of (the event time it was scored to).
+const lastData = (t) => t.last_data_at || t.as_of;
 const filters = { kind: "", severity: "", member: "", condition: "", status: "" }; // kept across views in memory
 
 export function render(root, _params, ctx) {
@@ -88,7 +90,7 @@ export function render(root, _params, ctx) {
         h("td", {}, sevBadge(a.severity)), h("td", {}, open), h("td", {}, pat), h("td", {}, label(a.kind)),
         h("td", { class: `status-${a.status}` }, label(a.status)),
         h("td", { title: when(a.opened_at) }, ago(a.opened_at, now)),
-        h("td", {}, t.last_data_at ? ago(t.last_data_at, now) : "—"),
+        h("td", {}, lastData(t) ? ago(lastData(t), now) : "—"),
         h("td", {}, label(t.condition)));
     }));
     drawCounts();

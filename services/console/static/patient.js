@@ -6,6 +6,7 @@ import { api, apiAll, enc } from "./api.js";
 import { h, isoDate, label, localInputToRfc3339, problemText, sevBadge, toLocalInput, when } from "./util.js";
 
 const DAY = 86400;
+const BLANK_RIGHT = { side: 1, size: 60, grid: { show: false }, ticks: { show: false }, values: (_u, splits) => splits.map(() => "") };
 const ZOOMS = [["2w", "2 weeks", 14], ["3m", "3 months", 91], ["all", "All", null]];
 const SEV_COLOURS = { critical: "#a3001b", high: "#8a3b00", medium: "#5b4a00", low: "#36505e" };
 const ACTIVITIES = ["data_review", "program_change", "patient_call", "patient_video", "message", "other"];
@@ -116,7 +117,8 @@ export function render(root, params, ctx) {
       title, width, height: opts.height || 180,
       cursor: { sync: { key: sync.key } },
       scales: { x: { time: true }, ...(opts.scales || {}) },
-      axes: opts.axes || [{}, { label: opts.yLabel || "" }],
+      // Same axis widths on every chart, so that their plot areas (and so the time axis) line up.
+      axes: opts.axes || [{}, { label: opts.yLabel || "", size: 60 }, BLANK_RIGHT],
       series: [{}, ...series],
       hooks: { drawClear: opts.band ? [bandHook(model)] : [], draw: [markerHook(model)] },
       legend: { live: true },
@@ -147,6 +149,11 @@ export function render(root, params, ctx) {
     const open = alerts.filter((a) => a.status !== "resolved");
     body.replaceChildren(
       h("h1", {}, `Patient ${rec.patient_id}`),
+      h("section", { class: "card", "aria-labelledby": "chart-h" },
+        h("div", { class: "row" }, h("h2", { id: "chart-h" }, "Course"), zoom),
+        h("p", { class: "legend-note" }, "Shaded band: baseline symptom index ± its minimal clinically important difference. ",
+          "Vertical lines: green dashed = physiotherapy session, orange = flare alert, red/brown = other alerts (colour by severity)."),
+        chartBox),
       h("div", { class: "grid2" },
         h("section", { class: "card", "aria-labelledby": "state-h" },
           h("h2", { id: "state-h" }, "Current state"),
@@ -161,11 +168,6 @@ export function render(root, params, ctx) {
           h("h3", {}, "Reasons"),
           h("ul", { class: "plain", id: "state-reasons" }, (traj.reasons || []).map((r) => h("li", {}, h("strong", {}, label(r.code)), ": ", r.detail)))),
         billingSection(billing, entries)),
-      h("section", { class: "card", "aria-labelledby": "chart-h" },
-        h("div", { class: "row" }, h("h2", { id: "chart-h" }, "Course"), zoom),
-        h("p", { class: "legend-note" }, "Shaded band: baseline symptom index ± its minimal clinically important difference. ",
-          "Vertical lines: green dashed = physiotherapy session, orange = flare alert, red/brown = other alerts (colour by severity)."),
-        chartBox),
       checkinSection(checkins));
     if (!model.x.length) { chartBox.append(h("p", { class: "muted" }, "No data yet.")); return; }
     const mk = () => h("div", { class: "chart" });
@@ -176,7 +178,7 @@ export function render(root, params, ctx) {
     const baseLine = model.x.map(() => model.baseline);
     makeChart(c1, model, "Symptom index (0-100, higher worse)", [
       { label: "Symptom index", stroke: "#0a4fa3", width: 2, spanGaps: true },
-      { label: "Baseline", stroke: "#4a5360", dash: [6, 4], width: 1 },
+      { label: "Baseline", stroke: "#4a5360", dash: [6, 4], width: 1, points: { show: false } },
     ], [s.symptom_index, baseLine], { band: true, scales: { y: { range: [0, 100] } }, yLabel: "index" });
     makeChart(c2, model, "Symptom items (0-10)", [
       { label: "Pain", stroke: "#a3001b", width: 2, spanGaps: true },
@@ -187,7 +189,7 @@ export function render(root, params, ctx) {
     makeChart(c3, model, "Grip strength (kg) and function score", [
       { label: "Grip (kg)", stroke: "#1d6b35", width: 2, spanGaps: true, scale: "kg" },
       { label: `Function${model.function_instrument ? ` (${model.function_instrument})` : ""}`, stroke: "#5b4a00", width: 2, spanGaps: true, scale: "fn", points: { show: true } },
-    ], [s.grip_strength_kg, s.function], { scales: { kg: {}, fn: {} }, axes: [{}, { scale: "kg", label: "kg" }, { scale: "fn", side: 1, label: "function", grid: { show: false } }] });
+    ], [s.grip_strength_kg, s.function], { scales: { kg: {}, fn: {} }, axes: [{}, { scale: "kg", label: "kg", size: 60 }, { scale: "fn", side: 1, size: 60, label: "function", grid: { show: false } }] });
     makeChart(c4, model, "Daily steps", [
       { label: "Steps", stroke: "#36505e", width: 2, spanGaps: true, fill: "rgba(54,80,94,0.12)" },
     ], [s.steps], { yLabel: "steps", height: 150 });
@@ -195,17 +197,23 @@ export function render(root, params, ctx) {
   }
 
   function checkinSection(checkins) {
+    const SHOW = 20;
+    const row = (c) => h("tr", {},
+      h("td", {}, when(c.recorded_at)), h("td", {}, c.pain ? c.pain.current : "—"), h("td", {}, c.tingling ?? "—"),
+      h("td", {}, c.numbness ?? "—"), h("td", {}, c.weakness ?? "—"), h("td", {}, c.grip_strength_kg ?? "—"),
+      h("td", {}, c.function ? `${c.function.score} (${c.function.instrument})` : "—"),
+      h("td", {}, c.pt_session ? label(c.pt_session.intensity || "yes") : "—"),
+      h("td", { class: (c.red_flags || []).length ? "error" : null }, (c.red_flags || []).map(label).join(", ") || "—"),
+      h("td", { class: "notes" }, c.notes || ""));
+    const tbody = h("tbody", {}, checkins.slice(0, SHOW).map(row));
+    const more = checkins.length > SHOW
+      ? h("button", { type: "button", class: "secondary", onclick: (ev) => { tbody.replaceChildren(...checkins.map(row)); ev.target.remove(); } }, `Show all ${checkins.length} check-ins`)
+      : null;
     return h("section", { class: "card", "aria-labelledby": "ci-h" },
-      h("h2", { id: "ci-h" }, `Check-ins (${checkins.length})`),
+      h("h2", { id: "ci-h" }, `Check-ins (${checkins.length}, newest first)`),
       h("div", { class: "table-wrap" }, h("table", { id: "checkins" },
         h("thead", {}, h("tr", {}, ["Recorded", "Pain", "Tingling", "Numbness", "Weakness", "Grip", "Function", "Physio", "Red flags", "Notes"].map((t) => h("th", { scope: "col" }, t)))),
-        h("tbody", {}, checkins.map((c) => h("tr", {},
-          h("td", {}, when(c.recorded_at)), h("td", {}, c.pain ? c.pain.current : "—"), h("td", {}, c.tingling ?? "—"),
-          h("td", {}, c.numbness ?? "—"), h("td", {}, c.weakness ?? "—"), h("td", {}, c.grip_strength_kg ?? "—"),
-          h("td", {}, c.function ? `${c.function.score} (${c.function.instrument})` : "—"),
-          h("td", {}, c.pt_session ? label(c.pt_session.intensity || "yes") : "—"),
-          h("td", { class: (c.red_flags || []).length ? "error" : null }, (c.red_flags || []).map(label).join(", ") || "—"),
-          h("td", { class: "notes" }, c.notes || "")))))));
+        tbody)), more);
   }
 
   function billingSection(billing, entries) {

@@ -48,7 +48,7 @@ export function render(root, _params, ctx) {
       return h("tr", { dataset: { patientId: t.patient_id } },
         h("td", {}, h("button", { type: "button", class: "linkbtn", onclick: () => ctx.navigate("patient", { id: t.patient_id }) }, t.patient_id)),
         h("td", {}, label(t.state)), h("td", {}, label(t.condition)),
-        h("td", {}, t.last_data_at ? `${ago(t.last_data_at, now)} ago` : "—"),
+        h("td", {}, (t.last_data_at || t.as_of) ? `${ago(t.last_data_at || t.as_of, now)} ago` : "—"),
         h("td", {}, t.symptom_index ?? "—"),
         h("td", {}, total ? `${total}${c.critical ? ` (${c.critical} critical)` : ""}` : "0"),
         h("td", {}, dd === undefined ? "…" : dd));
