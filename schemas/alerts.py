@@ -91,6 +91,13 @@ class AlertPage(BaseModel):
     next_cursor: str | None = None
 
 
+class StreamTicket(BaseModel):
+    """A single-use ticket for `GET /v1/alerts/stream?ticket=...` (valid until `expires_at`, 60 s)."""
+
+    ticket: str
+    expires_at: UtcDatetime
+
+
 class AlertAction(StrictModel):
     """Body of acknowledge and resolve."""
 

@@ -42,6 +42,7 @@ from schemas.alerts import (
     SnoozeEnd,
     SnoozeIn,
     SnoozePage,
+    StreamTicket,
 )
 from schemas.billing import (
     ENTRY_ID_PATTERN,
@@ -639,7 +640,29 @@ ROUTES: tuple[Route, ...] = (
         None,
         {200: ("An endless text/event-stream; `data` is the alert object", None)},
         AUTH,
+        (
+            Param(
+                "ticket",
+                "query",
+                {"type": "string", "maxLength": 128},
+                "A single-use ticket from `POST /v1/alerts/stream-tickets`, instead of the Authorization header "
+                "(for a browser's EventSource). Unknown, used or expired: 401.",
+            ),
+        ),
         media="text/event-stream",
+        notes="The stream re-checks its key (a ticket's: the key that asked for it) and ends once it is revoked.",
+    ),
+    Route(
+        "alerts",
+        "post",
+        "/v1/alerts/stream-tickets",
+        "createStreamTicket",
+        "A single-use ticket, valid 60 s, that opens the alert stream without an Authorization header",
+        "care",
+        None,
+        {201: ("The ticket; bound to the calling key and tenant", StreamTicket)},
+        AUTH,
+        no_store=True,
     ),
     Route(
         "alerts",

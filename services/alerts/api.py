@@ -22,7 +22,15 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from nervewatch import metrics
-from nervewatch.http import authenticate, json_response, record_access, still_authorized
+from nervewatch.http import (
+    authenticate,
+    authenticate_key_id,
+    json_response,
+    record_access,
+    still_authorized,
+    unauthorized,
+)
+from nervewatch.identity.store import Principal
 from nervewatch.outbox import Outbox
 from nervewatch.problems import ProblemError, not_found, read_json, validation_problem
 from schemas.alerts import (
@@ -36,9 +44,10 @@ from schemas.alerts import (
     SnoozeEnd,
     SnoozeIn,
     SnoozePage,
+    StreamTicket,
 )
 from schemas.common import PATIENT_ID_PATTERN, Severity
-from services.alerts import model, snooze_rules
+from services.alerts import model, snooze_rules, tickets
 from services.alerts.apply import EffectWriter
 from services.alerts.book import ActionRefused, PatientBook
 from services.alerts.book import acknowledge as book_acknowledge
@@ -126,6 +135,7 @@ class AlertsApi:
         return [
             web.get("/v1/alerts", self.list_alerts),
             web.get("/v1/alerts/stream", self.stream),
+            web.post("/v1/alerts/stream-tickets", self.stream_ticket),
             web.get("/v1/alerts/{alert_id}", self.get_alert),
             web.get("/v1/alerts/{alert_id}/audit", self.audit),
             web.post("/v1/alerts/{alert_id}/acknowledge", self.acknowledge),
@@ -458,14 +468,38 @@ class AlertsApi:
         ]
         return json_response(AuditPage(items=items).model_dump_json())
 
+    async def stream_ticket(self, request: web.Request) -> web.Response:
+        """A single-use ticket (valid 60 s) that opens `GET /v1/alerts/stream?ticket=...` without an
+        Authorization header, bound to the caller's key. `201`, `Cache-Control: no-store`."""
+        principal = await authenticate(request, "care")
+        now = datetime.now(UTC)
+        ticket, expires_at = await tickets.issue(self.pool, principal.tenant_id, principal.key_id, now)
+        body = StreamTicket(ticket=ticket, expires_at=expires_at).model_dump_json()
+        return json_response(body, status=201, headers={"Cache-Control": "no-store"})
+
+    async def _stream_principal(self, request: web.Request) -> Principal:
+        """The stream's caller: by its `ticket` (used up here; unknown, used or expired: 401) when
+        the query has one, else by its Authorization header."""
+        ticket = request.query.get("ticket")
+        if ticket is None:
+            return await authenticate(request, "care")
+        redeemed = await tickets.redeem(self.pool, ticket, datetime.now(UTC))
+        if redeemed is None:
+            raise unauthorized("unknown, used or expired stream ticket")
+        principal = await authenticate_key_id(request, redeemed.key_id, "care")
+        if principal.tenant_id != redeemed.tenant_id:
+            raise unauthorized("unknown, used or expired stream ticket")
+        return principal
+
     async def stream(self, request: web.Request) -> web.StreamResponse:
         """Server-Sent Events: one `alert` event per change of one of the caller's tenant's alerts.
 
-        The caller's key is re-checked at least every `STREAM_RECHECK_S`: once it no longer
+        Opened with a bearer key or a single-use `ticket` (see `stream_ticket`); a ticket's key is
+        what the stream re-checks. The caller's key is re-checked at least every `STREAM_RECHECK_S`: once it no longer
         authenticates (revoked, expired) the server ends the response and closes the connection,
         within 1 s of a revocation. The opening is in the access log (when the response starts),
         and so is every alert sent (route, patient id, alert id), after it was written."""
-        principal = await authenticate(request, "care")
+        principal = await self._stream_principal(request)
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
