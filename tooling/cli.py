@@ -132,7 +132,7 @@ async def _tenants(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _run_local(settings: Settings) -> int:
-    """Embedded stack + migrations + dev tenant + the four services (console included) supervised (restarted when they crash)."""
+    """Embedded stack + migrations + dev tenant + the four services (console included), supervised."""
     from tooling.devstack import start_embedded
     from tooling.supervisor import Supervisor, wait_ready
 

@@ -17,7 +17,6 @@ then the client session is closed.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
@@ -159,7 +158,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
                 resp.force_close()  # the service ended the stream (e.g. a revoked key): end ours too
             await resp.write_eof()
             return resp
-    except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
         log.warning("upstream unavailable", extra={"upstream": target, "error": type(exc).__name__})
         return problem_response(
             502, "Bad gateway", f"the {target} service cannot be reached", slug="upstream-unavailable"

@@ -19,7 +19,14 @@ from tests.support import Services, Tenant, enrol, get_json, poll, post_red_flag
 
 pytestmark = pytest.mark.integration
 
-TEAM = [{"member_id": "coord-1", "role": "care_coordinator", "min_severity": "low", "notify": {"email": "coord-1@example.org"}}]
+TEAM = [
+    {
+        "member_id": "coord-1",
+        "role": "care_coordinator",
+        "min_severity": "low",
+        "notify": {"email": "coord-1@example.org"},
+    }
+]
 
 
 async def sign_in(page: Any, console_url: str, key: str, member: str = "coord-1") -> None:
@@ -67,9 +74,10 @@ async def test_sign_in_live_red_flag_acknowledge_and_audit(
     await row.locator("td:nth-child(2) button").click()
     await page.wait_for_selector("#audit")
     assert await page.title() == "NerveWatch console — Alert"
-    assert "foot drop" in (await page.locator("#reasons").inner_text()).lower() or await page.locator(
-        "#reasons li"
-    ).count() >= 1
+    assert (
+        "foot drop" in (await page.locator("#reasons").inner_text()).lower()
+        or await page.locator("#reasons li").count() >= 1
+    )
     await page.click("#ack-btn")
     await page.wait_for_selector('#audit tr[data-action="acknowledged"]')
     assert (await page.locator("#alert-status").inner_text()).strip() == "acknowledged"
