@@ -143,9 +143,10 @@ async def test_unreachable_service_is_a_502_naming_only_the_service(caplog: pyte
     settings = Settings(console_ingest_url=dead, console_scoring_url=dead, console_alerts_url=dead)
     with caplog.at_level(logging.DEBUG):
         async with serve_console(settings) as base, aiohttp.ClientSession() as http:
-            async with http.get(f"{base}/v1/patients/pt-secret-42/checkins?q=x") as r:
-                assert r.status == 502
-                body = await r.json()
+            r = await http.get(f"{base}/v1/patients/pt-secret-42/checkins?q=x")
+            assert r.status == 502
+            body = await r.json()
+            r.release()
     assert body["type"].endswith("upstream-unavailable") and "scoring" in body["detail"]
     assert "pt-secret-42" not in caplog.text and "pt-secret-42" not in str(body)
 
