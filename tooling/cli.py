@@ -201,6 +201,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from simulator.cli import add_arguments
 
         add_arguments(p_sim)
+    p_shots = sub.add_parser("screenshots", help="PNGs of the console (inbox, patient) from a simulator run")
+    p_shots.add_argument("--out", type=Path, default=Path("docs/img"))
+    p_shots.add_argument("--per-archetype", type=int, default=1)
+    p_shots.add_argument("--seed", type=int, default=11)
+    p_time = sub.add_parser("console-timings", help="browser-measured console timings (500 alerts, 365 days)")
+    p_time.add_argument("--alerts", type=int, default=500)
+    p_time.add_argument("--days", type=int, default=365)
     p_bench = sub.add_parser("bench", help="benchmark against the embedded stack")
     p_bench.add_argument("--smoke", action="store_true", help="tiny run that checks the harness only")
     p_bench.add_argument("--write", type=Path, default=None, help="write the results as markdown")
@@ -227,6 +234,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from simulator.cli import run as run_simulation
 
         return asyncio.run(run_simulation(args))
+    if args.command == "screenshots":
+        from tooling.console_demo import screenshots
+
+        return screenshots(args.out, args.per_archetype, args.seed)
+    if args.command == "console-timings":
+        from tooling.console_demo import console_timings
+
+        return console_timings(args.alerts, args.days)
     from tooling.bench.run import run_bench
 
     return run_bench(settings, smoke=args.smoke, write=args.write)

@@ -10,7 +10,6 @@ except under `CI=true`, where they fail. On a failing test the page's screenshot
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -20,40 +19,9 @@ from typing import Any
 import pytest
 
 from tests.support import Services
+from tooling.browser import CHROMIUM_ARGS, find_chromium
 from tooling.devstack import free_port
 from tooling.supervisor import spawn_service, stop_process, wait_ready
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-
-
-def find_chromium() -> tuple[str | None, str]:
-    """(executable path or None, reason). None with the Playwright-managed default is `("", ...)`."""
-    configured = os.environ.get("NERVEWATCH_CHROMIUM")
-    if configured:
-        if Path(configured).is_file():
-            return configured, f"NERVEWATCH_CHROMIUM={configured}"
-        return None, f"NERVEWATCH_CHROMIUM={configured} does not exist"
-    if Path("/usr/bin/chromium").is_file():
-        return "/usr/bin/chromium", "/usr/bin/chromium"
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found, found
-    try:
-        from playwright.sync_api import sync_playwright
-
-        with sync_playwright() as p:
-            managed = p.chromium.executable_path
-        if managed and Path(managed).is_file():
-            return managed, f"Playwright-managed {managed}"
-    except Exception as exc:  # no managed browser, or Playwright cannot start
-        return None, f"no Chromium: not at /usr/bin/chromium, none Playwright-managed ({type(exc).__name__})"
-    return None, "no Chromium: not at /usr/bin/chromium and none Playwright-managed"
 
 
 def _skip_or_fail(reason: str) -> None:
