@@ -204,7 +204,7 @@ async def _screenshots(stack: DemoStack, chromium: str, out: Path, per_archetype
         await row.click()
         await page.wait_for_selector("#patient-charts .chart")
         await page.click('.zoom button[data-zoom="all"]')
-        await page.screenshot(path=str(shots[1]), full_page=False, clip={"x": 0, "y": 0, "width": 1366, "height": 1500})
+        await page.screenshot(path=str(shots[1]), full_page=True, clip={"x": 0, "y": 0, "width": 1366, "height": 1400})
     return shots
 
 

@@ -6,7 +6,9 @@ import { api, apiAll, enc } from "./api.js";
 import { h, isoDate, label, localInputToRfc3339, problemText, sevBadge, toLocalInput, when } from "./util.js";
 
 const DAY = 86400;
-const BLANK_RIGHT = { side: 1, size: 60, grid: { show: false }, ticks: { show: false }, values: (_u, splits) => splits.map(() => "") };
+// A scale without data keeps a range (uPlot hides the axis of an empty scale, which would shift the plot area).
+const keepRange = (_u, min, max) => (min == null || max == null ? [0, 1] : window.uPlot.rangeNum(min, max, 0.1, true));
+const BLANK_RIGHT = { side: 1, size: 60, label: "", grid: { show: false }, ticks: { show: false }, values: (_u, splits) => splits.map(() => "") };
 const ZOOMS = [["2w", "2 weeks", 14], ["3m", "3 months", 91], ["all", "All", null]];
 const SEV_COLOURS = { critical: "#a3001b", high: "#8a3b00", medium: "#5b4a00", low: "#36505e" };
 const ACTIVITIES = ["data_review", "program_change", "patient_call", "patient_video", "message", "other"];
@@ -116,7 +118,7 @@ export function render(root, params, ctx) {
     const u = new window.uPlot({
       title, width, height: opts.height || 180,
       cursor: { sync: { key: sync.key } },
-      scales: { x: { time: true }, ...(opts.scales || {}) },
+      scales: { x: { time: true }, y: { range: keepRange }, ...(opts.scales || {}) },
       // Same axis widths on every chart, so that their plot areas (and so the time axis) line up.
       axes: opts.axes || [{}, { label: opts.yLabel || "", size: 60 }, BLANK_RIGHT],
       series: [{}, ...series],
@@ -130,9 +132,11 @@ export function render(root, params, ctx) {
   function applyZoom(model, choice) {
     zoomChoice = choice;
     if (!model.x.length) return;
-    const max = model.x[model.x.length - 1] + DAY;
+    const last = Math.max(model.x[model.x.length - 1], ...model.markers.map((m) => m.x));
+    const max = last + DAY;
     const span = ZOOMS.find((z) => z[0] === choice)[2];
-    const min = span ? max - span * DAY : model.x[0];
+    const first = Math.min(model.x[0], ...model.markers.map((m) => m.x));
+    const min = span ? max - span * DAY : first;
     for (const u of charts) u.setScale("x", { min, max });
     ctx.hooks.plot.zoom = { choice, min, max };
     for (const b of document.querySelectorAll(".zoom button")) b.setAttribute("aria-pressed", String(b.dataset.zoom === choice));
@@ -187,9 +191,9 @@ export function render(root, params, ctx) {
       { label: "Weakness", stroke: "#8a3b00", width: 2, spanGaps: true },
     ], [s.pain, s.tingling, s.numbness, s.weakness], { scales: { y: { range: [0, 10] } }, yLabel: "0-10" });
     makeChart(c3, model, "Grip strength (kg) and function score", [
-      { label: "Grip (kg)", stroke: "#1d6b35", width: 2, spanGaps: true, scale: "kg" },
+      { label: "Grip (kg)", stroke: "#1d6b35", width: 2, spanGaps: true },
       { label: `Function${model.function_instrument ? ` (${model.function_instrument})` : ""}`, stroke: "#5b4a00", width: 2, spanGaps: true, scale: "fn", points: { show: true } },
-    ], [s.grip_strength_kg, s.function], { scales: { kg: {}, fn: {} }, axes: [{}, { scale: "kg", label: "kg", size: 60 }, { scale: "fn", side: 1, size: 60, label: "function", grid: { show: false } }] });
+    ], [s.grip_strength_kg, s.function], { scales: { fn: { range: keepRange } }, axes: [{}, { label: "kg", size: 60 }, { scale: "fn", side: 1, size: 60, label: "function", grid: { show: false } }] });
     makeChart(c4, model, "Daily steps", [
       { label: "Steps", stroke: "#36505e", width: 2, spanGaps: true, fill: "rgba(54,80,94,0.12)" },
     ], [s.steps], { yLabel: "steps", height: 150 });
