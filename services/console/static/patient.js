@@ -177,7 +177,8 @@ export function render(root, params, ctx) {
     const mk = () => h("div", { class: "chart" });
     const [c1, c2, c3, c4] = [mk(), mk(), mk(), mk()];
     chartBox.append(c1, c2, c3, c4);
-    c1.setAttribute("aria-label", "Symptom index over time with baseline and MCID band");
+    const labels = ["Symptom index over time with baseline and MCID band", "Pain, tingling, numbness and weakness over time", "Grip strength and function score over time", "Daily steps over time"];
+    [c1, c2, c3, c4].forEach((c, i) => { c.setAttribute("role", "img"); c.setAttribute("aria-label", `${labels[i]}; the check-in table below lists the values`); });
     const s = model.series;
     const baseLine = model.x.map(() => model.baseline);
     makeChart(c1, model, "Symptom index (0-100, higher worse)", [
