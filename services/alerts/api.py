@@ -35,6 +35,7 @@ from nervewatch.outbox import Outbox
 from nervewatch.problems import ProblemError, not_found, read_json, validation_problem
 from schemas.alerts import (
     AlertAction,
+    AlertDelivery,
     AlertKind,
     AlertPage,
     AlertStatus,
@@ -88,22 +89,25 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise ProblemError(400, "Invalid cursor", "pass next_cursor unchanged", slug="invalid-cursor") from None
 
 
+Change = tuple[str, str, str | None]  # tenant id, alert id, change (`book.Publish.action`; None: unknown)
+
+
 class Broadcaster:
-    """Fans alert changes (tenant, alert id) out to SSE subscribers of this process."""
+    """Fans alert changes (tenant, alert id, change) out to SSE subscribers of this process."""
 
     def __init__(self) -> None:
-        self._subs: set[asyncio.Queue[tuple[str, str]]] = set()
+        self._subs: set[asyncio.Queue[Change]] = set()
 
-    def publish(self, tenant_id: str, alert_id: str) -> None:
+    def publish(self, tenant_id: str, alert_id: str, change: str | None = None) -> None:
         for q in list(self._subs):
             if q.full():
                 continue  # a slow console misses updates rather than growing memory
-            q.put_nowait((tenant_id, alert_id))
+            q.put_nowait((tenant_id, alert_id, change))
 
-    async def subscribe(self, tick_s: float = 15.0) -> AsyncIterator[tuple[str, str] | None]:
+    async def subscribe(self, tick_s: float = 15.0) -> AsyncIterator[Change | None]:
         """Yield changes; yields None after `tick_s` of silence, so that the caller can ping the
         client or re-check its credentials at least that often. Unsubscribes when closed."""
-        q: asyncio.Queue[tuple[str, str]] = asyncio.Queue(maxsize=1000)
+        q: asyncio.Queue[Change] = asyncio.Queue(maxsize=1000)
         self._subs.add(q)
         try:
             while True:
@@ -125,11 +129,19 @@ STREAM_RECHECK_S = 0.25
 
 
 class AlertsApi:
-    def __init__(self, pool: asyncpg.Pool, outbox: Outbox, broadcaster: Broadcaster, policies: PolicyCache) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        outbox: Outbox,
+        broadcaster: Broadcaster,
+        policies: PolicyCache,
+        wake_dispatcher: asyncio.Event | None = None,
+    ) -> None:
         self.pool = pool
         self.outbox = outbox
         self.broadcaster = broadcaster
         self.policies = policies
+        self.wake_dispatcher = wake_dispatcher
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -291,9 +303,11 @@ class AlertsApi:
                 raise ProblemError(409, "Conflict", "the alert is already resolved", slug="conflict") from None
             writer = EffectWriter(self.outbox)
             writer.add(principal.tenant_id, state.patient_id, effects)
-            await writer.flush(conn, now)
+            queued, _ = await writer.flush(conn, now)
             alert = await load_alert(conn, principal.tenant_id, alert_id)
             assert alert is not None
+        if queued and self.wake_dispatcher is not None:
+            self.wake_dispatcher.set()  # the informational webhooks of this change
         if effects:
             await self.outbox.drain()
         return json_response(alert.model_dump_json())
@@ -492,7 +506,8 @@ class AlertsApi:
         return principal
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
-        """Server-Sent Events: one `alert` event per change of one of the caller's tenant's alerts.
+        """Server-Sent Events: one `alert` event per change of one of the caller's tenant's alerts;
+        `data` is the alert as it is when sent plus `change` (`schemas.alerts.AlertDelivery`).
 
         Opened with a bearer key or a single-use `ticket` (see `stream_ticket`); a ticket's key is
         what the stream re-checks. The caller's key is re-checked at least every `STREAM_RECHECK_S`: once it no longer
@@ -522,14 +537,15 @@ class AlertsApi:
                         await resp.write(b": ping\n\n")
                         next_ping = now + STREAM_PING_S
                     continue
-                tenant_id, alert_id = change
+                tenant_id, alert_id, what = change
                 if tenant_id != principal.tenant_id:
                     continue
                 async with self.pool.acquire() as conn:
                     alert = await load_alert(conn, tenant_id, alert_id)
                 if alert is None:
                     continue
-                await resp.write(f"event: alert\nid: {alert_id}\ndata: {alert.model_dump_json()}\n\n".encode())
+                data = AlertDelivery.model_construct(**dict(alert), change=what).model_dump_json()
+                await resp.write(f"event: alert\nid: {alert_id}\ndata: {data}\n\n".encode())
                 record_access(request, principal, patient_id=alert.patient_id, alert_id=alert_id)
                 next_ping = loop.time() + STREAM_PING_S
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):

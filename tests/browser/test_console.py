@@ -47,14 +47,18 @@ def _pid(prefix: str) -> str:
 
 
 async def test_sign_in_live_red_flag_acknowledge_and_audit(
-    page: Any, console_url: str, services: Services, tenant: Tenant
+    page: Any, browser: Any, console_url: str, services: Services, tenant: Tenant
 ) -> None:
     pid = _pid("br-live")
+    other_context = await browser.new_context()  # a second coordinator's console
+    other = await other_context.new_page()
     async with aiohttp.ClientSession() as http:
         await enrol(http, services.url("ingest"), tenant, pid, TEAM)
         await sign_in(page, console_url, tenant.key)
         assert await page.title() == "NerveWatch console — Inbox"
+        await sign_in(other, console_url, tenant.key, "coord-2")
         await wait_live(page)
+        await wait_live(other)
         await post_red_flag(http, services.url("ingest"), tenant, pid)
         alert = await wait_alert(http, services.url("alerts"), tenant, pid)
 
@@ -65,7 +69,9 @@ async def test_sign_in_live_red_flag_acknowledge_and_audit(
     banner = page.locator("#banner")
     await banner.wait_for(state="visible")
     assert "New critical alert" in await banner.inner_text()
-    assert "New critical alert" in (await page.locator("#announce-assertive").text_content() or "") or True
+    await page.wait_for_function(
+        "() => document.getElementById('announce-assertive').textContent.startsWith('New critical alert')"
+    )
     # No patient data in the URL, the title or storage.
     assert pid not in page.url and alert["id"] not in page.url
     storage = await page.evaluate("() => JSON.stringify([{...localStorage}, {...sessionStorage}, document.cookie])")
@@ -82,6 +88,9 @@ async def test_sign_in_live_red_flag_acknowledge_and_audit(
     await page.wait_for_selector('#audit tr[data-action="acknowledged"]')
     assert (await page.locator("#alert-status").inner_text()).strip() == "acknowledged"
     assert "coord-1" in await page.locator('#audit tr[data-action="acknowledged"]').inner_text()
+    # The other open console shows the change live.
+    await other.wait_for_selector(f'#inbox-table tr[data-alert-id="{alert["id"]}"][data-status="acknowledged"]')
+    await other_context.close()
 
 
 async def test_patient_plot_points_and_markers_match_the_posted_data(

@@ -34,17 +34,18 @@ function setLive(state) {
 function showBanner(alert) {
   const b = $("banner");
   b.replaceChildren(
-    h("span", {}, `New critical alert: ${alert.summary}`),
+    h("span", {}, `${alert.change === "repaged" ? "Critical alert re-paged" : "New critical alert"}: ${alert.summary}`),
     h("button", { type: "button", class: "secondary", onclick: () => { hideBanner(); navigate("alert", { id: alert.id }); } }, "Open alert"),
     h("button", { type: "button", class: "secondary", onclick: hideBanner }, "Dismiss"),
   );
   b.hidden = false;
-  announce(`New critical alert: ${alert.summary}`, true);
+  announce(`${alert.change === "repaged" ? "Critical alert re-paged" : "New critical alert"}: ${alert.summary}`, true);
 }
 function hideBanner() { $("banner").hidden = true; $("banner").replaceChildren(); }
 
 function onStreamAlert(alert) {
-  if (alert.severity === "critical" && alert.status === "open" && !seenCritical.has(alert.id)) {
+  const repaged = alert.change === "repaged";
+  if (alert.severity === "critical" && alert.status !== "resolved" && (repaged || (alert.status === "open" && !seenCritical.has(alert.id)))) {
     seenCritical.add(alert.id);
     showBanner(alert);
   }
