@@ -1,4 +1,4 @@
-// DOM and formatting helpers. Text is always set with textContent (never innerHTML): notes are patient free text.
+// DOM and formatting helpers. Text is always set as text nodes, never parsed as HTML: notes are patient free text.
 
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
