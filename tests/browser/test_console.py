@@ -90,6 +90,13 @@ async def test_sign_in_live_red_flag_acknowledge_and_audit(
     assert "coord-1" in await page.locator('#audit tr[data-action="acknowledged"]').inner_text()
     # The other open console shows the change live.
     await other.wait_for_selector(f'#inbox-table tr[data-alert-id="{alert["id"]}"][data-status="acknowledged"]')
+
+    await page.fill("#resolve-note", "called the patient; seen in clinic today")
+    await page.click("#resolve-btn")
+    await page.wait_for_selector('#audit tr[data-action="resolved"]')
+    assert (await page.locator("#alert-status").inner_text()).strip() == "resolved"
+    # A resolved alert leaves every open inbox.
+    await other.wait_for_selector(f'#inbox-table tr[data-alert-id="{alert["id"]}"]', state="detached")
     await other_context.close()
 
 
