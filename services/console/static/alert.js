@@ -10,20 +10,21 @@ export function render(root, params, ctx) {
   root.append(h("div", { class: "back" }, h("button", { type: "button", class: "secondary", onclick: () => ctx.back() }, "← Back")), body);
 
   async function load() {
-    let alert, audit;
+    let alert, audit, snoozes;
     try {
       [alert, audit] = await Promise.all([api(`/alerts/${enc(id)}`), api(`/alerts/${enc(id)}/audit`)]);
+      snoozes = await api(`/patients/${enc(alert.patient_id)}/snoozes`).then((p) => p.items || []).catch(() => []);
     } catch (e) {
       if (alive) body.replaceChildren(h("p", { class: "error", role: "alert" }, problemText(e)));
       return;
     }
     if (!alive) return;
-    body.replaceChildren(...view(alert, audit.items || []));
+    body.replaceChildren(...view(alert, audit.items || [], snoozes));
     root.dataset.status = alert.status;
     root.dataset.audit = (audit.items || []).map((x) => x.action).join(",");
   }
 
-  function view(a, audit) {
+  function view(a, audit, snoozes) {
     const msg = h("p", { id: "action-msg", role: "status", class: "muted" });
     const act = async (path, payload, done) => {
       try {
@@ -61,7 +62,19 @@ export function render(root, params, ctx) {
         h("div", { class: "row" },
           h("div", {}, h("label", { for: "snooze-kind" }, "Snooze kind"), snoozeKind),
           h("div", {}, h("label", { for: "snooze-until" }, "Until"), until),
-          h("button", { type: "submit", id: "snooze-btn" }, "Snooze this kind for the patient"))));
+          h("button", { type: "submit", id: "snooze-btn" }, "Snooze this kind for the patient"))),
+      h("h3", {}, "Active snoozes for this patient"),
+      snoozes.length
+        ? h("ul", { class: "plain", id: "snoozes" }, snoozes.map((z) => h("li", {},
+          `${label(z.kind)} until ${when(z.until)} (by ${z.by}) `,
+          h("button", { type: "button", class: "secondary", onclick: async () => {
+            try {
+              await api(`/patients/${enc(a.patient_id)}/snoozes/${enc(z.id)}`, { method: "DELETE", body: { by: ctx.member() } });
+              ctx.announce("Snooze ended.");
+              await load();
+            } catch (e) { msg.textContent = problemText(e); msg.className = "error"; }
+          } }, "End now"))))
+        : h("p", { class: "muted" }, "None."));
 
     return [
       h("h1", {}, sevBadge(a.severity), " ", a.summary),
