@@ -56,7 +56,26 @@ export function render(root, params, ctx) {
 
   function plotModel(rec, traj, checkins, alerts) {
     const tz = rec.timezone;
-    const days = [...(traj.days || [])].sort((a, b) => a.date.localeCompare(b.date));
+    // Days the trajectory does not cover (older than the range scoring answered) are drawn from
+    // the stored check-ins: the daily mean of each item, no symptom index, no steps.
+    const byDate = new Map((traj.days || []).map((d) => [d.date, d]));
+    const extra = new Map();
+    for (const c of checkins) {
+      const date = localDate(c.recorded_at, tz);
+      if (byDate.has(date)) continue;
+      const e = extra.get(date) || { date, n: 0, sums: {}, counts: {}, pt_session: false, checkins: 0, source: "checkins" };
+      e.checkins += 1;
+      if (c.pt_session) e.pt_session = true;
+      const vals = { pain: c.pain && c.pain.current, tingling: c.tingling, numbness: c.numbness, weakness: c.weakness, grip_strength_kg: c.grip_strength_kg };
+      for (const [k, v] of Object.entries(vals)) if (v !== undefined && v !== null) { e.sums[k] = (e.sums[k] || 0) + v; e.counts[k] = (e.counts[k] || 0) + 1; }
+      extra.set(date, e);
+    }
+    for (const e of extra.values()) {
+      const d = { date: e.date, pt_session: e.pt_session, checkins: e.checkins, source: "checkins" };
+      for (const k of Object.keys(e.sums)) d[k] = Math.round((e.sums[k] / e.counts[k]) * 10) / 10;
+      byDate.set(e.date, d);
+    }
+    const days = [...byDate.values()].sort((a, b) => a.date.localeCompare(b.date));
     const fnByDay = new Map();
     for (const c of [...checkins].reverse()) if (c.function) fnByDay.set(localDate(c.recorded_at, tz), c.function.score);
     const x = days.map((d) => dayX(d.date));
@@ -156,6 +175,7 @@ export function render(root, params, ctx) {
       h("section", { class: "card", "aria-labelledby": "chart-h" },
         h("div", { class: "row" }, h("h2", { id: "chart-h" }, "Course"), zoom),
         h("p", { class: "legend-note" }, "Shaded band: baseline symptom index ± its minimal clinically important difference. ",
+          "Days before the scored range show the check-ins' daily means (no index, no steps). ",
           "Vertical lines: green dashed = physiotherapy session, orange = flare alert, red/brown = other alerts (colour by severity)."),
         chartBox),
       h("div", { class: "grid2" },
