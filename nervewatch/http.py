@@ -223,6 +223,20 @@ async def openapi_endpoint(_: web.Request) -> web.Response:
 
 async def authenticate(request: web.Request, scope: str) -> Principal:
     """The caller's principal if its key is valid and has `scope`; else a 401 or 403 problem."""
+    return admit(request, await _bearer_principal(request), scope)
+
+
+async def authenticate_either(request: web.Request, scopes: tuple[str, ...]) -> tuple[Principal, str]:
+    """Like `authenticate` for a route open to several scopes: the principal and the first of
+    `scopes` (in the given order) that its key has; that scope decides the access audit (list the
+    audited scope first, so that a key holding it is always recorded). 403 when it has none."""
+    principal = await _bearer_principal(request)
+    scope = next((s for s in scopes if s in principal.scopes), scopes[0])
+    return admit(request, principal, scope), scope
+
+
+async def _bearer_principal(request: web.Request) -> Principal:
+    """The principal of the request's bearer key; a 401 problem when it has none or an invalid one."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -230,7 +244,7 @@ async def authenticate(request: web.Request, scope: str) -> Principal:
     principal = await request.app[IDENTITY].authenticate(token.strip())
     if principal is None:
         raise unauthorized("unknown or revoked API key")
-    return admit(request, principal, scope)
+    return principal
 
 
 def unauthorized(detail: str) -> ProblemError:

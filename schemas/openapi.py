@@ -62,7 +62,7 @@ from schemas.care_read import AlertCounts, CheckinPage, PatientPage, TrajectoryP
 from schemas.checkins import BatchResult, CheckIn, CheckInAccepted, CheckInBatch, RejectedItem
 from schemas.common import PATIENT_ID_PATTERN, Condition, Role, Severity
 from schemas.conflicts import MAX_CONFLICTS_LIMIT, EventConflictPage
-from schemas.patients import Patient, PatientIn
+from schemas.patients import Patient, PatientIn, PatientRecord
 from schemas.problems import Problem
 from schemas.trajectory import Trajectory, TrajectoryState
 
@@ -297,12 +297,13 @@ ROUTES: tuple[Route, ...] = (
         "get",
         "/v1/patients/{patient_id}",
         "getPatient",
-        "A stored patient",
-        "ingest",
+        "A stored patient: the enrolment record as posted, plus `enrolled_at` and `updated_at`",
+        "care",
         None,
-        {200: ("The patient", Patient)},
+        {200: ("The patient", PatientRecord)},
         (*AUTH, 404),
         (PATIENT_ID,),
+        notes="A key with scope `ingest` may read it too (the enrolling platform); a care read is in the access log.",
     ),
     Route(
         "ingest",
@@ -463,12 +464,26 @@ ROUTES: tuple[Route, ...] = (
         "get",
         "/v1/patients/{patient_id}/trajectory",
         "getTrajectory",
-        "The patient's recovery trajectory",
+        "The patient's recovery trajectory, with its days in a range of local dates",
         "care",
         None,
-        {200: ("The trajectory", Trajectory)},
-        (*AUTH, 404),
-        (PATIENT_ID,),
+        {200: ("The trajectory; `days` limited to the range, oldest first", Trajectory)},
+        (400, *AUTH, 404),
+        (
+            PATIENT_ID,
+            Param(
+                "since",
+                "query",
+                {"type": "string", "format": "date"},
+                "First local date (inclusive); default: 119 days before `until`.",
+            ),
+            Param(
+                "until",
+                "query",
+                {"type": "string", "format": "date"},
+                "Last local date (inclusive); default: the patient's today.",
+            ),
+        ),
     ),
     Route(
         "scoring",
