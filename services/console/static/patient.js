@@ -39,7 +39,7 @@ export function render(root, params, ctx) {
         .filter(Boolean).sort()[0];
       const month = isoDate(today).slice(0, 7);
       const [traj, checkins, alerts, billing, entries] = await Promise.all([
-        api(`/patients/${enc(pid)}/trajectory?since=${start}&until=${isoDate(today)}`),
+        api(`/patients/${enc(pid)}/trajectory?since=${start}`), // up to the patient's local today
         apiAll(`/patients/${enc(pid)}/checkins?limit=500`, { maxPages: 10 }),
         apiAll(`/alerts?patient_id=${enc(pid)}&limit=500`, { maxPages: 4 }),
         api(`/patients/${enc(pid)}/billing`).catch((e) => ({ error: e })),
