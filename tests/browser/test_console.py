@@ -42,6 +42,15 @@ async def wait_live(page: Any) -> None:
     await page.wait_for_function("() => window.__nwConsole.live === 'connected'")
 
 
+async def issue_care_key(http: aiohttp.ClientSession, services: Services, tenant: Tenant) -> dict[str, Any]:
+    """A new key of `tenant` with the `care` scope only (its `key` and `key_id`)."""
+    url = f"{services.url('ingest')}/v1/admin/keys"
+    async with http.post(url, json={"scopes": ["care"]}, headers=tenant.headers) as resp:
+        assert resp.status == 201, await resp.text()
+        issued: dict[str, Any] = await resp.json()
+    return issued
+
+
 def _pid(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
 
@@ -138,8 +147,9 @@ async def test_patient_plot_points_and_markers_match_the_posted_data(
             return body if sum(d["checkins"] for d in days) >= len(pains) + 1 else None
 
         trajectory = await poll(scored)
+        care_key = (await issue_care_key(http, services, tenant))["key"]
 
-    await sign_in(page, console_url, tenant.key)
+    await sign_in(page, console_url, care_key)  # a coordinator's key: scope care only
     await page.click('.navbtn[data-view="patients"]')
     await page.fill("#p-q", pid)
     await page.locator(f'#patients-table tr[data-patient-id="{pid}"] button').click()
@@ -195,11 +205,7 @@ async def test_another_tenants_key_sees_none_of_it(
 
 async def test_a_revoked_key_is_signed_out(page: Any, console_url: str, services: Services, tenant: Tenant) -> None:
     async with aiohttp.ClientSession() as http:
-        async with http.post(
-            f"{services.url('ingest')}/v1/admin/keys", json={"scopes": ["care"]}, headers=tenant.headers
-        ) as resp:
-            assert resp.status == 201, await resp.text()
-            issued = await resp.json()
+        issued = await issue_care_key(http, services, tenant)
         await sign_in(page, console_url, issued["key"])
         await wait_live(page)
         async with http.delete(
