@@ -7,9 +7,6 @@ only a position (opened_at, id) inside the caller's own listing, so it cannot re
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -21,7 +18,7 @@ import asyncpg
 from aiohttp import web
 from pydantic import ValidationError
 
-from nervewatch import metrics
+from nervewatch import metrics, paging
 from nervewatch.http import (
     authenticate,
     authenticate_key_id,
@@ -73,20 +70,18 @@ _ID = re.compile(PATIENT_ID_PATTERN)
 
 
 def encode_cursor(opened_at: datetime, alert_id: str) -> str:
-    raw = json.dumps({"o": opened_at.isoformat(), "i": alert_id}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return paging.encode_cursor({"o": opened_at.isoformat(), "i": alert_id})
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        data = json.loads(raw)
+        data = paging.decode_cursor(cursor)
         opened_at, alert_id = datetime.fromisoformat(data["o"]), data["i"]
         if opened_at.tzinfo is None or not isinstance(alert_id, str) or not _ID.fullmatch(alert_id):
             raise ValueError("not a cursor this service issued")
         return opened_at.astimezone(UTC), alert_id
-    except (binascii.Error, ValueError, KeyError, TypeError, OverflowError):
-        raise ProblemError(400, "Invalid cursor", "pass next_cursor unchanged", slug="invalid-cursor") from None
+    except (ValueError, KeyError, TypeError, OverflowError):
+        raise paging.invalid_cursor() from None
 
 
 Change = tuple[str, str, str | None]  # tenant id, alert id, change (`book.Publish.action`; None: unknown)
@@ -226,11 +221,8 @@ class AlertsApi:
             except (ValueError, OverflowError):
                 raise _bad_param("since") from None
             add("opened_at >= {}", since)
-        try:
-            limit = int(q.get("limit", "100"))
-        except ValueError:
-            raise _bad_param("limit") from None
-        if not 1 <= limit <= MAX_LIMIT:
+        limit = paging.limit_of(q.get("limit"), 100, MAX_LIMIT)
+        if limit is None:
             raise _bad_param("limit")
         if "cursor" in q:
             opened_at, alert_id = decode_cursor(q["cursor"])
@@ -450,11 +442,8 @@ class AlertsApi:
         patient's alerts, oldest first (at most the newest `limit`, default 500)."""
         principal = await authenticate(request, "care")
         patient_id = _path_id(request, "patient_id", "patient")
-        try:
-            limit = int(request.query.get("limit", "500"))
-        except ValueError:
-            raise _bad_param("limit") from None
-        if not 1 <= limit <= 5000:
+        limit = paging.limit_of(request.query.get("limit"), 500, 5000)
+        if limit is None:
             raise _bad_param("limit")
         async with self.pool.acquire() as conn:
             await self._known_patient(conn, principal.tenant_id, patient_id)
@@ -567,4 +556,4 @@ def _path_id(request: web.Request, name: str, what: str) -> str:
 
 
 def _bad_param(name: str) -> ProblemError:
-    return ProblemError(400, "Invalid query parameter", f"'{name}' has an invalid value", slug="invalid-parameter")
+    return paging.bad_param(name, "has an invalid value")

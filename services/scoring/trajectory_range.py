@@ -26,6 +26,7 @@ import asyncpg
 from aiohttp import web
 
 from nervewatch.http import authenticate, json_response
+from nervewatch.paging import bad_param
 from nervewatch.problems import ProblemError, not_found
 from schemas.common import PATIENT_ID_PATTERN
 from schemas.patients import Patient
@@ -35,7 +36,6 @@ from services.scoring.codec import day_from_json, profile_from_patient
 from services.scoring.detectors.base import zone
 from services.scoring.model import DayRecord
 from services.scoring.profile import ClinicalProfile
-from services.scoring.read_api import bad_param
 
 DEFAULT_DAYS = 120
 _ID = re.compile(PATIENT_ID_PATTERN)
