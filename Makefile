@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench bench-smoke schemas simulate clean
+.PHONY: run test lint typecheck pytest bench bench-smoke console-timings screenshots schemas simulate clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -34,6 +34,14 @@ bench-smoke: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/nervewatch bench --write docs/performance.md
+
+# Browser-measured console timings (500 open alerts in the inbox, a patient with 365 days); needs Chromium.
+console-timings: $(STAMP)
+	$(BIN)/nervewatch console-timings
+
+# The README's console screenshots, from a simulator run.
+screenshots: $(STAMP)
+	$(BIN)/nervewatch screenshots --out docs/img
 
 schemas: $(STAMP)
 	$(BIN)/python -m schemas.export

@@ -9,8 +9,6 @@ never request content. Unexpected exceptions are logged (route and type only) an
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import re
@@ -19,6 +17,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from nervewatch import paging
 from nervewatch.http import Handler, body_limit, read_body
 from nervewatch.problems import ProblemError, parse_json
 from schemas.common import PATIENT_ID_PATTERN
@@ -133,14 +132,14 @@ def patient_param(request: web.Request, name: str) -> str:
 
 
 def count_param(request: web.Request) -> int:
-    raw = request.query.get("_count", str(DEFAULT_COUNT))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_COUNT:
+    count = paging.limit_of(request.query.get("_count"), DEFAULT_COUNT, MAX_COUNT, max_digits=MAX_PARAM)
+    if count is None:
         raise bad_param("_count", f"must be 1-{MAX_COUNT}")
-    return int(raw)
+    return count
 
 
 def encode_cursor(position: list[Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(position, separators=(",", ":")).encode()).decode().rstrip("=")
+    return paging.encode_cursor(position)
 
 
 def decode_cursor(request: web.Request) -> list[Any] | None:
@@ -149,8 +148,8 @@ def decode_cursor(request: web.Request) -> list[Any] | None:
     if raw is None:
         return None
     try:
-        value = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except (binascii.Error, ValueError):
+        value = paging.decode_cursor(raw)
+    except paging.CursorError:
         raise bad_param("_cursor", "is not a cursor this service issued; follow the next link unchanged") from None
     if not isinstance(value, list):
         raise bad_param("_cursor", "is not a cursor this service issued; follow the next link unchanged")

@@ -223,25 +223,50 @@ async def openapi_endpoint(_: web.Request) -> web.Response:
 
 async def authenticate(request: web.Request, scope: str) -> Principal:
     """The caller's principal if its key is valid and has `scope`; else a 401 or 403 problem."""
+    return admit(request, await _bearer_principal(request), scope)
+
+
+async def authenticate_either(request: web.Request, scopes: tuple[str, ...]) -> tuple[Principal, str]:
+    """Like `authenticate` for a route open to several scopes: the principal and the first of
+    `scopes` (in the given order) that its key has; that scope decides the access audit (list the
+    audited scope first, so that a key holding it is always recorded). 403 when it has none."""
+    principal = await _bearer_principal(request)
+    scope = next((s for s in scopes if s in principal.scopes), scopes[0])
+    return admit(request, principal, scope), scope
+
+
+async def _bearer_principal(request: web.Request) -> Principal:
+    """The principal of the request's bearer key; a 401 problem when it has none or an invalid one."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ProblemError(
-            401,
-            "Unauthorized",
-            "missing bearer API key",
-            slug="unauthorized",
-            headers={"WWW-Authenticate": 'Bearer realm="nervewatch"'},
-        )
+        raise unauthorized("missing bearer API key")
     principal = await request.app[IDENTITY].authenticate(token.strip())
     if principal is None:
-        raise ProblemError(
-            401,
-            "Unauthorized",
-            "unknown or revoked API key",
-            slug="unauthorized",
-            headers={"WWW-Authenticate": 'Bearer realm="nervewatch"'},
-        )
+        raise unauthorized("unknown or revoked API key")
+    return principal
+
+
+def unauthorized(detail: str) -> ProblemError:
+    """The 401 problem of every refused credential (`detail` must never echo the credential)."""
+    return ProblemError(
+        401, "Unauthorized", detail, slug="unauthorized", headers={"WWW-Authenticate": 'Bearer realm="nervewatch"'}
+    )
+
+
+async def authenticate_key_id(request: web.Request, key_id: str, scope: str) -> Principal:
+    """Like `authenticate`, for a credential that stands for a key without carrying it (a stream
+    ticket bound to `key_id`): the key's principal if it is still valid and has `scope`, with the
+    rate limit and the access-audit mark; else a 401, 403 or 429 problem."""
+    principal = await request.app[IDENTITY].authenticate_key_id(key_id)
+    if principal is None:
+        raise unauthorized("unknown or revoked API key")
+    return admit(request, principal, scope)
+
+
+def admit(request: web.Request, principal: Principal, scope: str) -> Principal:
+    """The checks every authenticated request passes: the per-key rate limit (429), the scope
+    (403), and for an audited scope the mark that puts the request in the access log."""
     limiter = request.app.get(RATE_LIMITER)
     if limiter is not None:
         wait = limiter.acquire(principal.key_id)
@@ -307,10 +332,11 @@ async def still_authorized(request: web.Request, principal: Principal) -> bool:
     for a long-lived response (the alert stream) to end once its key is revoked or expires.
 
     As fresh as `IdentityStore.authenticate` (within `REVOCATION_BOUND_S` of a revocation);
-    a database failure counts as not authorized. No rate limit, no audit row."""
-    _, _, token = request.headers.get("Authorization", "").partition(" ")
+    a database failure counts as not authorized. Checked by key id, so it works alike for a
+    request authenticated by its `Authorization` header and one opened with a stream ticket.
+    No rate limit, no audit row."""
     try:
-        current = await request.app[IDENTITY].authenticate(token.strip())
+        current = await request.app[IDENTITY].authenticate_key_id(principal.key_id)
     except Exception as exc:
         log.warning("re-authentication failed", extra={"error": type(exc).__name__})
         return False

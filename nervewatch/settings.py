@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     ingest_port: int = 8080
     scoring_port: int = 8081
     alerts_port: int = 8082
+    console_port: int = 8083
+    # Where the console's /v1 proxy sends each request (base URLs, no trailing path); unset means
+    # http://127.0.0.1:<that service's port>. A production ingress usually routes by path instead.
+    console_ingest_url: str | None = None
+    console_scoring_url: str | None = None
+    console_alerts_url: str | None = None
 
     log_level: str = "INFO"
     data_dir: Path = Path(".nervewatch")

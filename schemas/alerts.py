@@ -89,9 +89,25 @@ class Alert(BaseModel):
     notifications: list[NotificationSummary] = Field(default_factory=list)
 
 
+class AlertDelivery(Alert):
+    """A webhook body and the `data` of a stream event: the alert as it is when sent, and the
+    change this delivery reports (`opened`, `updated`, `escalated`, `reminded`, `acknowledged`,
+    `resolved`, `repaged`). Additive to the alert object: a receiver that ignores `change` reads
+    an alert; `status` is the alert's status when sent."""
+
+    change: str | None = None
+
+
 class AlertPage(BaseModel):
     items: list[Alert]
     next_cursor: str | None = None
+
+
+class StreamTicket(BaseModel):
+    """A single-use ticket for `GET /v1/alerts/stream?ticket=...` (valid until `expires_at`, 60 s)."""
+
+    ticket: str
+    expires_at: UtcDatetime
 
 
 class AlertAction(StrictModel):

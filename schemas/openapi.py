@@ -42,6 +42,7 @@ from schemas.alerts import (
     SnoozeEnd,
     SnoozeIn,
     SnoozePage,
+    StreamTicket,
 )
 from schemas.billing import (
     ENTRY_ID_PATTERN,
@@ -61,7 +62,7 @@ from schemas.care_read import AlertCounts, CheckinPage, PatientPage, TrajectoryP
 from schemas.checkins import BatchResult, CheckIn, CheckInAccepted, CheckInBatch, RejectedItem
 from schemas.common import PATIENT_ID_PATTERN, Condition, Role, Severity
 from schemas.conflicts import MAX_CONFLICTS_LIMIT, EventConflictPage
-from schemas.patients import Patient, PatientIn
+from schemas.patients import Patient, PatientIn, PatientRecord
 from schemas.problems import Problem
 from schemas.trajectory import Trajectory, TrajectoryState
 
@@ -296,12 +297,13 @@ ROUTES: tuple[Route, ...] = (
         "get",
         "/v1/patients/{patient_id}",
         "getPatient",
-        "A stored patient",
-        "ingest",
+        "A stored patient: the enrolment record as posted, plus `enrolled_at` and `updated_at`",
+        "care",
         None,
-        {200: ("The patient", Patient)},
+        {200: ("The patient", PatientRecord)},
         (*AUTH, 404),
         (PATIENT_ID,),
+        notes="A key with scope `ingest` may read it too (the enrolling platform); a care read is in the access log.",
     ),
     Route(
         "ingest",
@@ -462,12 +464,26 @@ ROUTES: tuple[Route, ...] = (
         "get",
         "/v1/patients/{patient_id}/trajectory",
         "getTrajectory",
-        "The patient's recovery trajectory",
+        "The patient's recovery trajectory, with its days in a range of local dates",
         "care",
         None,
-        {200: ("The trajectory", Trajectory)},
-        (*AUTH, 404),
-        (PATIENT_ID,),
+        {200: ("The trajectory; `days` limited to the range, oldest first", Trajectory)},
+        (400, *AUTH, 404),
+        (
+            PATIENT_ID,
+            Param(
+                "since",
+                "query",
+                {"type": "string", "format": "date"},
+                "First local date (inclusive); default: 119 days before `until`.",
+            ),
+            Param(
+                "until",
+                "query",
+                {"type": "string", "format": "date"},
+                "Last local date (inclusive); default: the patient's today.",
+            ),
+        ),
     ),
     Route(
         "scoring",
@@ -639,7 +655,29 @@ ROUTES: tuple[Route, ...] = (
         None,
         {200: ("An endless text/event-stream; `data` is the alert object", None)},
         AUTH,
+        (
+            Param(
+                "ticket",
+                "query",
+                {"type": "string", "maxLength": 128},
+                "A single-use ticket from `POST /v1/alerts/stream-tickets`, instead of the Authorization header "
+                "(for a browser's EventSource). Unknown, used or expired: 401.",
+            ),
+        ),
         media="text/event-stream",
+        notes="The stream re-checks its key (a ticket's: the key that asked for it) and ends once it is revoked.",
+    ),
+    Route(
+        "alerts",
+        "post",
+        "/v1/alerts/stream-tickets",
+        "createStreamTicket",
+        "A single-use ticket, valid 60 s, that opens the alert stream without an Authorization header",
+        "care",
+        None,
+        {201: ("The ticket; bound to the calling key and tenant", StreamTicket)},
+        AUTH,
+        no_store=True,
     ),
     Route(
         "alerts",

@@ -108,5 +108,12 @@ class Patient(PatientIn):
     updated_at: UtcDatetime
 
 
+class PatientRecord(Patient):
+    """`GET /v1/patients/{patient_id}`: the stored patient plus `enrolled_at` (when it was first
+    enrolled: the same instant as `created_at`, named as in the patient list)."""
+
+    enrolled_at: UtcDatetime
+
+
 def patient_from_input(data: PatientIn, created_at: datetime, updated_at: datetime) -> Patient:
     return Patient(**data.model_dump(), created_at=created_at, updated_at=updated_at)

@@ -14,11 +14,16 @@ from pathlib import Path
 from nervewatch.logs import setup_logging
 from nervewatch.settings import Settings, get_settings
 
-SERVICES = ("ingest", "scoring", "alerts")
+SERVICES = ("ingest", "scoring", "alerts", "console")
 
 
 def _ports(settings: Settings) -> dict[str, int]:
-    return {"ingest": settings.ingest_port, "scoring": settings.scoring_port, "alerts": settings.alerts_port}
+    return {
+        "ingest": settings.ingest_port,
+        "scoring": settings.scoring_port,
+        "alerts": settings.alerts_port,
+        "console": settings.console_port,
+    }
 
 
 async def _serve(service: str, settings: Settings) -> None:
@@ -27,6 +32,11 @@ async def _serve(service: str, settings: Settings) -> None:
     from nervewatch.http import serve
     from nervewatch.runtime import Runtime
 
+    if service == "console":  # no database, no broker: static files and a proxy
+        from services.console.app import build_app as build_console
+
+        await serve(build_console(settings), settings.host, settings.console_port, settings.shutdown_timeout_s)
+        return
     rt = await Runtime.start(settings)
     app: web.Application
     if service == "ingest":
@@ -122,7 +132,7 @@ async def _tenants(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _run_local(settings: Settings) -> int:
-    """Embedded stack + migrations + dev tenant + the three services supervised (restarted when they crash)."""
+    """Embedded stack + migrations + dev tenant + the four services (console included), supervised."""
     from tooling.devstack import start_embedded
     from tooling.supervisor import Supervisor, wait_ready
 
@@ -161,6 +171,7 @@ NerveWatch is ready ({seconds:.1f} s)
   ingest   http://127.0.0.1:{ports["ingest"]}
   scoring  http://127.0.0.1:{ports["scoring"]}
   alerts   http://127.0.0.1:{ports["alerts"]}
+  console  http://127.0.0.1:{ports["console"]}/console/   (care-coordinator console; sign in with the key below)
   API key (dev tenant, all scopes): {key}
   webhook secret (dev tenant):      {secret}
 
@@ -190,6 +201,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from simulator.cli import add_arguments
 
         add_arguments(p_sim)
+    p_shots = sub.add_parser("screenshots", help="PNGs of the console (inbox, patient) from a simulator run")
+    p_shots.add_argument("--out", type=Path, default=Path("docs/img"))
+    p_shots.add_argument("--per-archetype", type=int, default=1)
+    p_shots.add_argument("--seed", type=int, default=11)
+    p_time = sub.add_parser("console-timings", help="browser-measured console timings (500 alerts, 365 days)")
+    p_time.add_argument("--alerts", type=int, default=500)
+    p_time.add_argument("--days", type=int, default=365)
     p_bench = sub.add_parser("bench", help="benchmark against the embedded stack")
     p_bench.add_argument("--smoke", action="store_true", help="tiny run that checks the harness only")
     p_bench.add_argument("--write", type=Path, default=None, help="write the results as markdown")
@@ -216,6 +234,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from simulator.cli import run as run_simulation
 
         return asyncio.run(run_simulation(args))
+    if args.command == "screenshots":
+        from tooling.console_demo import screenshots
+
+        return screenshots(args.out, args.per_archetype, args.seed)
+    if args.command == "console-timings":
+        from tooling.console_demo import console_timings
+
+        return console_timings(args.alerts, args.days)
     from tooling.bench.run import run_bench
 
     return run_bench(settings, smoke=args.smoke, write=args.write)

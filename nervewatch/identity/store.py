@@ -190,6 +190,36 @@ class IdentityStore:
             )
         return principal
 
+    async def authenticate_key_id(self, key_id: str) -> Principal | None:
+        """The principal of the key with this id, or None for an unknown, revoked or expired key:
+        for credentials that stand for a key without carrying it (a stream ticket), and to re-check
+        a long-lived response. As fresh as `authenticate` (the same cache, trusted under the same
+        condition); no `last_used_at` update. Blocking: at most one indexed query."""
+        if not key_id or len(key_id) > 64:
+            return None
+        now = time.monotonic()
+        if now < self._trusted_until:
+            digest = self._digests.get(key_id)
+            hit = self._cache.get(digest) if digest is not None else None
+            if hit is not None and now - hit[0] < CACHE_TTL_S:
+                principal, expires = hit[1], hit[2]
+                return None if expires is not None and time.time() >= expires else principal
+        epoch = self._epoch
+        row = await self.pool.fetchrow(
+            """SELECT key_id, tenant_id, key_hash, scopes, expires_at FROM identity.api_keys
+               WHERE key_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())""",
+            key_id,
+        )
+        if row is None:
+            return None
+        found = Principal(row["tenant_id"], row["key_id"], frozenset(row["scopes"]))
+        expires_at = row["expires_at"].timestamp() if row["expires_at"] is not None else None
+        if epoch == self._epoch and self.cache_trusted():
+            self._store(bytes(row["key_hash"]), now, found, expires_at)
+        if expires_at is not None and time.time() >= expires_at:
+            return None
+        return found
+
     def _store(self, digest: bytes, at: float, principal: Principal | None, expires: float | None) -> None:
         self._evict_digest(digest)
         self._misses.pop(digest, None)

@@ -7,9 +7,6 @@ only a position (opened_at, id) inside the caller's own listing, so it cannot re
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -21,12 +18,21 @@ import asyncpg
 from aiohttp import web
 from pydantic import ValidationError
 
-from nervewatch import metrics
-from nervewatch.http import authenticate, json_response, record_access, still_authorized
+from nervewatch import metrics, paging
+from nervewatch.http import (
+    authenticate,
+    authenticate_key_id,
+    json_response,
+    record_access,
+    still_authorized,
+    unauthorized,
+)
+from nervewatch.identity.store import Principal
 from nervewatch.outbox import Outbox
 from nervewatch.problems import ProblemError, not_found, read_json, validation_problem
 from schemas.alerts import (
     AlertAction,
+    AlertDelivery,
     AlertKind,
     AlertPage,
     AlertStatus,
@@ -36,9 +42,10 @@ from schemas.alerts import (
     SnoozeEnd,
     SnoozeIn,
     SnoozePage,
+    StreamTicket,
 )
 from schemas.common import PATIENT_ID_PATTERN, Severity
-from services.alerts import model, snooze_rules
+from services.alerts import model, snooze_rules, tickets
 from services.alerts.apply import EffectWriter
 from services.alerts.book import ActionRefused, PatientBook
 from services.alerts.book import acknowledge as book_acknowledge
@@ -63,38 +70,39 @@ _ID = re.compile(PATIENT_ID_PATTERN)
 
 
 def encode_cursor(opened_at: datetime, alert_id: str) -> str:
-    raw = json.dumps({"o": opened_at.isoformat(), "i": alert_id}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return paging.encode_cursor({"o": opened_at.isoformat(), "i": alert_id})
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        data = json.loads(raw)
+        data = paging.decode_cursor(cursor)
         opened_at, alert_id = datetime.fromisoformat(data["o"]), data["i"]
         if opened_at.tzinfo is None or not isinstance(alert_id, str) or not _ID.fullmatch(alert_id):
             raise ValueError("not a cursor this service issued")
         return opened_at.astimezone(UTC), alert_id
-    except (binascii.Error, ValueError, KeyError, TypeError, OverflowError):
-        raise ProblemError(400, "Invalid cursor", "pass next_cursor unchanged", slug="invalid-cursor") from None
+    except (ValueError, KeyError, TypeError, OverflowError):
+        raise paging.invalid_cursor() from None
+
+
+Change = tuple[str, str, str | None]  # tenant id, alert id, change (`book.Publish.action`; None: unknown)
 
 
 class Broadcaster:
-    """Fans alert changes (tenant, alert id) out to SSE subscribers of this process."""
+    """Fans alert changes (tenant, alert id, change) out to SSE subscribers of this process."""
 
     def __init__(self) -> None:
-        self._subs: set[asyncio.Queue[tuple[str, str]]] = set()
+        self._subs: set[asyncio.Queue[Change]] = set()
 
-    def publish(self, tenant_id: str, alert_id: str) -> None:
+    def publish(self, tenant_id: str, alert_id: str, change: str | None = None) -> None:
         for q in list(self._subs):
             if q.full():
                 continue  # a slow console misses updates rather than growing memory
-            q.put_nowait((tenant_id, alert_id))
+            q.put_nowait((tenant_id, alert_id, change))
 
-    async def subscribe(self, tick_s: float = 15.0) -> AsyncIterator[tuple[str, str] | None]:
+    async def subscribe(self, tick_s: float = 15.0) -> AsyncIterator[Change | None]:
         """Yield changes; yields None after `tick_s` of silence, so that the caller can ping the
         client or re-check its credentials at least that often. Unsubscribes when closed."""
-        q: asyncio.Queue[tuple[str, str]] = asyncio.Queue(maxsize=1000)
+        q: asyncio.Queue[Change] = asyncio.Queue(maxsize=1000)
         self._subs.add(q)
         try:
             while True:
@@ -116,16 +124,25 @@ STREAM_RECHECK_S = 0.25
 
 
 class AlertsApi:
-    def __init__(self, pool: asyncpg.Pool, outbox: Outbox, broadcaster: Broadcaster, policies: PolicyCache) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        outbox: Outbox,
+        broadcaster: Broadcaster,
+        policies: PolicyCache,
+        wake_dispatcher: asyncio.Event | None = None,
+    ) -> None:
         self.pool = pool
         self.outbox = outbox
         self.broadcaster = broadcaster
         self.policies = policies
+        self.wake_dispatcher = wake_dispatcher
 
     def routes(self) -> list[web.RouteDef]:
         return [
             web.get("/v1/alerts", self.list_alerts),
             web.get("/v1/alerts/stream", self.stream),
+            web.post("/v1/alerts/stream-tickets", self.stream_ticket),
             web.get("/v1/alerts/{alert_id}", self.get_alert),
             web.get("/v1/alerts/{alert_id}/audit", self.audit),
             web.post("/v1/alerts/{alert_id}/acknowledge", self.acknowledge),
@@ -204,11 +221,8 @@ class AlertsApi:
             except (ValueError, OverflowError):
                 raise _bad_param("since") from None
             add("opened_at >= {}", since)
-        try:
-            limit = int(q.get("limit", "100"))
-        except ValueError:
-            raise _bad_param("limit") from None
-        if not 1 <= limit <= MAX_LIMIT:
+        limit = paging.limit_of(q.get("limit"), 100, MAX_LIMIT)
+        if limit is None:
             raise _bad_param("limit")
         if "cursor" in q:
             opened_at, alert_id = decode_cursor(q["cursor"])
@@ -281,9 +295,11 @@ class AlertsApi:
                 raise ProblemError(409, "Conflict", "the alert is already resolved", slug="conflict") from None
             writer = EffectWriter(self.outbox)
             writer.add(principal.tenant_id, state.patient_id, effects)
-            await writer.flush(conn, now)
+            queued, _ = await writer.flush(conn, now)
             alert = await load_alert(conn, principal.tenant_id, alert_id)
             assert alert is not None
+        if queued and self.wake_dispatcher is not None:
+            self.wake_dispatcher.set()  # the informational webhooks of this change
         if effects:
             await self.outbox.drain()
         return json_response(alert.model_dump_json())
@@ -426,11 +442,8 @@ class AlertsApi:
         patient's alerts, oldest first (at most the newest `limit`, default 500)."""
         principal = await authenticate(request, "care")
         patient_id = _path_id(request, "patient_id", "patient")
-        try:
-            limit = int(request.query.get("limit", "500"))
-        except ValueError:
-            raise _bad_param("limit") from None
-        if not 1 <= limit <= 5000:
+        limit = paging.limit_of(request.query.get("limit"), 500, 5000)
+        if limit is None:
             raise _bad_param("limit")
         async with self.pool.acquire() as conn:
             await self._known_patient(conn, principal.tenant_id, patient_id)
@@ -458,14 +471,39 @@ class AlertsApi:
         ]
         return json_response(AuditPage(items=items).model_dump_json())
 
-    async def stream(self, request: web.Request) -> web.StreamResponse:
-        """Server-Sent Events: one `alert` event per change of one of the caller's tenant's alerts.
+    async def stream_ticket(self, request: web.Request) -> web.Response:
+        """A single-use ticket (valid 60 s) that opens `GET /v1/alerts/stream?ticket=...` without an
+        Authorization header, bound to the caller's key. `201`, `Cache-Control: no-store`."""
+        principal = await authenticate(request, "care")
+        now = datetime.now(UTC)
+        ticket, expires_at = await tickets.issue(self.pool, principal.tenant_id, principal.key_id, now)
+        body = StreamTicket(ticket=ticket, expires_at=expires_at).model_dump_json()
+        return json_response(body, status=201, headers={"Cache-Control": "no-store"})
 
-        The caller's key is re-checked at least every `STREAM_RECHECK_S`: once it no longer
+    async def _stream_principal(self, request: web.Request) -> Principal:
+        """The stream's caller: by its `ticket` (used up here; unknown, used or expired: 401) when
+        the query has one, else by its Authorization header."""
+        ticket = request.query.get("ticket")
+        if ticket is None:
+            return await authenticate(request, "care")
+        redeemed = await tickets.redeem(self.pool, ticket, datetime.now(UTC))
+        if redeemed is None:
+            raise unauthorized("unknown, used or expired stream ticket")
+        principal = await authenticate_key_id(request, redeemed.key_id, "care")
+        if principal.tenant_id != redeemed.tenant_id:
+            raise unauthorized("unknown, used or expired stream ticket")
+        return principal
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        """Server-Sent Events: one `alert` event per change of one of the caller's tenant's alerts;
+        `data` is the alert as it is when sent plus `change` (`schemas.alerts.AlertDelivery`).
+
+        Opened with a bearer key or a single-use `ticket` (see `stream_ticket`); a ticket's key is
+        what the stream re-checks. The caller's key is re-checked at least every `STREAM_RECHECK_S`: once it no longer
         authenticates (revoked, expired) the server ends the response and closes the connection,
         within 1 s of a revocation. The opening is in the access log (when the response starts),
         and so is every alert sent (route, patient id, alert id), after it was written."""
-        principal = await authenticate(request, "care")
+        principal = await self._stream_principal(request)
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
@@ -488,14 +526,15 @@ class AlertsApi:
                         await resp.write(b": ping\n\n")
                         next_ping = now + STREAM_PING_S
                     continue
-                tenant_id, alert_id = change
+                tenant_id, alert_id, what = change
                 if tenant_id != principal.tenant_id:
                     continue
                 async with self.pool.acquire() as conn:
                     alert = await load_alert(conn, tenant_id, alert_id)
                 if alert is None:
                     continue
-                await resp.write(f"event: alert\nid: {alert_id}\ndata: {alert.model_dump_json()}\n\n".encode())
+                data = AlertDelivery.model_construct(**dict(alert), change=what).model_dump_json()
+                await resp.write(f"event: alert\nid: {alert_id}\ndata: {data}\n\n".encode())
                 record_access(request, principal, patient_id=alert.patient_id, alert_id=alert_id)
                 next_ping = loop.time() + STREAM_PING_S
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
@@ -517,4 +556,4 @@ def _path_id(request: web.Request, name: str, what: str) -> str:
 
 
 def _bad_param(name: str) -> ProblemError:
-    return ProblemError(400, "Invalid query parameter", f"'{name}' has an invalid value", slug="invalid-parameter")
+    return paging.bad_param(name, "has an invalid value")

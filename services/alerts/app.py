@@ -43,9 +43,10 @@ async def listen_changes(rt: Runtime, broadcaster: Broadcaster) -> None:
     dsn = rt.settings.database_url
 
     def on_notify(_: Any, __: int, ___: str, payload: str) -> None:
-        # A list of [tenant_id, alert_id] pairs (one notice per written batch; see apply.EffectWriter).
-        for tenant_id, alert_id in json.loads(payload):
-            broadcaster.publish(tenant_id, alert_id)
+        # A list of [tenant_id, alert_id, change] (one notice per written batch; see apply.EffectWriter);
+        # [tenant_id, alert_id] pairs from a process of the previous release carry no change.
+        for item in json.loads(payload):
+            broadcaster.publish(item[0], item[1], item[2] if len(item) > 2 else None)
 
     while True:
         conn: asyncpg.Connection = await retry_until_ready("postgresql-listen", lambda: asyncpg.connect(dsn), 1e9)
@@ -81,7 +82,7 @@ async def build_app(rt: Runtime) -> web.Application:
 
     app = rt.create_app("alerts", consumer)
     AlertCountsApi(rt.pool).register(app)  # before /v1/alerts/{alert_id}
-    app.add_routes(AlertsApi(rt.pool, outbox, broadcaster, policies).routes())
+    app.add_routes(AlertsApi(rt.pool, outbox, broadcaster, policies, wake).routes())
     FhirAlerts(rt.pool).register(app)
 
     async def start(_: web.Application) -> None:

@@ -8,8 +8,11 @@ Notifications are only queued (the dispatcher sends them); lifecycle events go t
 
 `flush` issues a fixed number of statements whatever the batch size: one multi-row insert and
 one multi-row update of alert rows (each alert coalesced to its final state), one insert each for
-audit entries, notifications and lifecycle events, one update of red-flag ledgers, and one
-`pg_notify` per 7 kB of changed alert ids for the live streams. Order: alert rows first, so every
+audit entries, notifications and lifecycle events, one update of red-flag ledgers, one select and
+one insert for the informational webhooks of acknowledged and resolved changes
+(`services.alerts.lifecycle`: to the members whose webhooks were paged, in the same transaction
+as the change, so that a crash neither loses nor doubles them), and one `pg_notify` per 7 kB of
+changes ([tenant id, alert id, change]) for the live streams. Order: alert rows first, so every
 foreign key finds its alert. An insert refused by the one-unresolved-alert-per-kind index (a
 concurrent writer got there first) drops every other effect on that alert id; an update that
 finds no row raises (the row was loaded under lock: a miss is a bug, never ignored).
@@ -28,6 +31,7 @@ import asyncpg
 from nervewatch import metrics
 from nervewatch.outbox import Outbox
 from schemas.events import AlertChanged, Topics, TriggerRef, event_key
+from services.alerts import lifecycle
 from services.alerts.book import Audit, Effect, Publish, QueueNotifications, RecordRedFlags, StoreAlert
 from services.alerts.model import AlertState
 from services.alerts.store import ALERT_COLUMNS, NOTIFY_CHANNEL, alerts_from_rows, ledger_to_json
@@ -177,8 +181,42 @@ class EffectWriter:
                    WHERE p.tenant_id = u.t AND p.patient_id = u.pid""",
                 *map(list, zip(*ledgers, strict=True)),
             )
+        informed = await self._inform(conn, publishes, now)
         await self._publish(conn, publishes, now)
-        return len(notes), len(publishes)
+        return len(notes) + informed, len(publishes)
+
+    async def _inform(self, conn: asyncpg.Connection, publishes: list[tuple[str, Publish]], now: datetime) -> int:
+        """Queue the informational webhooks of the acknowledged and resolved changes among
+        `publishes` (after this flush's pages, so that those count); returns how many."""
+        changes = [(t, e) for t, e in publishes if lifecycle.informs(e.action)]
+        if not changes:
+            return 0
+        rows = await conn.fetch(
+            """SELECT alert_id, member_id, channel, target, reason, status, next_attempt_at
+               FROM alerts.notifications WHERE alert_id = ANY($1::text[]) ORDER BY id""",
+            list({e.alert_id for _, e in changes}),
+        )
+        by_alert: dict[str, list[lifecycle.Notified]] = {}
+        for r in rows:
+            by_alert.setdefault(r["alert_id"], []).append(
+                lifecycle.Notified(
+                    r["member_id"], r["channel"], r["target"], r["reason"], r["status"], r["next_attempt_at"]
+                )
+            )
+        queued = [
+            (uuid.uuid4(), e.alert_id, tenant, w.member_id, "webhook", w.target, e.action, w.not_before)
+            for tenant, e in changes
+            for w in lifecycle.recipients(by_alert.get(e.alert_id, []), now)
+        ]
+        if queued:
+            await conn.execute(
+                """INSERT INTO alerts.notifications (delivery_id, alert_id, tenant_id, member_id, channel, target,
+                                                     reason, next_attempt_at)
+                   SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                        $7::text[], $8::timestamptz[])""",
+                *map(list, zip(*queued, strict=True)),
+            )
+        return len(queued)
 
     async def _publish(self, conn: asyncpg.Connection, publishes: list[tuple[str, Publish]], now: datetime) -> None:
         """Lifecycle events (outbox, one insert) and stream notices (pg_notify) for the stored rows."""
@@ -195,7 +233,7 @@ class EffectWriter:
             )
             records.append((Topics.alerts, event_key(tenant, alert.patient_id), event.model_dump_json().encode()))
         await self.outbox.add(conn, records)
-        changes = list(dict.fromkeys((t, e.alert_id) for t, e in publishes))
+        changes = list(dict.fromkeys((t, e.alert_id, e.action) for t, e in publishes))
         for chunk in _chunks(changes):
             await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, json.dumps(chunk))
 
@@ -242,11 +280,12 @@ def _count(e: Audit, kinds: dict[str, str]) -> None:
         metrics.ESCALATIONS.labels(str(e.detail.get("severity", ""))).inc()
 
 
-def _chunks(changes: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
-    out: list[list[tuple[str, str]]] = [[]]
+def _chunks(changes: list[tuple[str, str, str]]) -> list[list[tuple[str, str, str]]]:
+    """`changes` ([tenant id, alert id, change] each) in pg_notify payloads under the size limit."""
+    out: list[list[tuple[str, str, str]]] = [[]]
     size = 2
     for change in changes:
-        item = len(change[0]) + len(change[1]) + 8
+        item = len(change[0]) + len(change[1]) + len(change[2]) + 14  # quotes, brackets, ", " separators
         if out[-1] and size + item > NOTIFY_PAYLOAD_BYTES:
             out.append([])
             size = 2

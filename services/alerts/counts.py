@@ -17,17 +17,13 @@ import asyncpg
 from aiohttp import web
 
 from nervewatch.http import authenticate, json_response, record_access
-from nervewatch.problems import ProblemError
+from nervewatch.paging import bad_param
 from schemas.alerts import AlertStatus
 from schemas.care_read import AlertCount, AlertCounts, SeverityCounts
 
 GROUPS = {"patient_id": "patient_id", "severity": "severity", "kind": "kind"}  # parameter -> column
 _STATUSES = frozenset(s.value for s in AlertStatus)
 _SEVERITIES = ("critical", "high", "medium", "low")
-
-
-def bad_param(name: str) -> ProblemError:
-    return ProblemError(400, "Invalid query parameter", f"'{name}' is not valid", slug="invalid-parameter")
 
 
 class AlertCountsApi:

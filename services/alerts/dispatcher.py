@@ -6,7 +6,9 @@ in the same transaction. A crash mid-round rolls the claims back: those rows are
 after restart with the same delivery id, so a crash causes at most one duplicate per
 notification, which receivers drop by `NerveWatch-Delivery`; nothing is ever lost.
 Failures retry with exponential backoff and full jitter until `delivery_max_age_s`, then the
-row is marked `failed` and counted.
+row is marked `failed` and counted. A webhook's body is the alert as it is when sent plus
+`change`, the change the row reports (`lifecycle.change_of` its reason): pages and the
+informational acknowledged/resolved webhooks alike.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import asyncpg
 from nervewatch import metrics
 from nervewatch.identity.store import IdentityStore
 from nervewatch.settings import Settings
+from schemas.alerts import AlertDelivery
+from services.alerts import lifecycle
 from services.alerts.delivery import Deliverer, DeliveryError
 from services.alerts.store import ALERT_COLUMNS, alerts_from_rows
 
@@ -120,7 +124,8 @@ class Dispatcher:
             elif tenant is None:
                 plans.append(("failed", "tenant_missing"))
             else:
-                plans.append(_Send(alert.model_dump_json().encode(), alert.model_dump(mode="json"), *tenant))
+                body = AlertDelivery.model_construct(**dict(alert), change=lifecycle.change_of(row["reason"]))
+                plans.append(_Send(body.model_dump_json().encode(), alert.model_dump(mode="json"), *tenant))
         return plans
 
     async def _deliver(self, row: asyncpg.Record, plan: tuple[str, str | None] | _Send) -> tuple[str, str | None]:

@@ -17,6 +17,7 @@ import asyncpg
 from schemas.alerts import Alert, AlertKind, AlertStatus, NotificationSummary
 from schemas.common import Reason, Role, Severity
 from schemas.trajectory import TrajectoryState
+from services.alerts.lifecycle import LIFECYCLE_REASONS
 from services.alerts.model import AlertState, Member, RedFlagSeen
 
 NOTIFY_CHANNEL = "nervewatch_alerts"
@@ -114,7 +115,8 @@ async def load_alert(conn: asyncpg.Connection, tenant_id: str, alert_id: str) ->
 
 
 async def alerts_from_rows(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> list[Alert]:
-    """API objects, with the per-member delivery summary of each alert."""
+    """API objects, with the per-member delivery summary of each alert's pages (the informational
+    webhooks of its acknowledgement and resolution are not pages: not counted)."""
     ids = [r["id"] for r in rows]
     notes: dict[str, list[NotificationSummary]] = {i: [] for i in ids}
     if ids:
@@ -125,9 +127,10 @@ async def alerts_from_rows(conn: asyncpg.Connection, rows: Sequence[asyncpg.Reco
                                 CASE WHEN max(attempts) > 0 THEN 'retrying' ELSE 'pending' END
                            WHEN bool_or(status = 'failed') THEN 'failed' ELSE 'suppressed' END AS status,
                       sum(attempts)::int AS attempts
-               FROM alerts.notifications WHERE alert_id = ANY($1::text[])
+               FROM alerts.notifications WHERE alert_id = ANY($1::text[]) AND reason <> ALL($2::text[])
                GROUP BY alert_id, member_id, channel ORDER BY alert_id, member_id, channel""",
             ids,
+            list(LIFECYCLE_REASONS),
         ):
             notes[n["alert_id"]].append(
                 NotificationSummary(

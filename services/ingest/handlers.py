@@ -36,7 +36,7 @@ from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
 from nervewatch import metrics
-from nervewatch.http import authenticate, body_limit, json_response
+from nervewatch.http import authenticate, authenticate_either, body_limit, json_response
 from nervewatch.kafka import produce_many
 from nervewatch.problems import ProblemError, item_errors, not_found, read_json, validation_problem
 from nervewatch.settings import Settings
@@ -45,7 +45,7 @@ from schemas.checkins import BatchResult, CheckIn, CheckInBatch, ItemError, Reje
 from schemas.common import FLOOR_CONTEXT, NOW_CONTEXT, PATIENT_ID_PATTERN, event_time_floor
 from schemas.digests import checkin_digest, sample_digest
 from schemas.events import ActivityRecorded, CheckInRecorded, Topics, event_key
-from schemas.patients import PatientIn
+from schemas.patients import PatientIn, PatientRecord
 from services.ingest.digests import Claim, DigestStore, Outcome
 from services.ingest.patients import PatientFacts, PatientRegistry
 
@@ -203,12 +203,16 @@ class IngestHandlers:
         return json_response(patient.model_dump_json(), status=201 if created else 200)
 
     async def get_patient(self, request: web.Request) -> web.Response:
-        principal = await authenticate(request, "ingest")
+        """The enrolment record as posted plus `created_at`, `enrolled_at` (the same instant) and
+        `updated_at`. Scope `care` (the read is in the access log) or `ingest` (the platform that
+        enrols); another tenant's or an unknown patient is a 404."""
+        principal, _ = await authenticate_either(request, ("care", "ingest"))
         patient_id = request.match_info["patient_id"]
         patient = await self.registry.get(principal.tenant_id, patient_id) if _valid_id(patient_id) else None
         if patient is None:
             raise not_found("patient")
-        return json_response(patient.model_dump_json())
+        record = PatientRecord(**dict(patient), enrolled_at=patient.created_at)
+        return json_response(record.model_dump_json())
 
     # -- check-ins ---------------------------------------------------------------------------
 

@@ -11,15 +11,14 @@ to the access audit (the request itself adds one more, without a patient id).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 
 import asyncpg
 from aiohttp import web
 
+from nervewatch import paging
 from nervewatch.http import authenticate, json_response, record_access
-from nervewatch.problems import ProblemError
+from nervewatch.paging import bad_param
 from schemas.care_read import PatientPage, PatientSummary
 from schemas.common import PATIENT_ID_PATTERN, Condition
 
@@ -30,21 +29,15 @@ _PREFIX = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _CONDITIONS = frozenset(c.value for c in Condition)
 
 
-def bad_param(name: str) -> ProblemError:
-    return ProblemError(400, "Invalid query parameter", f"'{name}' is not valid", slug="invalid-parameter")
-
-
 def encode_cursor(patient_id: str) -> str:
-    return base64.urlsafe_b64encode(patient_id.encode()).decode().rstrip("=")
+    return paging.encode_text_cursor(patient_id)
 
 
 def decode_cursor(cursor: str) -> str:
     """The last patient id of the previous page; a 400 problem for anything this API did not issue."""
-    if len(cursor) > 100:
-        raise bad_param("cursor")
     try:
-        value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, ValueError):
+        value = paging.decode_text_cursor(cursor, 100)
+    except paging.CursorError:
         raise bad_param("cursor") from None
     if not _ID.fullmatch(value):
         raise bad_param("cursor")
@@ -52,14 +45,7 @@ def decode_cursor(cursor: str) -> str:
 
 
 def parse_limit(raw: str | None) -> int:
-    if raw is None:
-        return DEFAULT_LIMIT
-    if not raw.isdigit() or len(raw) > 4:
-        raise bad_param("limit")
-    limit = int(raw)
-    if not 1 <= limit <= MAX_LIMIT:
-        raise bad_param("limit")
-    return limit
+    return paging.parse_limit(raw, DEFAULT_LIMIT, MAX_LIMIT)
 
 
 class PatientReads:

@@ -12,9 +12,6 @@ tenant; the request's access-audit row carries the patient id (from the path).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 import uuid
 from datetime import UTC, datetime
@@ -22,30 +19,30 @@ from datetime import UTC, datetime
 import asyncpg
 from aiohttp import web
 
+from nervewatch import paging
 from nervewatch.http import authenticate
+from nervewatch.paging import bad_param
 from nervewatch.problems import not_found
 from schemas.common import PATIENT_ID_PATTERN
-from services.scoring.read_api import bad_param, parse_limit
 
 _ID = re.compile(PATIENT_ID_PATTERN)
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 500
 
 
 def encode_cursor(recorded_at: datetime, event_id: uuid.UUID) -> str:
-    raw = json.dumps([recorded_at.isoformat(), str(event_id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return paging.encode_cursor([recorded_at.isoformat(), str(event_id)])
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     """(recorded_at, event_id) of the previous page's last item; a 400 problem otherwise."""
     try:
-        if len(cursor) > 200:
-            raise ValueError("too long")
-        at, event = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        at, event = paging.decode_cursor(cursor, 200)
         when = datetime.fromisoformat(at)
         if when.tzinfo is None:
             raise ValueError("no offset")
         return when.astimezone(UTC), uuid.UUID(event)
-    except (binascii.Error, ValueError, TypeError, OverflowError, UnicodeDecodeError):
+    except (ValueError, TypeError, AttributeError, OverflowError):  # AttributeError: uuid.UUID(5)
         raise bad_param("cursor") from None
 
 
@@ -76,7 +73,7 @@ class CheckinReads:
         q = request.query
         since = parse_time(q.get("since"), "since")
         until = parse_time(q.get("until"), "until")
-        limit = parse_limit(q.get("limit"))
+        limit = paging.parse_limit(q.get("limit"), DEFAULT_LIMIT, MAX_LIMIT)
         after = decode_cursor(q["cursor"]) if "cursor" in q else None
         enrolled = await self.pool.fetchval(
             "SELECT 1 FROM scoring.patients WHERE tenant_id = $1 AND patient_id = $2 AND profile IS NOT NULL",

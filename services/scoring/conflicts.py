@@ -7,16 +7,13 @@ times and the red-flag boolean leave the service: never the versions' content.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import re
 from datetime import UTC, datetime
 
 import asyncpg
 from aiohttp import web
 from pydantic_core import PydanticCustomError
 
+from nervewatch import paging
 from nervewatch.http import authenticate, json_response
 from nervewatch.problems import ProblemError
 from schemas.common import rfc3339
@@ -24,30 +21,26 @@ from schemas.conflicts import MAX_CONFLICTS_LIMIT, EventConflict, EventConflictP
 
 DEFAULT_LIMIT = 100
 MAX_BIGINT = 2**63 - 1
-_LIMIT = re.compile(r"[0-9]{1,4}")
 
 
 def encode_cursor(seen_at: datetime, row_id: int) -> str:
-    raw = json.dumps({"s": seen_at.astimezone(UTC).isoformat(), "i": row_id}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return paging.encode_cursor({"s": seen_at.astimezone(UTC).isoformat(), "i": row_id})
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, int]:
     """(seen_at, id) of a cursor this service issued; else a 400 problem."""
     try:
-        if len(cursor) > 200:
-            raise ValueError("too long")
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        data = paging.decode_cursor(cursor, 200)
         seen_at, row_id = rfc3339(data["s"]).astimezone(UTC), data["i"]
         if type(row_id) is not int or not 0 < row_id <= MAX_BIGINT:
             raise ValueError("not a cursor this service issued")
         return seen_at, row_id
-    except (binascii.Error, ValueError, KeyError, TypeError, OverflowError, PydanticCustomError):
-        raise ProblemError(400, "Invalid cursor", "pass next_cursor unchanged", slug="invalid-cursor") from None
+    except (ValueError, KeyError, TypeError, OverflowError, PydanticCustomError):
+        raise paging.invalid_cursor() from None
 
 
 def _bad_param(name: str) -> ProblemError:
-    return ProblemError(400, "Invalid query parameter", f"'{name}' has an invalid value", slug="invalid-parameter")
+    return paging.bad_param(name, "has an invalid value")
 
 
 def _since(value: str) -> datetime:
@@ -102,10 +95,9 @@ class ConflictHandlers:
         principal = await authenticate(request, "admin")
         q = request.query
         since = _since(q["since"]) if "since" in q else None
-        raw_limit = q.get("limit", str(DEFAULT_LIMIT))
-        if not _LIMIT.fullmatch(raw_limit) or not 1 <= int(raw_limit) <= MAX_CONFLICTS_LIMIT:
+        limit = paging.limit_of(q.get("limit"), DEFAULT_LIMIT, MAX_CONFLICTS_LIMIT)
+        if limit is None:
             raise _bad_param("limit")
-        limit = int(raw_limit)
         after = decode_cursor(q["cursor"]) if "cursor" in q else None
         rows = await read_conflicts(self.pool, principal.tenant_id, since=since, after=after, limit=limit + 1)
         next_cursor = encode_cursor(rows[limit - 1]["seen_at"], rows[limit - 1]["id"]) if len(rows) > limit else None

@@ -11,15 +11,14 @@ naming the parameter, never echoing its value. Reads only `scoring.patients` and
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 
 import asyncpg
 from aiohttp import web
 
+from nervewatch import paging
 from nervewatch.http import authenticate, json_response, record_access
-from nervewatch.problems import ProblemError
+from nervewatch.paging import bad_param
 from schemas.care_read import TrajectoryPage, TrajectorySummary
 from schemas.common import PATIENT_ID_PATTERN, Condition
 from schemas.trajectory import TrajectoryState
@@ -31,21 +30,15 @@ _CONDITIONS = frozenset(c.value for c in Condition)
 _STATES = frozenset(s.value for s in TrajectoryState)
 
 
-def bad_param(name: str) -> ProblemError:
-    return ProblemError(400, "Invalid query parameter", f"'{name}' is not valid", slug="invalid-parameter")
-
-
 def encode_cursor(patient_id: str) -> str:
-    return base64.urlsafe_b64encode(patient_id.encode()).decode().rstrip("=")
+    return paging.encode_text_cursor(patient_id)
 
 
 def decode_cursor(cursor: str) -> str:
     """The last patient id of the previous page; a 400 problem for anything this API did not issue."""
-    if len(cursor) > 100:
-        raise bad_param("cursor")
     try:
-        value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, ValueError):
+        value = paging.decode_text_cursor(cursor, 100)
+    except paging.CursorError:
         raise bad_param("cursor") from None
     if not _ID.fullmatch(value):
         raise bad_param("cursor")
@@ -53,11 +46,7 @@ def decode_cursor(cursor: str) -> str:
 
 
 def parse_limit(raw: str | None) -> int:
-    if raw is None:
-        return DEFAULT_LIMIT
-    if not raw.isdigit() or len(raw) > 4 or not 1 <= int(raw) <= MAX_LIMIT:
-        raise bad_param("limit")
-    return int(raw)
+    return paging.parse_limit(raw, DEFAULT_LIMIT, MAX_LIMIT)
 
 
 class TrajectoryReads:

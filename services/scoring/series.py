@@ -55,21 +55,23 @@ def to_trajectory(patient_id: str, a: Assessment, days: list[DayRecord]) -> Traj
         change_from_baseline_pct=a.change_from_baseline_pct,
         slope_per_week=a.slope_per_week,
         reasons=list(a.reasons),
-        days=[
-            TrajectoryDay(
-                date=d.date,
-                symptom_index=a.day_index.get(d.date),
-                pain=d.pain,
-                tingling=d.tingling,
-                numbness=d.numbness,
-                weakness=d.weakness,
-                grip_strength_kg=d.grip_strength_kg if d.grip_strength_kg is not None else d.device_grip_strength_kg,
-                steps=d.steps,
-                active_minutes=d.active_minutes,
-                sleep_minutes=d.sleep_minutes,
-                pt_session=d.pt_session,
-                checkins=d.checkins,
-            )
-            for d in recent
-        ],
+        days=[api_day(d, a.day_index.get(d.date)) for d in recent],
+    )
+
+
+def api_day(d: DayRecord, symptom_index: float | None) -> TrajectoryDay:
+    """One day of a trajectory's `days` (grip: the check-in's, else the device's)."""
+    return TrajectoryDay(
+        date=d.date,
+        symptom_index=symptom_index,
+        pain=d.pain,
+        tingling=d.tingling,
+        numbness=d.numbness,
+        weakness=d.weakness,
+        grip_strength_kg=d.grip_strength_kg if d.grip_strength_kg is not None else d.device_grip_strength_kg,
+        steps=d.steps,
+        active_minutes=d.active_minutes,
+        sleep_minutes=d.sleep_minutes,
+        pt_session=d.pt_session,
+        checkins=d.checkins,
     )

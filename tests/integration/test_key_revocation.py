@@ -93,6 +93,23 @@ async def test_a_revocation_elsewhere_evicts_the_cached_key(store: IdentityStore
     assert hash_key(key) not in store._cache, elapsed
 
 
+async def test_a_lookup_by_key_id_shares_the_cache_and_its_eviction(store: IdentityStore, pool: asyncpg.Pool) -> None:
+    """`authenticate_key_id` (stream tickets, stream re-checks): cached like `authenticate`, and a
+    revocation elsewhere evicts it within the same bound."""
+    key_id, key = await new_key(pool)
+    found = await store.authenticate_key_id(key_id)
+    assert found is not None and found.key_id == key_id
+    assert hash_key(key) in store._cache  # cached under the key's digest, so both lookups share it
+    assert await store.authenticate(key) == found
+    assert await store.authenticate_key_id("key_" + "0" * 16) is None
+
+    async def refused_by_id() -> bool:
+        return await store.authenticate_key_id(key_id) is None
+
+    await within(REVOCATION_BOUND_S, await revoke_by_sql(pool, key_id), refused_by_id)
+    assert await store.authenticate(key) is None
+
+
 async def test_a_shortened_expiry_elsewhere_applies(store: IdentityStore, pool: asyncpg.Pool) -> None:
     key_id, key = await new_key(pool)
     assert await store.authenticate(key) is not None

@@ -54,8 +54,13 @@ async def red_flag_alerts(http: aiohttp.ClientSession, alerts: str, tenant: Tena
     return page["items"]  # type: ignore[no-any-return]
 
 
+def is_page(r: dict[str, Any], pid: str) -> bool:
+    """A page of the patient's (not an informational acknowledged/resolved webhook)."""
+    return bool(r["json"].get("patient_id") == pid and r["json"].get("change") not in ("acknowledged", "resolved"))
+
+
 def pages_for(rx: Receiver, pid: str) -> list[dict[str, Any]]:
-    return [r["json"] for r in rx.requests if r["json"].get("patient_id") == pid]
+    return [r["json"] for r in rx.requests if is_page(r, pid)]
 
 
 async def test_new_red_flag_after_a_resolved_one_pages(services: Services, tenant: Tenant) -> None:
@@ -123,7 +128,7 @@ async def test_new_flags_on_an_open_red_flag_alert_repage(services: Services, te
         assert len(pages) == 2, [p["red_flags"] for p in pages]
         assert pages[1]["id"] == alert["id"] and set(pages[1]["red_flags"]) == {"fever", "foot_drop"}
         assert pages[1]["status"] == "open"  # a re-page asks for a new acknowledgement
-        deliveries = {r["headers"]["NerveWatch-Delivery"] for r in rx.requests if r["json"].get("patient_id") == pid}
+        deliveries = {r["headers"]["NerveWatch-Delivery"] for r in rx.requests if is_page(r, pid)}
         assert len(deliveries) == 2
         [current] = await red_flag_alerts(http, alerts, tenant, pid)
         assert current["status"] == "open" and current["acknowledged_by"] is None
