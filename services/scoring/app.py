@@ -1,5 +1,6 @@
 """The scoring service process: consumes patients, check-ins and activity; serves trajectories
-and the tenant's recorded event conflicts (`GET /v1/conflicts`, scope `admin`).
+and the tenant's recorded event conflicts (`GET /v1/conflicts`, scope `admin`) and clinical-profile
+overrides (`/v1/admin/clinical-profiles`, scope `admin`).
 
 Owns schema `scoring`. Shutdown: the HTTP server stops, the consumer finishes and commits its
 batch in flight, the outbox relay stops, then the producer and pool close.
@@ -25,6 +26,7 @@ from services.scoring.checkin_reads import CheckinReads
 from services.scoring.conflicts import ConflictHandlers
 from services.scoring.fhir_api import FhirScoring
 from services.scoring.processor import ScoringProcessor, decode
+from services.scoring.profiles_api import ProfileHandlers
 from services.scoring.read_api import TrajectoryReads
 
 GROUP = "nervewatch-scoring"
@@ -74,6 +76,7 @@ async def build_app(rt: Runtime) -> web.Application:
     app.router.add_get("/v1/patients/{patient_id}/trajectory", get_trajectory)
     app.add_routes(ConflictHandlers(rt.pool).routes())
     app.add_routes(BillingHandlers(rt.pool).routes())
+    app.add_routes(ProfileHandlers(rt.pool).routes())
     FhirScoring(rt.pool).register(app)
     TrajectoryReads(rt.pool).register(app)
     CheckinReads(rt.pool).register(app)
