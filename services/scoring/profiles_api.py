@@ -66,7 +66,9 @@ class ProfileHandlers:
                 422, "Validation failed", f"{len(errors)} field(s) failed validation", slug="validation", errors=errors
             )
         async with self.pool.acquire() as conn, conn.transaction():
-            stored = await store.add_version(conn, principal.tenant_id, condition, treatment, override, principal.key_id)
+            stored = await store.add_version(
+                conn, principal.tenant_id, condition, treatment, override, principal.key_id
+            )
         return json_response(_out(stored).model_dump_json(), status=201)
 
     async def list_current(self, request: web.Request) -> web.Response:
