@@ -51,7 +51,7 @@ def run_event(
 
 def test_rescore_opens_retrospective_alerts_and_pages_nobody() -> None:
     book = bk.PatientBook("t1", PID, members=MEMBERS)
-    live_book, live = run_event(book, ev(sig(SignalCode.regression), sig(SignalCode.plateau), run=None))
+    _, live = run_event(book, ev(sig(SignalCode.regression), sig(SignalCode.plateau), run=None))
     assert bk.notifications(live), "the same event live pages (the test would prove nothing otherwise)"
     new_book, effects = run_event(book, ev(sig(SignalCode.regression), sig(SignalCode.plateau)))
     assert bk.notifications(effects) == []
