@@ -154,4 +154,4 @@ async def test_real_run_with_a_profile_file_is_refused() -> None:
     from tooling.rescore import run
 
     with pytest.raises(RescoreError):
-        await run(None, "t1", profile_text="{}", dry_run=False)  # type: ignore[arg-type]
+        await run(None, "t1", profile_text="{}", dry_run=False)
