@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.common import UtcDatetime
 
@@ -45,3 +45,10 @@ class EffectiveProfile(BaseModel):
     profile_version: str
     engine_version: str
     profile: dict[str, Any]
+
+
+class ProfileOverrideBody(BaseModel):
+    """The PUT body: `ClinicalProfile` fields to override, each a number, integer or list of
+    `[day, value]` knots as shown by the effective profile (checked strictly by the service)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})

@@ -189,7 +189,8 @@ async def test_rescore_dry_run_then_real_run_pages_nobody(
 
         async def plateau_alert() -> Any:
             r = await db.fetchrow(
-                "SELECT id, retrospective FROM alerts.alerts WHERE tenant_id = $1 AND patient_id = $2 AND kind = 'plateau'",
+                "SELECT id, retrospective FROM alerts.alerts "
+                "WHERE tenant_id = $1 AND patient_id = $2 AND kind = 'plateau'",
                 t.tenant_id,
                 pid,
             )
