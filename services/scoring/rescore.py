@@ -115,18 +115,6 @@ def _jsonv(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-async def count_patients(conn: asyncpg.Connection, tenant_id: str, since: date | None) -> int:
-    return int(
-        await conn.fetchval(
-            """SELECT count(*) FROM scoring.patients p WHERE p.tenant_id = $1 AND p.profile IS NOT NULL
-               AND ($2::date IS NULL OR EXISTS (SELECT 1 FROM scoring.daily d WHERE d.tenant_id = p.tenant_id
-                    AND d.patient_id = p.patient_id AND d.day >= $2))""",
-            tenant_id,
-            since,
-        )
-    )
-
-
 async def pages(
     conn: asyncpg.Connection, tenant_id: str, since: date | None, page: int = PAGE
 ) -> AsyncIterator[list[Stored]]:
