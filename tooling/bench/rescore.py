@@ -34,6 +34,8 @@ class Figures:
     real_s: float
     events: int
     changed: int
+    dry_cpu_s: float = float("nan")  # CPU time of this process (replay, decoding; not PostgreSQL's)
+    real_cpu_s: float = float("nan")
 
     @property
     def dry_rate(self) -> float:
@@ -118,8 +120,13 @@ async def measure(dsn: str, patients: int, days_per_patient: int) -> Figures:
     seed_s = time.perf_counter() - started
     pool = await create_pool(dsn, 2, 3)
     try:
+        cpu = time.process_time()
         dry = await rescore.run(pool, TENANT, dry_run=True, run_by="bench")
+        dry_cpu, cpu = time.process_time() - cpu, time.process_time()
         real = await rescore.run(pool, TENANT, dry_run=False, run_by="bench")
+        real_cpu = time.process_time() - cpu
     finally:
         await pool.close()
-    return Figures(n, patients, seed_s, dry.seconds, real.seconds, real.summary.events, real.summary.changed)
+    return Figures(
+        n, patients, seed_s, dry.seconds, real.seconds, real.summary.events, real.summary.changed, dry_cpu, real_cpu
+    )
