@@ -193,16 +193,22 @@ async def run(
     async with pool.acquire() as conn:
         await core.start_run(conn, run_id, tenant_id, since, source, version, dry_run, who, clock())
     summary = Summary()
-    async with pool.acquire() as reader, pool.acquire() as writer:
-        async for batch in core.pages(reader, tenant_id, since, page):
-            rescored = [r for r in (core.replay(p, override) for p in batch) if r is not None]
-            for r in rescored:
-                summary.add(
-                    r.stored.state, r.assessment.state, r.stored.signals, r.assessment.signals, len(r.stored.days)
-                )
-            if not dry_run:
-                async with writer.transaction():
-                    summary.events += await core.write(writer, tenant_id, run_id, rescored, clock())
+    try:
+        async with pool.acquire() as reader, pool.acquire() as writer:
+            async for batch in core.pages(reader, tenant_id, since, page):
+                rescored = [r for r in (core.replay(p, override) for p in batch) if r is not None]
+                for r in rescored:
+                    summary.add(
+                        r.stored.state, r.assessment.state, r.stored.signals, r.assessment.signals, len(r.stored.days)
+                    )
+                if not dry_run:
+                    async with writer.transaction():
+                        summary.events += await core.write(writer, tenant_id, run_id, rescored, clock())
+    except BaseException as exc:
+        # The pages committed so far stay written; the audit row says how far the run got.
+        async with pool.acquire() as conn:
+            await core.finish_run(conn, run_id, {**summary.to_json(), "error": type(exc).__name__}, clock())
+        raise
     seconds = time.perf_counter() - started
     counts = summary.to_json()
     async with pool.acquire() as conn:

@@ -33,7 +33,10 @@ from services.scoring.codec import day_from_json, profile_from_patient
 from services.scoring.model import Assessment, DayRecord
 from services.scoring.profile import ENGINE_VERSION, ClinicalProfile, ProfileOverride, profile_for
 
-PAGE = 500
+PAGE = 200
+#: Statement timeout of the page reads (an offline batch job: a busy machine may be slow to consume
+#: a page; the pool's 30 s default is for request paths).
+READ_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +138,7 @@ async def pages(
             after,
             since,
             page,
+            timeout=READ_TIMEOUT_S,
         )
         if not rows:
             return
@@ -145,6 +149,7 @@ async def pages(
                ORDER BY patient_id, day""",
             tenant_id,
             ids,
+            timeout=READ_TIMEOUT_S,
         ):
             days[d["patient_id"]].append(day_from_json(_jsonv(d["data"])))
         yield [
