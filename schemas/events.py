@@ -76,7 +76,11 @@ class TriggerRef(BaseModel):
 
 
 class TrajectoryUpdated(_Event):
-    """Published after every trajectory recomputation; `state_changed` marks contract state changes."""
+    """Published after every trajectory recomputation; `state_changed` marks contract state changes.
+
+    `rescore_run` (additive, optional) is set on updates published by a retrospective re-scoring
+    (`nervewatch rescore`): alerts records and changes alerts from them but pages nobody.
+    """
 
     type: Literal["trajectory.updated"] = "trajectory.updated"
     event_id: UUID
@@ -87,6 +91,7 @@ class TrajectoryUpdated(_Event):
     trigger: TriggerRef | None = None
     last_checkin_at: UtcDatetime | None = None
     computed_at: UtcDatetime
+    rescore_run: str | None = Field(default=None, max_length=64)
 
 
 class AlertChanged(_Event):

@@ -60,7 +60,8 @@ from schemas.billing import (
 )
 from schemas.care_read import AlertCounts, CheckinPage, PatientPage, TrajectoryPage
 from schemas.checkins import BatchResult, CheckIn, CheckInAccepted, CheckInBatch, RejectedItem
-from schemas.common import PATIENT_ID_PATTERN, Condition, Role, Severity
+from schemas.clinical_profiles import EffectiveProfile, ProfileOverrideBody, ProfileVersion, ProfileVersionList
+from schemas.common import PATIENT_ID_PATTERN, Condition, Role, Severity, Treatment
 from schemas.conflicts import MAX_CONFLICTS_LIMIT, EventConflictPage
 from schemas.patients import Patient, PatientIn, PatientRecord
 from schemas.problems import Problem
@@ -164,6 +165,9 @@ KEY_ID = Param(
     {"type": "string", "pattern": KEY_ID_PATTERN},
     "An API key id (`key_` and 16 hex digits); another tenant's key is a 404 like an unknown one.",
 )
+
+CONDITION = Param("condition", "path", {"type": "string", "enum": [c.value for c in Condition]}, "The condition.")
+TREATMENT = Param("treatment", "path", {"type": "string", "enum": [t.value for t in Treatment]}, "The treatment.")
 
 ENTRY_ID = Param("entry_id", "path", {"type": "string", "pattern": ENTRY_ID_PATTERN}, "A time entry id (`te_...`).")
 MONTH_OPTIONAL = Param(
@@ -503,6 +507,57 @@ ROUTES: tuple[Route, ...] = (
         CONFLICTS_QUERY,
         notes="A conflict whose versions carry a red flag is scored with the conflicting version's red flags: "
         "it pages.",
+    ),
+    # scoring: tenant clinical profiles (docs/clinical-logic.md, "Tenant profiles and re-scoring")
+    Route(
+        "scoring",
+        "get",
+        "/v1/admin/clinical-profiles",
+        "listClinicalProfiles",
+        "The tenant's current clinical-profile override of every pair it has overridden",
+        "admin",
+        None,
+        {200: ("Current versions, by condition and treatment", ProfileVersionList)},
+        AUTH,
+    ),
+    Route(
+        "scoring",
+        "put",
+        "/v1/admin/clinical-profiles/{condition}/{treatment}",
+        "putClinicalProfile",
+        "Store a new version of the tenant's override of one condition/treatment profile",
+        "admin",
+        ProfileOverrideBody,
+        {201: ("The stored version", ProfileVersion)},
+        (*BODY, *AUTH, 404),
+        (CONDITION, TREATMENT),
+        notes="The body holds only the fields to override (`{}`: back to the defaults). Unknown fields, values of "
+        "another JSON type, out of range or inconsistent with the rest of the profile are 422, naming each field. "
+        "Applies to data scored from then on; `nervewatch rescore` re-scores stored data.",
+    ),
+    Route(
+        "scoring",
+        "get",
+        "/v1/admin/clinical-profiles/{condition}/{treatment}",
+        "getClinicalProfile",
+        "The effective profile of a pair (defaults plus the tenant's current override) and its version",
+        "admin",
+        None,
+        {200: ("The effective profile", EffectiveProfile)},
+        (*AUTH, 404),
+        (CONDITION, TREATMENT),
+    ),
+    Route(
+        "scoring",
+        "get",
+        "/v1/admin/clinical-profiles/{condition}/{treatment}/versions",
+        "listClinicalProfileVersions",
+        "Every stored version of the tenant's override of a pair, newest first",
+        "admin",
+        None,
+        {200: ("The versions", ProfileVersionList)},
+        (*AUTH, 404),
+        (CONDITION, TREATMENT),
     ),
     # scoring: RTM billing (docs/billing.md)
     Route(

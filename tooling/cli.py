@@ -1,4 +1,5 @@
-"""The `nervewatch` command: run services, migrate, seed, manage tenants, run everything locally, simulate, bench."""
+"""The `nervewatch` command: run services, migrate, seed, manage tenants, re-score, run everything locally,
+simulate, bench."""
 
 from __future__ import annotations
 
@@ -131,6 +132,52 @@ async def _tenants(settings: Settings, args: argparse.Namespace) -> int:
         await pool.close()
 
 
+async def _rescore(settings: Settings, args: argparse.Namespace) -> int:
+    """`rescore`: the report on stdout (text or --json); one line on stderr and exit 1 for an operator error."""
+    from datetime import date
+
+    from nervewatch.db import create_pool
+    from tooling import rescore
+
+    if not settings.database_url:
+        print("DATABASE_URL is not set", file=sys.stderr)
+        return 1
+    since = None
+    if args.since is not None:
+        try:
+            since = date.fromisoformat(args.since)
+        except ValueError:
+            print("--since must be a date (YYYY-MM-DD)", file=sys.stderr)
+            return 1
+    text = None
+    if args.profile is not None:
+        try:
+            text = args.profile.read_text()
+        except OSError as exc:
+            print(f"cannot read the profile file: {exc.strerror}", file=sys.stderr)
+            return 1
+    pool = await create_pool(settings.database_url, 2, 3)
+    try:
+        result = await rescore.run(pool, args.tenant, since=since, profile_text=text, dry_run=args.dry_run)
+    except rescore.RescoreError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    finally:
+        await pool.close()
+    if args.json:
+        body = {
+            "run_id": result.run_id,
+            "dry_run": result.dry_run,
+            "profile_source": result.profile_source,
+            "profile_version": result.profile_version,
+            **result.summary.to_json(),
+        }
+        print(json.dumps(body, indent=2))
+    else:
+        print(rescore.report(result, args.tenant))
+    return 0
+
+
 def _run_local(settings: Settings) -> int:
     """Embedded stack + migrations + dev tenant + the four services (console included), supervised."""
     from tooling.devstack import start_embedded
@@ -196,6 +243,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ten.add_parser("create", help="create a tenant and print its first admin API key once").add_argument("name")
     ten.add_parser("list", help="list tenants (no key material)").add_argument("--json", action="store_true")
     ten.add_parser("disable", help="disable a tenant and revoke all its keys").add_argument("tenant", help="id or name")
+    p_rs = sub.add_parser("rescore", help="re-score a tenant's stored series with the current engine and profile")
+    p_rs.add_argument("--tenant", required=True, help="tenant id")
+    p_rs.add_argument("--since", default=None, help="only patients with data on or after this date (YYYY-MM-DD)")
+    p_rs.add_argument("--profile", type=Path, default=None, help="JSON profile override to try (dry runs only)")
+    p_rs.add_argument("--dry-run", action="store_true", help="print what would change; write nothing")
+    p_rs.add_argument("--json", action="store_true", help="print the summary as JSON")
     p_sim = sub.add_parser("simulate", help="post a synthetic cohort through the API; --evaluate scores detection")
     if argv_list[:1] == ["simulate"]:  # the simulator is imported only for its own subcommand
         from simulator.cli import add_arguments
@@ -230,6 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_tenants(settings, args))
     if args.command == "run":
         return _run_local(settings)
+    if args.command == "rescore":
+        return asyncio.run(_rescore(settings, args))
     if args.command == "simulate":
         from simulator.cli import run as run_simulation
 

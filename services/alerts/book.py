@@ -208,10 +208,20 @@ def apply_decisions(
         elif isinstance(d, UpdateAlert):
             _update(plan, d, members, policy, now)
         elif isinstance(d, ResolveAlert):
-            _resolve(plan, d.alert_id, "system", "auto", {"reason": d.reason}, now)
+            run = {"rescore_run": d.rescore_run} if d.rescore_run is not None else {}
+            _resolve(plan, d.alert_id, "system", "auto", {"reason": d.reason, **run}, now)
         elif isinstance(d, Suppressed):
             continue
+        if isinstance(d, OpenAlert | UpdateAlert) and d.rescore_run is not None:
+            _audit_run(plan, d.rescore_run)
     return _finish(plan, book)
+
+
+def _audit_run(plan: _Plan, run: str) -> None:
+    """Name the re-scoring run in the audit of the alert its decision just stored (if any)."""
+    stored = next((e for e in reversed(plan.effects) if isinstance(e, StoreAlert)), None)
+    if stored is not None:
+        plan.effects.append(Audit(stored.state.id, "system", "rescored", {"rescore_run": run}))
 
 
 def _open(

@@ -161,6 +161,8 @@ class OpenAlert:
     # Red flags only: the flags this opening pages, and the observations it handles.
     paged_flags: frozenset[str] = frozenset()
     red_flags_seen: Mapping[str, RedFlagSeen] = field(default_factory=dict)
+    # The re-scoring run whose event decided this (audited), None for live updates.
+    rescore_run: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,12 +189,14 @@ class UpdateAlert:
     repage: bool = False
     paged_flags: frozenset[str] | None = None
     red_flags_seen: Mapping[str, RedFlagSeen] = field(default_factory=dict)
+    rescore_run: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ResolveAlert:
     alert_id: str
     reason: str
+    rescore_run: str | None = None
 
 
 class SuppressReason(StrEnum):

@@ -280,6 +280,20 @@ def evaluate(
     snoozed = {s.kind for s in snoozes if s.until > now}
     flare_window = any(s.code is SignalCode.flare_window for s in event.signals)
 
+    if event.rescore_run is not None:
+        # A re-scoring is retrospective as a whole: decide as live, then strip every page.
+        return retrospective_only(
+            evaluate(
+                event.model_copy(update={"rescore_run": None}),
+                active,
+                snoozes,
+                policy,
+                now,
+                resolved_through=resolved_through,
+                red_flags_seen=red_flags_seen,
+            ),
+            event.rescore_run,
+        )
     decisions: dict[AlertKind, Decision] = {}
     # The red flag is decided first: whether it pages decides whether it inhibits the others.
     for kind in sorted(KIND_ORDER, key=lambda k: k is not AlertKind.red_flag):
@@ -303,6 +317,39 @@ def evaluate(
         if decision is not None:
             decisions[kind] = decision
     return [decisions[k] for k in KIND_ORDER if k in decisions]
+
+
+def retrospective_only(decisions: Sequence[Decision], run: str) -> list[Decision]:
+    """The decisions of a re-scoring event (`TrajectoryUpdated.rescore_run`): they page nobody.
+
+    Safety rule H18 (docs/safety.md): an opening is retrospective (no page, no paged flags); an
+    update never re-notifies, re-pages or promotes a retrospective alert to paging; each carries
+    `run` for the audit. Red-flag observations a re-scoring surfaces are *not* recorded in the
+    red-flag ledger: a re-scoring must never mark an observation as handled, so one it is the
+    first to see still pages when a live update reports it (H1). Resolutions (after hysteresis)
+    and suppressions are kept. Pure.
+    """
+    out: list[Decision] = []
+    for d in decisions:
+        if isinstance(d, OpenAlert):
+            out.append(replace(d, retrospective=True, paged_flags=frozenset(), red_flags_seen={}, rescore_run=run))
+        elif isinstance(d, UpdateAlert):
+            out.append(
+                replace(
+                    d,
+                    renotify=False,
+                    repage=False,
+                    retrospective=None,
+                    paged_flags=None,
+                    red_flags_seen={},
+                    rescore_run=run,
+                )
+            )
+        elif isinstance(d, ResolveAlert):
+            out.append(replace(d, rescore_run=run))
+        else:
+            out.append(d)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

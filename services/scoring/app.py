@@ -1,5 +1,6 @@
 """The scoring service process: consumes patients, check-ins and activity; serves trajectories
-and the tenant's recorded event conflicts (`GET /v1/conflicts`, scope `admin`).
+and the tenant's recorded event conflicts (`GET /v1/conflicts`, scope `admin`) and clinical-profile
+overrides (`/v1/admin/clinical-profiles`, scope `admin`).
 
 Owns schema `scoring`. Background loops: the outbox relay and the data-days-at-risk sweep
 (services/scoring/billing/risk_sweep.py). Shutdown: the HTTP server stops, the consumer finishes
@@ -21,6 +22,7 @@ from services.scoring.checkin_reads import CheckinReads
 from services.scoring.conflicts import ConflictHandlers
 from services.scoring.fhir_api import FhirScoring
 from services.scoring.processor import ScoringProcessor, decode
+from services.scoring.profiles_api import ProfileHandlers
 from services.scoring.read_api import TrajectoryReads
 from services.scoring.trajectory_range import TrajectoryRange
 
@@ -47,6 +49,7 @@ async def build_app(rt: Runtime) -> web.Application:
     TrajectoryRange(rt.pool).register(app)
     app.add_routes(ConflictHandlers(rt.pool).routes())
     app.add_routes(BillingHandlers(rt.pool).routes())
+    app.add_routes(ProfileHandlers(rt.pool).routes())
     FhirScoring(rt.pool).register(app)
     TrajectoryReads(rt.pool).register(app)
     CheckinReads(rt.pool).register(app)

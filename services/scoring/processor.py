@@ -48,7 +48,7 @@ from schemas.events import (
 )
 from schemas.patients import Patient
 from schemas.trajectory import Trajectory, TrajectoryState
-from services.scoring import daily, engine, series
+from services.scoring import daily, engine, profiles_store, series
 from services.scoring.codec import (
     activity_obs,
     checkin_obs,
@@ -57,6 +57,7 @@ from services.scoring.codec import (
     profile_from_patient,
 )
 from services.scoring.model import ActivityObs, Assessment, CheckinObs, DayRecord, RedFlagObs
+from services.scoring.profile import ProfileOverride
 
 # At most this many past local days are re-evaluated per patient and batch (a late backfill of months).
 REPLAY_POINTS = 120
@@ -440,11 +441,15 @@ class ScoringProcessor:
             finals[k] = (patient, tz, as_of, final_day)
             since[k] = min(final_day, min(targets[k])) - timedelta(days=series.HISTORY_DAYS)
         windows = await self._windows(conn, since)
+        # tenant-profiles: the current clinical-profile overrides of the batch's tenants, one query.
+        overrides = await profiles_store.current_overrides(conn, {k[0] for k in finals})
         out: list[tuple[str, bytes, bytes]] = []
         stored: list[tuple[object, ...]] = []
         for k, (patient, _tz, as_of, final_day) in finals.items():
             days = windows.get(k, [])
-            events, final = self._evaluate(k, patient, days, as_of, final_day, targets[k], patients[k]["prev"], work[k])
+            events, final = self._evaluate(
+                k, patient, days, as_of, final_day, targets[k], patients[k]["prev"], work[k], overrides.get(k[0])
+            )
             out.extend(events)
             a, trajectory, recent = final
             stored.append(
@@ -479,10 +484,13 @@ class ScoringProcessor:
         new_dates: list[date],
         prev: str | None,
         w: _Work,
+        override: ProfileOverride | None = None,
     ) -> tuple[list[tuple[str, bytes, bytes]], tuple[Assessment, Trajectory, list[DayRecord]]]:
-        """Pure part of re-scoring one patient: the events to publish and the final trajectory."""
+        """Pure part of re-scoring one patient (under the tenant's profile `override`): the events
+        to publish and the final trajectory."""
         tenant, pid = key
         profile = profile_from_patient(patient)
+        clinical = profiles_store.effective(profile, override)  # tenant-profiles
         by_date = {d.date: d for d in days}
         points = [d for d in new_dates if d < final_day and d in by_date][-REPLAY_POINTS:]
         out: list[tuple[str, bytes, bytes]] = []
@@ -495,12 +503,12 @@ class ScoringProcessor:
                 if t is not None
             )
             upto = series.window_upto(days, point)
-            a = engine.score(profile, upto, point_as_of)
+            a = engine.score(profile, upto, point_as_of, clinical)
             trajectory = series.to_trajectory(pid, a, upto)
             out.append(self._event(tenant, pid, a, trajectory, prev, series.day_trigger(rec), upto))
             prev = a.state.value
         recent = series.window_upto(days, final_day)
-        assessment = engine.score(profile, recent, as_of)
+        assessment = engine.score(profile, recent, as_of, clinical)
         trajectory = series.to_trajectory(pid, assessment, recent)
         trigger = w.trigger or (series.day_trigger(recent[-1]) if recent else None)
         out.append(self._event(tenant, pid, assessment, trajectory, prev, trigger, recent))

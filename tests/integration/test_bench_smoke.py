@@ -26,6 +26,8 @@ ROWS = (
     "Memory: ingest RSS",
     "Memory: scoring RSS",
     "Memory: alerts RSS",
+    "Rescore (dry run):",
+    "Rescore (real run):",
 )
 
 
@@ -55,6 +57,8 @@ def test_bench_smoke_runs_and_writes_report(tmp_path: Path) -> None:
     assert "Harness errors" not in text
     # every numeric result is present (no phase silently skipped)
     result_lines = [
-        line for line in text.splitlines() if line.startswith(("| Ingest", "| Scoring", "| Alerts", "| Event digest"))
+        line
+        for line in text.splitlines()
+        if line.startswith(("| Ingest", "| Scoring", "| Alerts", "| Event digest", "| Rescore"))
     ]
     assert all("n/a" not in line.split("|")[2] for line in result_lines), result_lines

@@ -365,6 +365,8 @@ async def run_hostile(services: Services, ctx: FuzzContext, tally: Tally) -> Non
                 key_id=key_id,
                 snooze_id="sn_unknown",
                 entry_id=UNKNOWN_ENTRY,
+                condition="carpal_tunnel",
+                treatment="conservative",
             )
             url = services.url("alerts" if route.service == "all" else route.service) + path
             for name, body, ctype in hostile_bodies(ctx.patient_id):

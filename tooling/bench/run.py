@@ -12,7 +12,8 @@ with a fresh database), the three services as child processes on free ports. Pha
    end to end: red-flag check-ins for distinct patients at fixed rates, POST to alert row;
 4. scoring consumer: check-in events published straight to the topic, until all are stored;
 5. alerts consumer: trajectory events published straight to the topic, until all are committed;
-6. memory of each service.
+6. memory of each service;
+7. `rescore` over stored observations (seeded with COPY; a dry and a real run, in the CLI process).
 `--smoke` runs tiny phases and never fails on speed; only a harness error gives a non-zero exit.
 """
 
@@ -40,6 +41,7 @@ from nervewatch.settings import Settings
 from schemas.events import Topics
 from tooling.bench import fhir as bench_fhir
 from tooling.bench import load
+from tooling.bench import rescore as bench_rescore
 from tooling.bench.proc import BenchEnv, close_env, cpu_seconds, machine_description, open_env, rss_mib
 from tooling.devstack import free_port
 
@@ -64,6 +66,8 @@ class Sizes:
     consumer_timeout_s: float
     webhook_rate: float
     webhook_s: float
+    rescore_patients: int = 5000
+    rescore_days: int = 200
 
 
 FULL = Sizes(
@@ -101,6 +105,8 @@ SMOKE = Sizes(
     consumer_timeout_s=60.0,
     webhook_rate=50.0,
     webhook_s=1.0,
+    rescore_patients=20,
+    rescore_days=40,
 )
 
 
@@ -206,6 +212,7 @@ class Bench:
         self.key = ""
         self.produce_ceiling = float("nan")
         self.consume_ceiling = float("nan")
+        self.copy_ceiling = float("nan")
         self.digest_us = float("nan")  # µs per new event of the digest statement
         self.batch_rate = float("nan")
         self.load_patients = [f"pt-{i:05d}" for i in range(sizes.load_patients)]
@@ -301,7 +308,7 @@ class Bench:
                 note=f"{len(hop)} messages; the end-to-end path has two hops (check-ins, trajectories)",
             )
         )
-        copy = await load.copy_ceiling(self.e.dsn, s.copy_rows)
+        copy = self.copy_ceiling = await load.copy_ceiling(self.e.dsn, s.copy_rows)
         self.report.add(Row("Ceiling: PostgreSQL COPY, check-in-like rows", _rate(copy, "rows/s")))
 
     async def digest_check(self) -> None:
@@ -620,6 +627,25 @@ class Bench:
             )
         )
 
+    async def rescore_throughput(self) -> None:
+        """`rescore` over stored observations (tooling/bench/rescore.py), dry and real run."""
+        s = self.sizes
+        f = await bench_rescore.measure(self.e.dsn, s.rescore_patients, s.rescore_days)
+        runs = (("dry run", f.dry_rate, f.dry_s, f.dry_cpu_s), ("real run", f.real_rate, f.real_s, f.real_cpu_s))
+        for label, rate, secs, cpu in runs:
+            self.report.add(
+                Row(
+                    f"Rescore ({label}): {f.observations:,} stored observations, {f.patients:,} patients",
+                    _rate(rate, "events/s"),
+                    _rate(self.copy_ceiling, "rows/s"),
+                    _ratio(rate, self.copy_ceiling),
+                    "report (issue 11)",
+                    "",
+                    f"{secs:.1f} s ({cpu:.1f} s CPU in the CLI process); fold from Engine.initial() per patient"
+                    + (f"; {f.events:,} retrospective events queued" if label == "real run" else "; writes nothing"),
+                )
+            )
+
     def memory(self) -> None:
         for name, proc in self.e.procs.items():
             rss = rss_mib(proc.pid)
@@ -646,6 +672,7 @@ class Bench:
             await self.phase("scoring consumer", self.scoring_throughput)
             await self.phase("alerts consumer", self.alerts_throughput)
             self.memory()
+            await self.phase("rescore", self.rescore_throughput)
         finally:
             try:
                 if self.watch is not None:
