@@ -25,9 +25,10 @@ async def _serve(service: str, settings: Settings) -> None:
     from aiohttp import web
 
     from nervewatch.http import serve
-    from nervewatch.runtime import Runtime
+    from nervewatch.runtime import EventLog, Runtime
+    from schemas.events import Topics, dead_letter_json
 
-    rt = await Runtime.start(settings)
+    rt = await Runtime.start(settings, EventLog(Topics.all(), Topics.dead_letters, dead_letter_json))
     app: web.Application
     if service == "ingest":
         from services.ingest.app import build_app as build_ingest

@@ -66,7 +66,7 @@ async def build_app(rt: Runtime) -> web.Application:
         topics=[Topics.patients, Topics.checkins, Topics.activity],
         decode=decode,
         handle=processor.handle,  # type: ignore[arg-type]
-        producer=rt.producer,
+        dead_letters=rt.dead_letters,
     )
 
     app = rt.create_app("scoring", consumer)
