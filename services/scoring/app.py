@@ -1,7 +1,8 @@
 """The scoring service process: consumes patients, check-ins and activity; serves trajectories
 and the tenant's recorded event conflicts (`GET /v1/conflicts`, scope `admin`).
 
-Owns schema `scoring`. Shutdown: the HTTP server stops, the consumer finishes and commits its
+Owns schema `scoring`. Start-up and shutdown are the consumer-service scaffold's
+(`nervewatch.consumer_service`): the HTTP server stops, the consumer finishes and commits its
 batch in flight, the outbox relay stops, then the producer and pool close.
 """
 
@@ -12,8 +13,8 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from nervewatch.consumer_service import ConsumerSpec, consumer_app
 from nervewatch.http import authenticate, json_response
-from nervewatch.kafka import BatchConsumer
 from nervewatch.outbox import Outbox
 from nervewatch.problems import not_found
 from nervewatch.runtime import Runtime
@@ -58,18 +59,18 @@ RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
 
 
 async def build_app(rt: Runtime) -> web.Application:
+    """The scoring app on the shared consumer-service scaffold (`nervewatch.consumer_service`)."""
     outbox = Outbox("scoring", rt.pool, rt.producer)
     processor = ScoringProcessor(rt.pool, outbox)
-    consumer: BatchConsumer[object] = BatchConsumer(
-        settings=rt.settings,
+    spec = ConsumerSpec(
+        service="scoring",
         group_id=GROUP,
         topics=[Topics.patients, Topics.checkins, Topics.activity],
         decode=decode,
-        handle=processor.handle,  # type: ignore[arg-type]
-        dead_letters=rt.dead_letters,
+        handle=processor.handle,
+        outbox=outbox,
     )
-
-    app = rt.create_app("scoring", consumer)
+    app, _ = consumer_app(rt, spec)
     app[RUNTIME] = rt
     app.router.add_get("/v1/patients/{patient_id}/trajectory", get_trajectory)
     app.add_routes(ConflictHandlers(rt.pool).routes())
@@ -77,15 +78,4 @@ async def build_app(rt: Runtime) -> web.Application:
     FhirScoring(rt.pool).register(app)
     TrajectoryReads(rt.pool).register(app)
     CheckinReads(rt.pool).register(app)
-
-    async def start(_: web.Application) -> None:
-        await consumer.start()
-        rt.spawn(outbox.relay(), "scoring-outbox-relay")
-
-    async def stop(_: web.Application) -> None:
-        await consumer.stop()
-        await rt.close()
-
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
     return app
