@@ -59,6 +59,15 @@ class EventLog:
     encode_dead_letter: Encode
 
 
+@dataclass(frozen=True)
+class ProcessSpec:
+    """What a service process gets from its caller (the CLI) instead of importing it: the event log's
+    topics and dead-letter format, and the OpenAPI document every app serves at `/openapi.json`."""
+
+    log: EventLog
+    openapi: Callable[[], bytes] | None = None
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -66,10 +75,11 @@ class Runtime:
     producer: AIOKafkaProducer
     identity: IdentityStore
     dead_letters: DeadLetters
+    openapi: Callable[[], bytes] | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
-    async def start(cls, settings: Settings, log_spec: EventLog, *, pool_max: int | None = None) -> Runtime:
+    async def start(cls, settings: Settings, spec: ProcessSpec, *, pool_max: int | None = None) -> Runtime:
         """Connect (blocking until PostgreSQL and the broker answer), create topics, start the topic keeper."""
         if not settings.database_url:
             raise RuntimeError("DATABASE_URL is not set")
@@ -79,6 +89,7 @@ class Runtime:
             "postgresql",
             lambda: db.create_pool(dsn, settings.db_pool_min, pool_max or settings.db_pool_max),
         )
+        log_spec = spec.log
         topics = list(log_spec.topics)
         await retry_until_ready("kafka", lambda: ensure_topics(settings, topics))
         producer = make_producer(settings)
@@ -89,6 +100,7 @@ class Runtime:
             producer=producer,
             identity=IdentityStore(pool),
             dead_letters=DeadLetters(producer, log_spec.dead_letter_topic, log_spec.encode_dead_letter),
+            openapi=spec.openapi,
         )
         runtime.spawn(keep_topics(settings, topics), "topic-keeper")
         return runtime
@@ -110,7 +122,7 @@ class Runtime:
     def create_app(self, service: str, consumer: BatchConsumer[Any] | None = None) -> web.Application:
         """The service's app with the shared readiness checks (database, broker, and the consumer's
         progress when it has one) and the pool gauges refreshed before each scrape."""
-        app = create_app(service, self.identity)
+        app = create_app(service, self.identity, openapi=self.openapi)
         app[BEFORE_SCRAPE].append(self.observe_pool)
         app[READY_CHECKS].update({"database": self.db_ready, "kafka": self.kafka_ready})
         if consumer is not None:

@@ -25,10 +25,12 @@ async def _serve(service: str, settings: Settings) -> None:
     from aiohttp import web
 
     from nervewatch.http import serve
-    from nervewatch.runtime import EventLog, Runtime
+    from nervewatch.runtime import EventLog, ProcessSpec, Runtime
     from schemas.events import Topics, dead_letter_json
+    from schemas.openapi import openapi_json
 
-    rt = await Runtime.start(settings, EventLog(Topics.all(), Topics.dead_letters, dead_letter_json))
+    spec = ProcessSpec(EventLog(Topics.all(), Topics.dead_letters, dead_letter_json), openapi_json)
+    rt = await Runtime.start(settings, spec)
     app: web.Application
     if service == "ingest":
         from services.ingest.app import build_app as build_ingest
