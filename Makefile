@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench bench-smoke schemas simulate clean
+.PHONY: run test lint typecheck pytest bench bench-smoke soak schemas simulate clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -34,6 +34,10 @@ bench-smoke: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/nervewatch bench --write docs/performance.md
+
+# Not part of `make test`: 1 million check-ins through the stack, RSS of every service every 10 s.
+soak: $(STAMP)
+	$(BIN)/nervewatch soak --events 1000000 --interval 10 --write docs/performance.md
 
 schemas: $(STAMP)
 	$(BIN)/python -m schemas.export
