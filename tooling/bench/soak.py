@@ -5,7 +5,7 @@ are posted to ingest in batches of `BATCH` by `CLIENTS` clients until `events` w
 through scoring (trajectories) and alerts; the run ends when scoring has stored every check-in and
 its outbox is empty (or at `timeout_s`). The RSS of every service is sampled every `interval_s`;
 the report gives, per service, the RSS at the end of warm-up (the first `WARMUP_SHARE` of the
-events), at the end and at its peak, and the growth after warm-up. Blocking: runs to completion.
+run's time: the consumers lag behind ingest), at the end and at its peak, and the growth after warm-up. Blocking: runs to completion.
 `make soak` runs 1 million events; it is not part of `make test`.
 """
 
@@ -73,12 +73,13 @@ def report(samples: Samples, events: int, elapsed_s: float, stored: int) -> str:
         "",
         f"{stored:,} check-ins stored by scoring in {elapsed_s:,.0f} s; RSS sampled every "
         f"{_interval(samples):.0f} s ({len(samples.rows)} samples). "
-        f"Warm-up: the first {WARMUP_SHARE:.0%} of the events.",
+        f"Warm-up: the first {WARMUP_SHARE:.0%} of the run's time.",
         "",
         "| service | RSS after warm-up | RSS at the end | peak | growth after warm-up | target |",
         "|---|---|---|---|---|---|",
     ]
-    warm_at = next((i for i, (_, n, _) in enumerate(samples.rows) if n >= WARMUP_SHARE * events), 0)
+    total_s = samples.rows[-1][0] if samples.rows else 0.0
+    warm_at = next((i for i, (t, _, _) in enumerate(samples.rows) if t >= WARMUP_SHARE * total_s), 0)
     for name in SERVICES:
         series = [rss[name] for _, _, rss in samples.rows if name in rss]
         if not series:
