@@ -5,7 +5,8 @@ are posted to ingest in batches of `BATCH` by `CLIENTS` clients until `events` w
 through scoring (trajectories) and alerts; the run ends when scoring has stored every check-in and
 its outbox is empty (or at `timeout_s`). The RSS of every service is sampled every `interval_s`;
 the report gives, per service, the RSS at the end of warm-up (the first `WARMUP_SHARE` of the
-run's time: the consumers lag behind ingest), at the end and at its peak, and the growth after warm-up. Blocking: runs to completion.
+run's time: the consumers lag behind ingest), at the end and at its peak, and the growth after
+warm-up. Blocking: runs to completion.
 `make soak` runs 1 million events; it is not part of `make test`.
 """
 
