@@ -145,14 +145,17 @@ class IngestHandlers:
         metrics.VALIDATION_REJECTIONS.labels(endpoint, "unknown_patient").inc()
         return ProblemError(404, "Unknown patient", "enrol the patient first", slug="unknown-patient")
 
-    def _context(self, now: datetime, facts: PatientFacts | None) -> dict[str, Any]:
-        """The validation context of one event: the clock and the patient's plausibility floor."""
-        floor = event_time_floor(
+    def _floor(self, facts: PatientFacts | None) -> datetime:
+        """The plausibility floor of a patient's event times (see `schemas.common.event_time_floor`)."""
+        return event_time_floor(
             self.settings.event_time_floor,
             facts.onset_date if facts else None,
             facts.timezone if facts else None,
         )
-        return {NOW_CONTEXT: now, FLOOR_CONTEXT: floor}
+
+    def _context(self, now: datetime, facts: PatientFacts | None) -> dict[str, Any]:
+        """The validation context of one event: the clock and the patient's plausibility floor."""
+        return {NOW_CONTEXT: now, FLOOR_CONTEXT: self._floor(facts)}
 
     async def _claim(self, tenant_id: str, kind: str, pairs: list[tuple[UUID, bytes]]) -> Claim:
         """Judge the events' digests against those accepted before (one statement); 503 if the
@@ -262,8 +265,8 @@ class IngestHandlers:
             return validation_problem(exc)
         pids = [_patient_id_of(item) for item in batch.items]
         facts = await self.registry.facts(principal.tenant_id, {p for p in pids if p})
-        contexts = [self._context(now, facts.get(pid or "")) for pid in pids]
-        valid, invalid = validate_items(_CHECKINS, batch.items, contexts, ["items"])
+        floor_of = {pid: self._floor(facts.get(pid or "")) for pid in set(pids)}
+        valid, invalid = validate_items(_CHECKINS, batch.items, [floor_of[pid] for pid in pids], now, ["items"])
         rejected: list[RejectedItem] = []
         for index, errors in invalid:
             self._reject("checkins_batch", errors)
@@ -339,8 +342,8 @@ class IngestHandlers:
         now = datetime.now(UTC)
         patient_id, device, raw_samples = _activity_envelope(body)
         facts = await self.registry.facts(principal.tenant_id, [patient_id])
-        context = self._context(now, facts.get(patient_id))
-        valid, invalid = validate_items(_SAMPLES, raw_samples, [context] * len(raw_samples), ["samples"])
+        floor = self._floor(facts.get(patient_id))
+        valid, invalid = validate_items(_SAMPLES, raw_samples, [floor] * len(raw_samples), now, ["samples"])
         rejected: list[RejectedItem] = []
         for index, errors in invalid:
             self._reject("activity", errors)
@@ -404,26 +407,29 @@ class IngestHandlers:
 
 
 def validate_items(
-    adapter: TypeAdapter[list[T]], items: Sequence[Any], contexts: Sequence[dict[str, Any]], prefix: list[str | int]
+    adapter: TypeAdapter[list[T]],
+    items: Sequence[Any],
+    floors: Sequence[datetime | None],
+    now: datetime,
+    prefix: list[str | int],
 ) -> tuple[list[tuple[int, T]], list[tuple[int, list[ItemError]]]]:
-    """Validate `items` (item i with `contexts[i]`) with one `adapter` call per distinct context
-    (one for a batch whose patients share a plausibility floor, the usual case).
+    """Validate `items` (item i against plausibility floor `floors[i]` and the clock `now`) with one
+    `adapter` call per distinct floor (one for a batch whose patients share it, the usual case).
 
     Returns the valid (index, value) pairs and the invalid (index, errors) pairs, each by index;
     error locations start with `[*prefix, index]`, as if each item had been validated alone. When
     a group has invalid items its valid ones are validated once more, together (items are
     independent: a list validation has no cross-item rule)."""
-    groups: dict[tuple[tuple[str, Any], ...], list[int]] = defaultdict(list)
-    for index, context in enumerate(contexts):
-        groups[tuple(sorted(context.items()))].append(index)
+    groups: dict[datetime | None, list[int]] = defaultdict(list)
+    for index, floor in enumerate(floors):
+        groups[floor].append(index)
     valid: list[tuple[int, T]] = []
     invalid: list[tuple[int, list[ItemError]]] = []
-    for key, indexes in groups.items():
-        context = dict(key)
+    for floor, indexes in groups.items():
+        context = {NOW_CONTEXT: now, FLOOR_CONTEXT: floor}
+        group = items if len(indexes) == len(items) else [items[i] for i in indexes]
         try:
-            valid.extend(
-                zip(indexes, adapter.validate_python([items[i] for i in indexes], context=context), strict=True)
-            )
+            valid.extend(zip(indexes, adapter.validate_python(group, context=context), strict=True))
             continue
         except ValidationError as exc:
             errors: dict[int, list[ItemError]] = defaultdict(list)
@@ -435,7 +441,8 @@ def validate_items(
         good = [i for p, i in enumerate(indexes) if p not in errors]
         if good:
             valid.extend(zip(good, adapter.validate_python([items[i] for i in good], context=context), strict=True))
-    valid.sort(key=lambda pair: pair[0])
+    if len(groups) > 1:
+        valid.sort(key=lambda pair: pair[0])
     invalid.sort(key=lambda pair: pair[0])
     return valid, invalid
 

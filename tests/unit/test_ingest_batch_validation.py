@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -26,15 +26,15 @@ def _items() -> list[Any]:
     return [good[0], bad_pain, "not an object", good[2], too_early, {}, good[3]]
 
 
-def _contexts(n: int) -> list[dict[str, Any]]:
-    floor = NOW - timedelta(days=365)
+def _floors(n: int) -> list[datetime | None]:
     # items 4 and 5 belong to a patient with a later floor (another group)
-    return [{NOW_CONTEXT: NOW, FLOOR_CONTEXT: floor if i not in (4, 5) else NOW - timedelta(days=30)} for i in range(n)]
+    return [NOW - timedelta(days=365) if i not in (4, 5) else NOW - timedelta(days=30) for i in range(n)]
 
 
-def test_one_call_per_context_gives_what_item_by_item_validation_gives() -> None:
-    items, contexts = _items(), _contexts(7)
-    valid, invalid = validate_items(TypeAdapter(list[CheckIn]), items, contexts, ["items"])
+def test_one_call_per_floor_gives_what_item_by_item_validation_gives() -> None:
+    items, floors = _items(), _floors(7)
+    contexts = [{NOW_CONTEXT: NOW, FLOOR_CONTEXT: floor} for floor in floors]
+    valid, invalid = validate_items(TypeAdapter(list[CheckIn]), items, floors, NOW, ["items"])
     expected_valid, expected_invalid = [], []
     for index, item in enumerate(items):
         try:
@@ -44,6 +44,22 @@ def test_one_call_per_context_gives_what_item_by_item_validation_gives() -> None
     assert valid == expected_valid
     assert invalid == expected_invalid
     assert [i for i, _ in invalid] == [1, 2, 4, 5]
+
+
+def test_a_batch_of_valid_items_with_one_floor_is_one_call() -> None:
+    items = [checkin_dict(f"p-{i}", NOW - timedelta(hours=i), seq=i) for i in range(5)]
+    calls: list[int] = []
+
+    adapter = TypeAdapter(list[CheckIn])
+
+    class Counting:
+        def validate_python(self, obj: Any, /, **kwargs: Any) -> list[CheckIn]:
+            calls.append(len(obj))
+            return adapter.validate_python(obj, **kwargs)
+
+    counting = cast(TypeAdapter[list[CheckIn]], Counting())
+    valid, invalid = validate_items(counting, items, [None] * 5, NOW, ["items"])
+    assert calls == [5] and [i for i, _ in valid] == [0, 1, 2, 3, 4] and invalid == []
 
 
 def test_events_are_encoded_without_validation_to_the_same_bytes() -> None:
