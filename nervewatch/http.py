@@ -183,8 +183,14 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 
 def create_app(
-    service: str, identity: IdentityStore | None = None, settings: Settings | None = None
+    service: str,
+    identity: IdentityStore | None = None,
+    settings: Settings | None = None,
+    *,
+    openapi: Callable[[], bytes] | None = None,
 ) -> web.Application:
+    """An app with the shared middleware and `/healthz`, `/readyz`, `/metrics`, and `/openapi.json`
+    when `openapi` (the document's bytes, from the caller: plumbing knows no API) is given."""
     app = web.Application(middlewares=[observe], client_max_size=MAX_BODY)
     app[SERVICE] = service
     app[READY_CHECKS] = {}
@@ -210,15 +216,15 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
-    app.router.add_get("/openapi.json", openapi_endpoint)
+    if openapi is not None:
+        document = openapi
+
+        async def openapi_endpoint(_: web.Request) -> web.Response:
+            """The OpenAPI 3.1 description of the public API (no auth; the same document from every service)."""
+            return web.Response(body=document(), content_type="application/json")
+
+        app.router.add_get("/openapi.json", openapi_endpoint)
     return app
-
-
-async def openapi_endpoint(_: web.Request) -> web.Response:
-    """The OpenAPI 3.1 description of the public API (no auth; the same document from every service)."""
-    from schemas.openapi import openapi_json  # built once from the pydantic models, then cached
-
-    return web.Response(body=openapi_json(), content_type="application/json")
 
 
 async def authenticate(request: web.Request, scope: str) -> Principal:

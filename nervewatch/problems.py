@@ -45,10 +45,11 @@ def problem_response(
 
 def item_errors(exc: ValidationError, prefix: Sequence[str | int] = ()) -> list[ItemError]:
     """Validation errors as loc/msg/type, without the offending input values."""
-    return [_item_error(e, prefix) for e in exc.errors(include_input=False, include_url=False)]
+    return [item_error(e, prefix) for e in exc.errors(include_input=False, include_url=False)]
 
 
-def _item_error(e: ErrorDetails, prefix: Sequence[str | int]) -> ItemError:
+def item_error(e: ErrorDetails, prefix: Sequence[str | int] = ()) -> ItemError:
+    """One validation error (from `errors(include_input=False)`) as loc/msg/type, `loc` after `prefix`."""
     msg = e["msg"]
     if e["type"] in ("value_error", "assertion_error"):
         msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")

@@ -5,8 +5,9 @@ Keys are `<tenant_id>:<patient_id>` so one patient's events stay ordered on one 
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Annotated, Literal
+import base64
+from datetime import date, datetime
+from typing import Annotated, Literal, Protocol
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -159,3 +160,45 @@ class DeadLetter(BaseModel):
     reason: str
     error: str
     failed_at: UtcDatetime
+
+
+class DeadLetterFields(Protocol):
+    """What a consumer knows of a record it gives up on (plumbing's `nervewatch.kafka.Letter` has these)."""
+
+    @property
+    def consumer_group(self) -> str: ...
+    @property
+    def source_topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def error(self) -> str: ...
+    @property
+    def failed_at(self) -> datetime: ...
+
+
+def dead_letter_json(letter: DeadLetterFields) -> bytes:
+    """The dead-letter topic's wire format (`DeadLetter`) of one letter."""
+    return (
+        DeadLetter(
+            consumer_group=letter.consumer_group,
+            source_topic=letter.source_topic,
+            partition=letter.partition,
+            offset=letter.offset,
+            key_b64=base64.b64encode(letter.key).decode() if letter.key is not None else None,
+            value_b64=base64.b64encode(letter.value).decode() if letter.value is not None else None,
+            reason=letter.reason,
+            error=letter.error,
+            failed_at=letter.failed_at,
+        )
+        .model_dump_json()
+        .encode()
+    )

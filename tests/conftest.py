@@ -10,8 +10,15 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from nervewatch.kafka import workarounds
 from tests.support import SERVICES, Services, Tenant, create_tenant, fresh_database, service_env
 from tooling.devstack import EmbeddedStack, free_port, start_embedded
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kafka_workarounds() -> None:
+    """As `Runtime.start` does for a service process: the aiokafka workarounds, once, before any client."""
+    workarounds.apply()
 
 
 @pytest.fixture(scope="session")

@@ -31,14 +31,17 @@ async def _serve(service: str, settings: Settings) -> None:
     from aiohttp import web
 
     from nervewatch.http import serve
-    from nervewatch.runtime import Runtime
+    from nervewatch.runtime import EventLog, ProcessSpec, Runtime
+    from schemas.events import Topics, dead_letter_json
+    from schemas.openapi import openapi_json
 
     if service == "console":  # no database, no broker: static files and a proxy
         from services.console.app import build_app as build_console
 
         await serve(build_console(settings), settings.host, settings.console_port, settings.shutdown_timeout_s)
         return
-    rt = await Runtime.start(settings)
+    spec = ProcessSpec(EventLog(Topics.all(), Topics.dead_letters, dead_letter_json), openapi_json)
+    rt = await Runtime.start(settings, spec)
     app: web.Application
     if service == "ingest":
         from services.ingest.app import build_app as build_ingest
@@ -264,6 +267,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_bench = sub.add_parser("bench", help="benchmark against the embedded stack")
     p_bench.add_argument("--smoke", action="store_true", help="tiny run that checks the harness only")
     p_bench.add_argument("--write", type=Path, default=None, help="write the results as markdown")
+    p_soak = sub.add_parser("soak", help="long run through the stack, RSS of every service sampled")
+    p_soak.add_argument("--events", type=int, default=1_000_000, help="check-ins to push through (default 1 million)")
+    p_soak.add_argument("--interval", type=float, default=10.0, help="seconds between RSS samples")
+    p_soak.add_argument("--timeout", type=float, default=6 * 3600.0, help="give up after this many seconds")
+    p_soak.add_argument("--write", type=Path, default=None, help="write the report section into this markdown file")
     args = parser.parse_args(argv_list)
     settings = get_settings()
     if args.command == "serve":
@@ -297,6 +305,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tooling.console_demo import console_timings
 
         return console_timings(args.alerts, args.days)
+    if args.command == "soak":
+        from tooling.bench.soak import run_soak
+
+        return run_soak(
+            settings, events=args.events, interval_s=args.interval, timeout_s=args.timeout, write=args.write
+        )
     from tooling.bench.run import run_bench
 
     return run_bench(settings, smoke=args.smoke, write=args.write)

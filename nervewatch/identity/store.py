@@ -159,7 +159,7 @@ class IdentityStore:
         return time.monotonic() < self._trusted_until
 
     async def authenticate(self, raw_key: str) -> Principal | None:
-        """The key's principal, or None for an unknown, revoked or expired key."""
+        """The key's principal, or None for an unknown, revoked or expired key, or a disabled tenant's."""
         if not raw_key or len(raw_key) > 256:
             return None
         digest = hash_key(raw_key)
@@ -240,8 +240,12 @@ class IdentityStore:
 
     async def _lookup(self, digest: bytes) -> tuple[Principal | None, float | None]:
         row = await self.pool.fetchrow(
-            """SELECT key_id, tenant_id, key_hash, scopes, expires_at FROM identity.api_keys
-               WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())""",
+            # A disabled tenant's keys are refused here even if one escaped revocation (`tenants disable`
+            # marks the tenant before revoking its keys; a key may be created later).
+            """SELECT k.key_id, k.tenant_id, k.key_hash, k.scopes, k.expires_at
+               FROM identity.api_keys k JOIN identity.tenants t ON t.tenant_id = k.tenant_id
+               WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())
+                 AND t.disabled_at IS NULL""",
             digest,
         )
         if row is None or not hmac.compare_digest(bytes(row["key_hash"]), digest):

@@ -4,8 +4,9 @@ serves the API.
 Owns schema `alerts`. Background loops: the consumer, the notification dispatcher, the timer
 sweep (escalations, reminders, disengagement), the lifecycle-event outbox relay, and a
 LISTEN connection that feeds the SSE streams of this process from changes made by any alerts
-process. Shutdown: HTTP stops, the consumer commits its batch in flight, loops are cancelled
-(an in-flight dispatch round rolls back and is retried after restart), then everything closes.
+process, all run by the consumer-service scaffold (`nervewatch.consumer_service`). Shutdown:
+HTTP stops, the consumer commits its batch in flight, loops are cancelled (an in-flight dispatch
+round rolls back and is retried after restart), then everything closes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from nervewatch.kafka import BatchConsumer
+from nervewatch.consumer_service import ConsumerSpec, consumer_app
 from nervewatch.outbox import Outbox
 from nervewatch.runtime import Runtime, retry_until_ready
 from schemas.events import Topics
@@ -71,32 +72,22 @@ async def build_app(rt: Runtime) -> web.Application:
     dispatcher = Dispatcher(rt.pool, rt.identity, deliverer, rt.settings, wake)
     sweeper = Sweeper(rt.pool, outbox, policies, wake)
     broadcaster = Broadcaster()
-    consumer: BatchConsumer[object] = BatchConsumer(
-        settings=rt.settings,
+    spec = ConsumerSpec(
+        service="alerts",
         group_id=GROUP,
         topics=[Topics.patients, Topics.trajectories, Topics.billing],
         decode=decode,
-        handle=processor.handle,  # type: ignore[arg-type]
-        producer=rt.producer,
+        handle=processor.handle,
+        outbox=outbox,
+        background=[
+            ("alerts-dispatcher", dispatcher.run),
+            ("alerts-sweeper", lambda: sweeper.run(rt.settings.sweep_interval_s)),
+            ("alerts-listen", lambda: listen_changes(rt, broadcaster)),
+        ],
+        on_close=[deliverer.close],
     )
-
-    app = rt.create_app("alerts", consumer)
+    app, _ = consumer_app(rt, spec)
     AlertCountsApi(rt.pool).register(app)  # before /v1/alerts/{alert_id}
     app.add_routes(AlertsApi(rt.pool, outbox, broadcaster, policies, wake).routes())
     FhirAlerts(rt.pool).register(app)
-
-    async def start(_: web.Application) -> None:
-        await consumer.start()
-        rt.spawn(dispatcher.run(), "alerts-dispatcher")
-        rt.spawn(sweeper.run(rt.settings.sweep_interval_s), "alerts-sweeper")
-        rt.spawn(outbox.relay(), "alerts-outbox-relay")
-        rt.spawn(listen_changes(rt, broadcaster), "alerts-listen")
-
-    async def stop(_: web.Application) -> None:
-        await consumer.stop()
-        await rt.close()
-        await deliverer.close()
-
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
     return app

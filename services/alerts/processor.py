@@ -4,8 +4,9 @@ and from the billing topic (data days at risk).
 `handle(batch)` runs one transaction per batch: patient care teams are upserted, and for each
 trajectory or billing event (in log order) the patient's active alerts are locked, the pure rules
 decide (`rules.evaluate`, `rules.billing_risk`), and each decision is written with its audit
-entry, notifications and lifecycle event. After the commit the lifecycle outbox is drained and
-the dispatcher is woken. Billing events do not count as patient data (no last-seen update).
+entry, notifications and lifecycle event (queued in the outbox). After the commit the dispatcher
+is woken; the consumer's commit path then drains the outbox and commits offsets
+(`nervewatch.kafka.consumer`). Billing events do not count as patient data (no last-seen update).
 """
 
 from __future__ import annotations
@@ -65,25 +66,23 @@ class AlertsProcessor:
 
     async def handle(self, batch: list[Decoded[AlertInput]]) -> None:
         now = self.clock()
-        notified = changed = 0
+        notified = 0
         async with self.pool.acquire() as conn, conn.transaction():
             writer = EffectWriter(self.outbox)
             pending: list[TrajectoryUpdated | BillingInput] = []
             for item in batch:
                 ev = item.value
                 if isinstance(ev, PatientUpserted):
-                    n, c = await self._evaluate_all(conn, writer, pending, now)
-                    notified, changed = notified + n, changed + c
+                    n, _ = await self._evaluate_all(conn, writer, pending, now)
+                    notified += n
                     pending = []
                     await self._upsert_patient(conn, ev)
                 else:
                     pending.append(ev)
-            n, c = await self._evaluate_all(conn, writer, pending, now)
-            notified, changed = notified + n, changed + c
+            n, _ = await self._evaluate_all(conn, writer, pending, now)
+            notified += n
         if notified:
             self.wake_dispatcher.set()
-        if changed:
-            await self.outbox.drain()
 
     async def _upsert_patient(self, conn: asyncpg.Connection, ev: PatientUpserted) -> None:
         p = ev.patient

@@ -4,6 +4,10 @@ A 202 means the event is durably in the log (`acks=all`). When the log cannot ta
 answer is 503 with `Retry-After` and nothing was accepted (a retry with the same `event_id` is
 harmless). Validation errors list every bad field and never echo the submitted values.
 
+A batch (check-ins, activity samples) is validated with one `TypeAdapter` call per distinct
+validation context (`validate_items`), and accepted events are encoded without being validated
+again (`model_construct`: their parts are validated models already).
+
 Before an event is validated its patient is looked up (one query per request at most, see
 `PatientRegistry.facts`) for the plausibility floor of its event times, passed to the models through
 the validation context together with the clock. A valid event of an enrolled patient is then judged
@@ -26,19 +30,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from nervewatch import metrics
 from nervewatch.http import authenticate, authenticate_either, body_limit, json_response
 from nervewatch.kafka import produce_many
-from nervewatch.problems import ProblemError, item_errors, not_found, read_json, validation_problem
+from nervewatch.problems import ProblemError, item_error, item_errors, not_found, read_json, validation_problem
 from nervewatch.settings import Settings
 from schemas.activity import ActivityEnvelope, ActivitySample, Device
 from schemas.checkins import BatchResult, CheckIn, CheckInBatch, ItemError, RejectedItem
@@ -50,6 +55,9 @@ from services.ingest.digests import Claim, DigestStore, Outcome
 from services.ingest.patients import PatientFacts, PatientRegistry
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+_CHECKINS: TypeAdapter[list[CheckIn]] = TypeAdapter(list[CheckIn])
+_SAMPLES: TypeAdapter[list[ActivitySample]] = TypeAdapter(list[ActivitySample])
 
 ACTIVITY_CHUNK = 1000
 RETRY_AFTER_S = "2"
@@ -137,14 +145,17 @@ class IngestHandlers:
         metrics.VALIDATION_REJECTIONS.labels(endpoint, "unknown_patient").inc()
         return ProblemError(404, "Unknown patient", "enrol the patient first", slug="unknown-patient")
 
-    def _context(self, now: datetime, facts: PatientFacts | None) -> dict[str, Any]:
-        """The validation context of one event: the clock and the patient's plausibility floor."""
-        floor = event_time_floor(
+    def _floor(self, facts: PatientFacts | None) -> datetime:
+        """The plausibility floor of a patient's event times (see `schemas.common.event_time_floor`)."""
+        return event_time_floor(
             self.settings.event_time_floor,
             facts.onset_date if facts else None,
             facts.timezone if facts else None,
         )
-        return {NOW_CONTEXT: now, FLOOR_CONTEXT: floor}
+
+    def _context(self, now: datetime, facts: PatientFacts | None) -> dict[str, Any]:
+        """The validation context of one event: the clock and the patient's plausibility floor."""
+        return {NOW_CONTEXT: now, FLOOR_CONTEXT: self._floor(facts)}
 
     async def _claim(self, tenant_id: str, kind: str, pairs: list[tuple[UUID, bytes]]) -> Claim:
         """Judge the events' digests against those accepted before (one statement); 503 if the
@@ -238,7 +249,7 @@ class IngestHandlers:
                 slug="event-conflict",
                 errors=[self._conflict("checkins", "checkin", ["event_id"])],
             )
-        event = CheckInRecorded(tenant_id=principal.tenant_id, received_at=now, checkin=checkin)
+        event = CheckInRecorded.model_construct(tenant_id=principal.tenant_id, received_at=now, checkin=checkin)
         await self._publish_claimed(
             "checkin",
             [(Topics.checkins, event_key(principal.tenant_id, checkin.patient_id), event.model_dump_json().encode())],
@@ -258,16 +269,12 @@ class IngestHandlers:
             return validation_problem(exc)
         pids = [_patient_id_of(item) for item in batch.items]
         facts = await self.registry.facts(principal.tenant_id, {p for p in pids if p})
-        valid: list[tuple[int, CheckIn]] = []
+        floor_of = {pid: self._floor(facts.get(pid or "")) for pid in set(pids)}
+        valid, invalid = validate_items(_CHECKINS, batch.items, [floor_of[pid] for pid in pids], now, ["items"])
         rejected: list[RejectedItem] = []
-        for index, item in enumerate(batch.items):
-            try:
-                context = self._context(now, facts.get(pids[index] or ""))
-                valid.append((index, CheckIn.model_validate(item, context=context)))
-            except ValidationError as exc:
-                errors = item_errors(exc, ["items", index])
-                self._reject("checkins_batch", errors)
-                rejected.append(RejectedItem(index=index, event_id=_event_id_of(item), errors=errors))
+        for index, errors in invalid:
+            self._reject("checkins_batch", errors)
+            rejected.append(RejectedItem(index=index, event_id=_event_id_of(batch.items[index]), errors=errors))
         candidates: list[tuple[int, CheckIn]] = []
         for index, checkin in valid:
             if checkin.patient_id in facts:
@@ -316,7 +323,9 @@ class IngestHandlers:
             (
                 Topics.checkins,
                 event_key(principal.tenant_id, c.patient_id),
-                CheckInRecorded(tenant_id=principal.tenant_id, received_at=now, checkin=c).model_dump_json().encode(),
+                CheckInRecorded.model_construct(tenant_id=principal.tenant_id, received_at=now, checkin=c)
+                .model_dump_json()
+                .encode(),
             )
             for c in accepted
         ]
@@ -337,16 +346,12 @@ class IngestHandlers:
         now = datetime.now(UTC)
         patient_id, device, raw_samples = _activity_envelope(body)
         facts = await self.registry.facts(principal.tenant_id, [patient_id])
-        context = self._context(now, facts.get(patient_id))
-        valid: list[tuple[int, ActivitySample]] = []
+        floor = self._floor(facts.get(patient_id))
+        valid, invalid = validate_items(_SAMPLES, raw_samples, [floor] * len(raw_samples), now, ["samples"])
         rejected: list[RejectedItem] = []
-        for index, item in enumerate(raw_samples):
-            try:
-                valid.append((index, ActivitySample.model_validate(item, context=context)))
-            except ValidationError as exc:
-                errors = item_errors(exc, ["samples", index])
-                self._reject("activity", errors)
-                rejected.append(RejectedItem(index=index, event_id=_event_id_of(item), errors=errors))
+        for index, errors in invalid:
+            self._reject("activity", errors)
+            rejected.append(RejectedItem(index=index, event_id=_event_id_of(raw_samples[index]), errors=errors))
         if patient_id not in facts:
             raise self._unknown_patient("activity")
         claim = Claim([])
@@ -381,7 +386,7 @@ class IngestHandlers:
             (
                 Topics.activity,
                 key,
-                ActivityRecorded(
+                ActivityRecorded.model_construct(
                     tenant_id=principal.tenant_id,
                     received_at=now,
                     patient_id=patient_id,
@@ -403,6 +408,47 @@ class IngestHandlers:
             },
             status=202,
         )
+
+
+def validate_items(
+    adapter: TypeAdapter[list[T]],
+    items: Sequence[Any],
+    floors: Sequence[datetime | None],
+    now: datetime,
+    prefix: list[str | int],
+) -> tuple[list[tuple[int, T]], list[tuple[int, list[ItemError]]]]:
+    """Validate `items` (item i against plausibility floor `floors[i]` and the clock `now`) with one
+    `adapter` call per distinct floor (one for a batch whose patients share it, the usual case).
+
+    Returns the valid (index, value) pairs and the invalid (index, errors) pairs, each by index;
+    error locations start with `[*prefix, index]`, as if each item had been validated alone. When
+    a group has invalid items its valid ones are validated once more, together (items are
+    independent: a list validation has no cross-item rule)."""
+    groups: dict[datetime | None, list[int]] = defaultdict(list)
+    for index, floor in enumerate(floors):
+        groups[floor].append(index)
+    valid: list[tuple[int, T]] = []
+    invalid: list[tuple[int, list[ItemError]]] = []
+    for floor, indexes in groups.items():
+        context = {NOW_CONTEXT: now, FLOOR_CONTEXT: floor}
+        group = items if len(indexes) == len(items) else [items[i] for i in indexes]
+        try:
+            valid.extend(zip(indexes, adapter.validate_python(group, context=context), strict=True))
+            continue
+        except ValidationError as exc:
+            errors: dict[int, list[ItemError]] = defaultdict(list)
+            for e in exc.errors(include_input=False, include_url=False):
+                position, *rest = e["loc"]
+                assert isinstance(position, int)
+                errors[position].append(item_error({**e, "loc": tuple(rest)}, [*prefix, indexes[position]]))
+        invalid.extend((indexes[p], errs) for p, errs in errors.items())
+        good = [i for p, i in enumerate(indexes) if p not in errors]
+        if good:
+            valid.extend(zip(good, adapter.validate_python([items[i] for i in good], context=context), strict=True))
+    if len(groups) > 1:
+        valid.sort(key=lambda pair: pair[0])
+    invalid.sort(key=lambda pair: pair[0])
+    return valid, invalid
 
 
 def _valid_id(patient_id: str) -> bool:

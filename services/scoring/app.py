@@ -2,17 +2,18 @@
 and the tenant's recorded event conflicts (`GET /v1/conflicts`, scope `admin`) and clinical-profile
 overrides (`/v1/admin/clinical-profiles`, scope `admin`).
 
-Owns schema `scoring`. Background loops: the outbox relay and the data-days-at-risk sweep
-(services/scoring/billing/risk_sweep.py). Shutdown: the HTTP server stops, the consumer finishes
-and commits its batch in flight, the background loops stop (a sweep in flight rolls back), then
-the producer and pool close.
+Owns schema `scoring`. Start-up and shutdown are the consumer-service scaffold's
+(`nervewatch.consumer_service`); background loops: the outbox relay and the data-days-at-risk
+sweep (services/scoring/billing/risk_sweep.py). Shutdown: the HTTP server stops, the consumer
+finishes and commits its batch in flight, the background loops stop (a sweep in flight rolls
+back), then the producer and pool close.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from nervewatch.kafka import BatchConsumer
+from nervewatch.consumer_service import ConsumerSpec, consumer_app
 from nervewatch.outbox import Outbox
 from nervewatch.runtime import Runtime
 from schemas.events import Topics
@@ -33,18 +34,21 @@ RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
 
 
 async def build_app(rt: Runtime) -> web.Application:
+    """The scoring app on the shared consumer-service scaffold (`nervewatch.consumer_service`)."""
     outbox = Outbox("scoring", rt.pool, rt.producer)
     processor = ScoringProcessor(rt.pool, outbox)
-    consumer: BatchConsumer[object] = BatchConsumer(
-        settings=rt.settings,
+    spec = ConsumerSpec(
+        service="scoring",
         group_id=GROUP,
         topics=[Topics.patients, Topics.checkins, Topics.activity],
         decode=decode,
-        handle=processor.handle,  # type: ignore[arg-type]
-        producer=rt.producer,
+        handle=processor.handle,
+        outbox=outbox,
+        background=[
+            ("scoring-billing-risk", lambda: RiskSweeper(rt.pool, outbox).run(rt.settings.billing_risk_interval_s)),
+        ],
     )
-
-    app = rt.create_app("scoring", consumer)
+    app, _ = consumer_app(rt, spec)
     app[RUNTIME] = rt
     TrajectoryRange(rt.pool).register(app)
     app.add_routes(ConflictHandlers(rt.pool).routes())
@@ -53,16 +57,4 @@ async def build_app(rt: Runtime) -> web.Application:
     FhirScoring(rt.pool).register(app)
     TrajectoryReads(rt.pool).register(app)
     CheckinReads(rt.pool).register(app)
-
-    async def start(_: web.Application) -> None:
-        await consumer.start()
-        rt.spawn(outbox.relay(), "scoring-outbox-relay")
-        rt.spawn(RiskSweeper(rt.pool, outbox).run(rt.settings.billing_risk_interval_s), "scoring-billing-risk")
-
-    async def stop(_: web.Application) -> None:
-        await consumer.stop()
-        await rt.close()
-
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
     return app

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
-from nervewatch.kafka import BatchConsumer, Decoded
+from nervewatch.kafka import BatchConsumer, DeadLetters, Decoded
 from nervewatch.settings import Settings
 
 pytestmark = pytest.mark.timeout(60)
@@ -56,6 +56,9 @@ class FakeClient:
         record = ConsumerRecord(TP.topic, 0, 0, 0, 0, b"k", b"v", None, 1, 1, [])
         return {TP: [record]}
 
+    async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        self.log.append("seek")
+
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         self.log.append(f"commit {offsets[TP]}")
         self.committed.update(offsets)
@@ -72,23 +75,19 @@ async def test_watchdog_recreates_a_wedged_client_without_skipping() -> None:
         handled.append("handled")
         log.append("handled")
 
+    async def no_topics(_: Any) -> list[str]:
+        return []
+
     consumer: BatchConsumer[bytes] = BatchConsumer(
         settings=settings,
         group_id="g",
         topics=[TP.topic],
         decode=lambda r: r.value,
         handle=handle,
-        producer=None,
+        dead_letters=cast(DeadLetters, None),  # nothing is dead-lettered here
+        client_factory=lambda: clients.pop(0),
+        ensure_topics=no_topics,
     )
-    consumer._new_consumer = lambda: clients.pop(0)  # type: ignore[method-assign]
-
-    async def no_topics(*_: Any) -> list[str]:
-        return []
-
-    import nervewatch.kafka as kafka
-
-    original = kafka.ensure_topics
-    kafka.ensure_topics = no_topics  # type: ignore[assignment]
     try:
         await consumer.start()
         consumer.lag = 1  # the wedged client holds lag
@@ -102,5 +101,4 @@ async def test_watchdog_recreates_a_wedged_client_without_skipping() -> None:
         assert consumer.running and not consumer.stalled()
     finally:
         await consumer.stop()
-        kafka.ensure_topics = original
     assert log[-1] == "stop"

@@ -15,9 +15,9 @@ import secrets
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from nervewatch.kafka import BatchConsumer, Decoded, ensure_topics, make_producer, produce
+from nervewatch.kafka import BatchConsumer, DeadLetters, Decoded, ensure_topics, make_producer, produce
 from nervewatch.settings import Settings
-from schemas.events import Topics
+from schemas.events import Topics, dead_letter_json
 from tooling.devstack import EmbeddedStack
 
 pytestmark = pytest.mark.integration
@@ -57,6 +57,7 @@ async def test_a_handler_that_always_fails_halts_the_consumer_at_the_limit(stack
     await ensure_topics(settings, [topic, Topics.dead_letters])
     producer = make_producer(settings)
     await producer.start()
+    letters = DeadLetters(producer, Topics.dead_letters, dead_letter_json)
     try:
         for i in range(12):
             await produce(producer, topic, b"k", f"record-{i}".encode())
@@ -68,7 +69,7 @@ async def test_a_handler_that_always_fails_halts_the_consumer_at_the_limit(stack
             return bytes(record.value)
 
         halting: BatchConsumer[bytes] = BatchConsumer(
-            settings=settings, group_id=group, topics=[topic], decode=decode, handle=broken, producer=producer
+            settings=settings, group_id=group, topics=[topic], decode=decode, handle=broken, dead_letters=letters
         )
         await halting.start()
         try:
@@ -91,7 +92,7 @@ async def test_a_handler_that_always_fails_halts_the_consumer_at_the_limit(stack
             seen.extend(d.value for d in batch)
 
         healthy: BatchConsumer[bytes] = BatchConsumer(
-            settings=settings, group_id=group, topics=[topic], decode=decode, handle=fixed, producer=producer
+            settings=settings, group_id=group, topics=[topic], decode=decode, handle=fixed, dead_letters=letters
         )
         await healthy.start()
         try:

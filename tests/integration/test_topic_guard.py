@@ -1,7 +1,8 @@
 """Producing never creates topics, and a producer whose connection broke checks its topics first.
 
 Against the real embedded broker: aiokafka's metadata lookups would ask the broker to auto-create
-a missing topic (with the broker's own partition count); `nervewatch.kafka` turns that off, so
+a missing topic (with the broker's own partition count); `nervewatch.kafka.workarounds` turns that
+off, so
 only `ensure_topics` creates topics. A broker that restarted lost its topics; the first send after
 the lost connection re-reads metadata and fails while the topic is missing, instead of writing to
 a topic the broker does not have.
@@ -14,7 +15,7 @@ import secrets
 import pytest
 from aiokafka.errors import KafkaError
 
-from nervewatch.kafka import _LINKS, ensure_topics, make_producer, produce, topic_partitions
+from nervewatch.kafka import ensure_topics, link_of, make_producer, produce, topic_partitions
 from nervewatch.settings import Settings
 from tooling.devstack import EmbeddedStack
 
@@ -42,7 +43,8 @@ async def test_after_a_lost_connection_the_topics_are_checked_before_sending(sta
     await producer.start()
     try:
         await produce(producer, topic, b"k", b"v1")
-        link = _LINKS[producer]
+        link = link_of(producer)
+        assert link is not None
         assert link.verified == link.losses == 0
         link.losses += 1  # as aiokafka's on_close does for a broken connection
         await produce(producer, topic, b"k", b"v2")  # re-reads metadata, finds the topic, sends

@@ -20,6 +20,7 @@ class FakeRuntime:
     settings: Settings
     pool: Any = None
     producer: Any = None
+    openapi: Any = None
     identity: IdentityStore = field(init=False)
     spawned: list[tuple[str, Any]] = field(default_factory=list)
 
