@@ -169,6 +169,16 @@ class ClinicalProfile(BaseModel):
     trend_item_min_rate: Annotated[float, Field(ge=0, le=5)] = 0.15
     # The symptoms together (summed Kendall S) with the index improving >= this many points a week.
     trend_index_min_rate: Annotated[float, Field(ge=0, le=50)] = 1.0
+    # A slower trend over trend_long_days (at most the 35 days the symptom state keeps): the symptoms
+    # together significantly improving with the index >= trend_long_min_rate points a week, and the
+    # last plateau_days still improving at >= trend_consistency x that pace.
+    trend_long_days: Annotated[int, Field(ge=14, le=35)] = 35
+    trend_long_min_rate: Annotated[float, Field(ge=0, le=50)] = 0.7
+    trend_consistency: Annotated[float, Field(ge=0, le=1)] = 0.5
+    # Before the review point a plateau is flagged only for a patient whose best 7-day level has
+    # improved on baseline by this many index MCIDs (a patient who got better and then stalled);
+    # half an MCID is within the reach of a slow steady improver in 3 weeks.
+    plateau_improved_mcids: Annotated[float, Field(ge=0, le=3)] = 0.75
     recovered_index: Annotated[float, Field(ge=0, le=100)] = 15.0
     recovered_days: Days = 14
     function_recent_days: Days = 28

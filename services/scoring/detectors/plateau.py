@@ -11,7 +11,8 @@ A plateau episode (the `plateau` signal) opens once the condition has held on pl
 consecutive scored days and the plateau is due: symptoms
 moderate (7-day level >= plateau_min_index, or >= plateau_min_index_with_pain with the 7-day median
 pain >= plateau_min_pain); not in a nerve
-repair's regrowth phase; and, for a patient not yet improved by half an MCID, past the review point.
+repair's regrowth phase; and, for a patient not yet improved by plateau_improved_mcids MCIDs on
+baseline (a slow improver has not got there yet), past the review point.
 It lasts until the level improves by half an MCID on its opening level, or a regression starts.
 
 Recovered: the 7-day level <= recovered_index on every scored day for >= recovered_days, the
@@ -43,6 +44,7 @@ from services.scoring.detectors.base import (
 )
 from services.scoring.detectors.regression import RegressionState
 from services.scoring.detectors.symptoms import ITEMS, SymptomState
+from services.scoring.profile import ClinicalProfile
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,13 +115,59 @@ def slow_improver(sym: SymptomState, o: int, clock: int, patient: Patient) -> st
         if _z(s, var) > -cp.trend_item_z:
             continue
         b = ols_slope([p for p, _ in pts], [v for _, v in pts])
-        if b is not None and -7.0 * b >= cp.trend_item_min_rate:
+        if b is not None and -7.0 * b >= cp.trend_item_min_rate and _consistent(pts, b, o, cp.plateau_days, cp):
             return name
     if var_sum > 0 and _z(s_sum, var_sum) <= -cp.trend_item_z:
-        b = ols_slope([e[0] for e in rows], [e[1] for e in rows])
-        if b is not None and -7.0 * b >= cp.trend_index_min_rate:
+        idx = [(e[0], e[1]) for e in rows]
+        b = ols_slope([p for p, _ in idx], [v for _, v in idx])
+        if b is not None and -7.0 * b >= cp.trend_index_min_rate and _consistent(idx, b, o, cp.plateau_days, cp):
             return "symptoms"
-    return None
+    return _long_trend(sym, o, clock, lo, patient)
+
+
+def _long_trend(sym: SymptomState, o: int, clock: int, lo_short: int, patient: Patient) -> str | None:
+    """A slower trend, judged over trend_long_days (since the clock): the symptoms together
+    significantly improving (summed Kendall S, z <= -trend_item_z) with the index improving by at
+    least trend_long_min_rate points a week, and still improving over the last plateau_days at
+    least trend_consistency times that pace (a stall after an early improvement is not: its last
+    three weeks are flat)."""
+    cp = patient.clinical
+    lo = max(clock, o - cp.trend_long_days + 1)
+    if lo >= lo_short:
+        return None
+    rows = [e for e in sym.recent if e[0] >= lo]
+    s_sum = 0
+    var_sum = 0.0
+    for k in range(4):
+        if patient.weights[k] <= 0:
+            continue
+        vals = [v for e in rows if (v := e[2 + k]) is not None]
+        if len(vals) < cp.trend_item_min_points:
+            continue
+        s, var = mann_kendall(vals)
+        s_sum += s
+        var_sum += var
+    if var_sum <= 0 or _z(s_sum, var_sum) > -cp.trend_item_z:
+        return None
+    b_long = ols_slope([e[0] for e in rows], [e[1] for e in rows])
+    if b_long is None or -7.0 * b_long < cp.trend_long_min_rate:
+        return None
+    if not _consistent([(e[0], e[1]) for e in rows], b_long, o, cp.plateau_days, cp):
+        return None
+    return "symptoms"
+
+
+def _consistent(pts: list[tuple[int, float]], slope: float, o: int, days: int, cp: ClinicalProfile) -> bool:
+    """Whether the points of the last `days` days (ending on o) still fall at >= trend_consistency
+    times `slope` (per day, negative): a trend that has stopped (a stall after an early
+    improvement) is not a steady one."""
+    last = [p for p in pts if p[0] > o - days]
+    if len(last) >= len(pts):
+        return True  # the window is no longer than the plateau window: nothing older to compare
+    if len(last) < cp.trend_item_min_points:
+        return False
+    b = ols_slope([p for p, _ in last], [v for _, v in last])
+    return b is not None and b <= cp.trend_consistency * slope
 
 
 def mann_kendall(values: list[float]) -> tuple[int, float]:
@@ -244,7 +292,7 @@ def step(state: PlateauState, ctx: StepCtx) -> PlateauState:
                 held = state.held + 1
                 since = _last_better(sym, o, lv + mcid / 2, max(clock, o - cp.plateau_days))
                 level_since = sym.level_near(since, slack=0) or lv
-                improved_once = baseline is not None and best <= baseline - mcid / 2
+                improved_once = baseline is not None and best <= baseline - cp.plateau_improved_mcids * mcid
                 due = (
                     held >= cp.plateau_confirm_days
                     and _moderate(sym, o, lv, patient)
