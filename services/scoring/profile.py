@@ -121,6 +121,8 @@ class ClinicalProfile(BaseModel):
     worsening_noise_z: Annotated[float, Field(ge=0, le=5)] = 2.0
     noise_window_days: Annotated[int, Field(ge=7, le=28)] = 28
     noise_min_pairs: Annotated[int, Field(ge=2, le=27)] = 6
+    # Below this index a deterioration must also show in one symptom rising by its own MCID.
+    worsening_mild_index: Annotated[float, Field(ge=0, le=100)] = 25.0
     reference_weeks: Annotated[int, Field(ge=1, le=4)] = 4
     reference_gap_days: Annotated[int, Field(ge=1, le=7)] = 4
 
