@@ -177,6 +177,7 @@ class ClinicalProfile(BaseModel):
     trend_long_days: Annotated[int, Field(ge=14, le=35)] = 35
     trend_long_min_rate: Annotated[float, Field(ge=0, le=50)] = 0.7
     trend_consistency: Annotated[float, Field(ge=0, le=1)] = 0.5
+    trend_consistency_se: Annotated[float, Field(ge=0, le=5)] = 1.0
     # Before the review point a plateau is flagged only for a patient whose best 7-day level has
     # improved on baseline by this many index MCIDs (a patient who got better and then stalled);
     # half an MCID is within the reach of a slow steady improver in 3 weeks.

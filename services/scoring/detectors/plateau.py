@@ -159,15 +159,28 @@ def _long_trend(sym: SymptomState, o: int, clock: int, lo_short: int, patient: P
 
 def _consistent(pts: list[tuple[int, float]], slope: float, o: int, days: int, cp: ClinicalProfile) -> bool:
     """Whether the points of the last `days` days (ending on o) still fall at >= trend_consistency
-    times `slope` (per day, negative): a trend that has stopped (a stall after an early
-    improvement) is not a steady one."""
+    times `slope` (per day, negative), or are flatter by less than trend_consistency_se standard
+    errors of their own slope (a noisy reporter): a trend that has clearly stopped (a stall after
+    an early improvement) is not a steady one."""
     last = [p for p in pts if p[0] > o - days]
     if len(last) >= len(pts):
         return True  # the window is no longer than the plateau window: nothing older to compare
     if len(last) < cp.trend_item_min_points:
         return False
-    b = ols_slope([p for p, _ in last], [v for _, v in last])
-    return b is not None and b <= cp.trend_consistency * slope
+    xs, ys = [p for p, _ in last], [v for _, v in last]
+    b = ols_slope(xs, ys)
+    if b is None:
+        return False
+    if b <= cp.trend_consistency * slope:
+        return True
+    # Flatter, but not clearly so for this reporter's noise: within trend_consistency_se standard
+    # errors of the window's slope.
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    ssr = sum((y - my - b * (x - mx)) ** 2 for x, y in zip(xs, ys, strict=True))
+    se = math.sqrt(ssr / max(1, n - 2) / sxx) if sxx > 0 else math.inf
+    return b - slope < cp.trend_consistency_se * se
 
 
 def mann_kendall(values: list[float]) -> tuple[int, float]:
