@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 #: Version of the engine's logic; bump on any change of behaviour (with the profile version it names
 #: the code and the thresholds that produced an assessment).
-ENGINE_VERSION = "2.0.0"
+ENGINE_VERSION = "2.1.0"
 
 Knots = tuple[tuple[int, float], ...]
 PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
