@@ -274,8 +274,13 @@ def test_flare_not_settled_at_72_hours_is_persistent_no_later_than_5_days_after_
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize(("hold_h", "decay_h"), [(12.0, 30.0), (24.0, 36.0), (36.0, 28.0)])
 def test_flare_settled_within_72_hours_raises_nothing(seed: int, hold_h: float, decay_h: float) -> None:
-    s, _session = _flare_series(seed, hold_h, decay_h, "carpal_tunnel")
-    assert not alerts(s.live()), "a flare gone within 72 h is expected after vigorous therapy"
+    """Nothing the flare could raise: no persistent flare and no regression from the session on
+    (the background is a slow or flat course at mild-moderate levels, where a plateau may be
+    legitimately flagged; that is not about the flare)."""
+    s, session = _flare_series(seed, hold_h, decay_h, "carpal_tunnel")
+    after = [a for a in s.live() if a.as_of >= s.at(session)]
+    raised = alerts(after, frozenset({SignalCode.persistent_flare, SignalCode.regression}))
+    assert not raised, "a flare gone within 72 h is expected after vigorous therapy"
 
 
 # ----- early recurrence after decompression, and the normal post-operative dip -----------------------
