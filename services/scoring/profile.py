@@ -153,6 +153,8 @@ class ClinicalProfile(BaseModel):
     # ---- plateau and recovery -----------------------------------------------------------------
     plateau_days: Annotated[int, Field(ge=7, le=90)] = 21
     plateau_confirm_days: Annotated[int, Field(ge=1, le=7)] = 3
+    # A plateau due again this many days after its episode ended on improvement is the same one.
+    plateau_reopen_days: Annotated[int, Field(ge=0, le=28)] = 7
     # The plateau alert needs moderate symptoms: 7-day level >= plateau_min_index, or the 7-day
     # median pain >= plateau_min_pain with the level >= plateau_min_index_with_pain.
     plateau_min_index: Annotated[float, Field(ge=0, le=100)] = 25.0

@@ -13,7 +13,8 @@ moderate (7-day level >= plateau_min_index, or >= plateau_min_index_with_pain wi
 pain >= plateau_min_pain); not in a nerve
 repair's regrowth phase; and, for a patient not yet improved by plateau_improved_mcids MCIDs on
 baseline (a slow improver has not got there yet), past the review point.
-It lasts until the level improves by half an MCID on its opening level, or a regression starts.
+It lasts until the level improves by half an MCID on its opening level, or a regression starts; a
+plateau due again within plateau_reopen_days of that is the same one (same since and event time).
 
 Recovered: the 7-day level <= recovered_index on every scored day for >= recovered_days, the
 smoothed index <= recovered_index, and no function score of the last 28 days at or above its PASS
@@ -70,6 +71,10 @@ class PlateauState:
     rec_since: int | None = None  # first day of the current run of levels <= recovered_index
     function: tuple[int, str, float] | None = None  # newest (ordinal, instrument, score)
     function_heads: tuple[tuple[str, tuple[float, ...]], ...] = ()  # first scores of each instrument
+    # The newest episode that ended on improvement, and the ordinal it ended on: a plateau that
+    # holds again within plateau_reopen_days is the same plateau (its since/event time are kept).
+    ended: PlateauEpisode | None = None
+    ended_on: int | None = None
 
 
 def initial(patient: Patient) -> PlateauState:
@@ -268,6 +273,8 @@ def step(state: PlateauState, ctx: StepCtx) -> PlateauState:
             state.rec_since,
             function,
             heads,
+            state.ended,
+            state.ended_on,
         )
     course = patient.course
     proc = course.procedure
@@ -286,19 +293,22 @@ def step(state: PlateauState, ctx: StepCtx) -> PlateauState:
     item: str | None = None
     held = 0
     reg: RegressionState = ctx.now["regression"]
+    ended, ended_on = state.ended, state.ended_on
     if lv is None:
         pass
     elif reg.episode is not None:
         best = lv if best is None else min(best, lv)
-        clock, ep = o, None
+        clock, ep, ended, ended_on = o, None, None, None
     elif course.regenerating(o):
         best = lv if best is None else min(best, lv)
-        ep = None
+        ep, ended, ended_on = None, None, None
     else:
         best = lv if best is None else min(best, lv)
         baseline, _ = sym.baseline(patient)
         mcid = cp.index_mcid(baseline)
         if ep is None or lv <= ep.level_open - mcid / 2:
+            if ep is not None:
+                ended, ended_on = ep, o
             ep = None
             stalled, item = _stalled(sym, o, lv, mcid, clock, patient)
             if stalled:
@@ -311,11 +321,17 @@ def step(state: PlateauState, ctx: StepCtx) -> PlateauState:
                     and _moderate(sym, o, lv, patient)
                     and (improved_once or o >= start + cp.review_after_days)
                 )
-                if due:
+                if due and ended is not None and ended_on is not None and o - ended_on <= cp.plateau_reopen_days:
+                    # The same plateau after a brief dip (noise): the signal keeps its since and
+                    # event time, so an open alert is not re-dated.
+                    ep = PlateauEpisode(
+                        ended.since, ended.raised, ended.level_since, lv, ended.event_time, ended.event_id
+                    )
+                elif due:
                     ep = PlateauEpisode(since, o, level_since, lv, rec.last_recorded_at, rec.last_event_id)
                 else:
                     cond = (since, level_since, lv)
-    return PlateauState(start, clock, best, ep, cond, item, held, rec_since, function, heads)
+    return PlateauState(start, clock, best, ep, cond, item, held, rec_since, function, heads, ended, ended_on)
 
 
 def _add_head(
