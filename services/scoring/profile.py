@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 #: Version of the engine's logic; bump on any change of behaviour (with the profile version it names
 #: the code and the thresholds that produced an assessment).
-ENGINE_VERSION = "2.0.0"
+ENGINE_VERSION = "2.1.0"
 
 Knots = tuple[tuple[int, float], ...]
 PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -121,6 +121,8 @@ class ClinicalProfile(BaseModel):
     worsening_noise_z: Annotated[float, Field(ge=0, le=5)] = 2.0
     noise_window_days: Annotated[int, Field(ge=7, le=28)] = 28
     noise_min_pairs: Annotated[int, Field(ge=2, le=27)] = 6
+    # Below this index a deterioration must also show in one symptom rising by its own MCID.
+    worsening_mild_index: Annotated[float, Field(ge=0, le=100)] = 25.0
     reference_weeks: Annotated[int, Field(ge=1, le=4)] = 4
     reference_gap_days: Annotated[int, Field(ge=1, le=7)] = 4
 
@@ -151,6 +153,8 @@ class ClinicalProfile(BaseModel):
     # ---- plateau and recovery -----------------------------------------------------------------
     plateau_days: Annotated[int, Field(ge=7, le=90)] = 21
     plateau_confirm_days: Annotated[int, Field(ge=1, le=7)] = 3
+    # A plateau due again this many days after its episode ended on improvement is the same one.
+    plateau_reopen_days: Annotated[int, Field(ge=0, le=28)] = 7
     # The plateau alert needs moderate symptoms: 7-day level >= plateau_min_index, or the 7-day
     # median pain >= plateau_min_pain with the level >= plateau_min_index_with_pain.
     plateau_min_index: Annotated[float, Field(ge=0, le=100)] = 25.0
@@ -169,6 +173,17 @@ class ClinicalProfile(BaseModel):
     trend_item_min_rate: Annotated[float, Field(ge=0, le=5)] = 0.15
     # The symptoms together (summed Kendall S) with the index improving >= this many points a week.
     trend_index_min_rate: Annotated[float, Field(ge=0, le=50)] = 1.0
+    # A slower trend over trend_long_days (at most the 35 days the symptom state keeps): the symptoms
+    # together significantly improving with the index >= trend_long_min_rate points a week, and the
+    # last plateau_days still improving at >= trend_consistency x that pace.
+    trend_long_days: Annotated[int, Field(ge=14, le=35)] = 35
+    trend_long_min_rate: Annotated[float, Field(ge=0, le=50)] = 0.7
+    trend_consistency: Annotated[float, Field(ge=0, le=1)] = 0.5
+    trend_consistency_se: Annotated[float, Field(ge=0, le=5)] = 1.0
+    # Before the review point a plateau is flagged only for a patient whose best 7-day level has
+    # improved on baseline by this many index MCIDs (a patient who got better and then stalled);
+    # half an MCID is within the reach of a slow steady improver in 3 weeks.
+    plateau_improved_mcids: Annotated[float, Field(ge=0, le=3)] = 0.75
     recovered_index: Annotated[float, Field(ge=0, le=100)] = 15.0
     recovered_days: Days = 14
     function_recent_days: Days = 28

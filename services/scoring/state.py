@@ -25,7 +25,7 @@ from services.scoring.detectors.regression import RegressionState
 from services.scoring.detectors.spreading import SpreadingState
 from services.scoring.detectors.symptoms import SymptomState
 
-STATE_SCHEMA_VERSION = 1
+STATE_SCHEMA_VERSION = 2
 
 
 class StateVersionError(ValueError):

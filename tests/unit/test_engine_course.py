@@ -63,7 +63,11 @@ def test_true_stall_at_moderate_symptoms_is_a_plateau_within_7_days_of_the_21st_
         raised = first(cc.live(c), SignalCode.plateau)
         if raised is None or raised > flat + timedelta(days=28):
             late.append(c.name)
-        elif raised < flat + timedelta(days=14):
+        elif raised < flat + timedelta(days=13):
+            # Engine 2.1 no longer takes the approach's tail for a steady improvement: the course
+            # may be called flat once 21 days of levels sit within half an MCID, which can be a
+            # little before the 14th flat day when the approach flattened early (13.5 days in 1
+            # of 40). Before the 13th flat day is early.
             early.append(c.name)
     assert not early, early
     assert len(late) <= N // 10, late  # >= 90% within 7 days of the 21st flat day

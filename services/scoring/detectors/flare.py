@@ -10,7 +10,8 @@ is not a flare (prior None). During a nerve repair's
 regrowth phase the deterioration MCID is raised as for regression.
 
 - Onset: a scored day reported after the trigger, within flare_trigger_days of it (or the first
-  scored day after it, up to LATE_FIRST_DAYS later), with the index >= max(1 deterioration MCID,
+  scored day after it, up to LATE_FIRST_DAYS later, or the second one within that reach), with the
+  index >= max(1 deterioration MCID,
   flare_onset_noise_z x patient noise SD) above the pre-trigger level, or two such days in a row
   at ONSET_PAIR of that. No new flare while a regression or spreading numbness is active.
   A weakness rise >= flare_weakness_rise over the onset days is a new neurological sign instead.
@@ -19,7 +20,7 @@ regrowth phase the deterioration MCID is raised as for regression.
   on a day whose newest check-in is at least that long after the session ended), the last two
   scored days are both >= max(flare_persist_det x det, flare_persist_noise_z x patient noise SD)
   above the prior (or pain flare_persist_pain points above the pre-trigger pain with the index at
-  least det/2 up); or
+  least det/2 up), or their mean is at that threshold with neither within det/2 of the prior; or
   flare_window_days after onset the median of the last 3 days is still > det/2 above it. The 72 h
   are counted from the trigger that opened the episode: a further session within them does not
   excuse a flare that has not settled.
@@ -28,7 +29,7 @@ regrowth phase the deterioration MCID is raised as for regression.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from schemas.trajectory import Signal, SignalCode
@@ -157,6 +158,19 @@ def _prior_pain(sym: SymptomState, t: int, instant: float | None) -> float | Non
     return median(pains[-5:]) if len(pains) >= 3 else None
 
 
+def _second_after(sym: SymptomState, trig: Trigger) -> bool:
+    """Whether the newest scored day is the second reported after the trigger (check-ins missed
+    after it: the pair onset rule still applies to the first two reports)."""
+    n = 0
+    for e in reversed(sym.recent):
+        if _is_before(e[0], e[6], trig.ord, trig.instant):
+            break
+        n += 1
+        if n > 2:
+            return False
+    return n == 2
+
+
 def _onset(sym: SymptomState, x: float, trig: Trigger, det: float, z: float) -> bool:
     """Today's rise is a flare onset: one day >= max(det, z sigma) above the prior, or today and the
     previous scored day after the trigger both >= max(ONSET_PAIR x det, ONSET_PAIR x z sigma)."""
@@ -216,7 +230,11 @@ def step(state: FlareState, ctx: StepCtx) -> FlareState:
     ts = sym.recent[-1][6]
     recent: Trigger | None = None
     for trig in reversed(triggers):
-        near = trig.ord >= o - cp.flare_trigger_days or (not trig.seen and trig.ord >= o - reach)
+        near = (
+            trig.ord >= o - cp.flare_trigger_days
+            or (not trig.seen and trig.ord >= o - reach)
+            or (trig.ord >= o - reach and _second_after(sym, trig))
+        )
         if near and trig.ord <= o and not _is_before(o, ts, trig.ord, trig.instant):
             recent = trig
             break
@@ -257,6 +275,10 @@ def step(state: FlareState, ctx: StepCtx) -> FlareState:
             onset_time=rec.last_recorded_at,
             onset_id=rec.last_event_id,
         )
+        if _persists(new, sym, o, ts, cp):
+            # Found only 72 h or more after the trigger (check-ins missed in between): the flare is
+            # already known not to have settled.
+            new = replace(new, persistent_on=o, persist_time=rec.last_recorded_at, persist_id=rec.last_event_id)
         return FlareState(triggers, new)
     # An open episode.
     during: tuple[float, ...] = ep.weak_during
@@ -273,11 +295,8 @@ def step(state: FlareState, ctx: StepCtx) -> FlareState:
     if median(last3) <= ep.prior + ep.det / 2:
         end = o
     elif persistent_on is None:
-        judged = instant is None or ts >= instant + cp.flare_judge_hours * 3600.0
-        if o >= judge_from and (judged or o >= ep.onset + cp.flare_window_days):
-            last_two = [e for e in sym.recent if e[0] >= judge_from - 1][-2:]
-            if len(last_two) == 2 and all(_still_there(e, ep, sym.sigma, cp) for e in last_two):
-                persistent_on = o
+        if _persists(ep, sym, o, ts, cp):
+            persistent_on = o
         if persistent_on is None and o >= ep.onset + cp.flare_window_days and median(last3) > ep.prior + ep.det / 2:
             persistent_on = o
         if persistent_on is not None:
@@ -328,6 +347,36 @@ def _still_there(e: Scored, ep: FlareEpisode, sigma: float, cp: ClinicalProfile)
         and pain is not None
         and pain >= ep.prior_pain + cp.flare_persist_pain
         and e[1] >= ep.prior + ep.det / 2
+    )
+
+
+def _persists(ep: FlareEpisode, sym: SymptomState, o: int, ts: float, cp: ClinicalProfile) -> bool:
+    """The 72 h rule on scored day o (newest check-in at POSIX time ts): judged from judge_from
+    (for a PT session, once a check-in is flare_judge_hours after it ended), the last two scored
+    days reported after the trigger are still flared, each or on average."""
+    judged = ep.instant is None or ts >= ep.instant + cp.flare_judge_hours * 3600.0
+    if o < ep.judge_from or not (judged or o >= ep.onset + cp.flare_window_days):
+        return False
+    last_two = [
+        e for e in sym.recent if e[0] >= ep.judge_from - 1 and not _is_before(e[0], e[6], ep.trigger, ep.instant)
+    ][-2:]
+    return len(last_two) == 2 and (
+        all(_still_there(e, ep, sym.sigma, cp) for e in last_two)
+        or _still_there_on_average(last_two, ep, sym.sigma, cp)
+    )
+
+
+def _still_there_on_average(days: list[Scored], ep: FlareEpisode, sigma: float, cp: ClinicalProfile) -> bool:
+    """Whether two scored days are still flared together: their mean index at the persistence
+    threshold (max(flare_persist_det x det, flare_persist_noise_z x sigma) above the prior) and
+    neither back within half a deterioration MCID of it (one low report of a noisy reporter does
+    not settle a flare), and the mean more than half a deterioration MCID above the recovered
+    threshold (not a wobble within mild residual symptoms)."""
+    mean = sum(e[1] for e in days) / len(days)
+    if mean <= cp.recovered_index + ep.det / 2:
+        return False  # within mild residual symptoms
+    return mean >= ep.prior + max(cp.flare_persist_det * ep.det, cp.flare_persist_noise_z * sigma) and all(
+        e[1] >= ep.prior + ep.det / 2 for e in days
     )
 
 

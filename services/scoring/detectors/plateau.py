@@ -11,8 +11,10 @@ A plateau episode (the `plateau` signal) opens once the condition has held on pl
 consecutive scored days and the plateau is due: symptoms
 moderate (7-day level >= plateau_min_index, or >= plateau_min_index_with_pain with the 7-day median
 pain >= plateau_min_pain); not in a nerve
-repair's regrowth phase; and, for a patient not yet improved by half an MCID, past the review point.
-It lasts until the level improves by half an MCID on its opening level, or a regression starts.
+repair's regrowth phase; and, for a patient not yet improved by plateau_improved_mcids MCIDs on
+baseline (a slow improver has not got there yet), past the review point.
+It lasts until the level improves by half an MCID on its opening level, or a regression starts; a
+plateau due again within plateau_reopen_days of that is the same one (same since and event time).
 
 Recovered: the 7-day level <= recovered_index on every scored day for >= recovered_days, the
 smoothed index <= recovered_index, and no function score of the last 28 days at or above its PASS
@@ -43,6 +45,7 @@ from services.scoring.detectors.base import (
 )
 from services.scoring.detectors.regression import RegressionState
 from services.scoring.detectors.symptoms import ITEMS, SymptomState
+from services.scoring.profile import ClinicalProfile
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,10 @@ class PlateauState:
     rec_since: int | None = None  # first day of the current run of levels <= recovered_index
     function: tuple[int, str, float] | None = None  # newest (ordinal, instrument, score)
     function_heads: tuple[tuple[str, tuple[float, ...]], ...] = ()  # first scores of each instrument
+    # The newest episode that ended on improvement, and the ordinal it ended on: a plateau that
+    # holds again within plateau_reopen_days is the same plateau (its since/event time are kept).
+    ended: PlateauEpisode | None = None
+    ended_on: int | None = None
 
 
 def initial(patient: Patient) -> PlateauState:
@@ -113,13 +120,72 @@ def slow_improver(sym: SymptomState, o: int, clock: int, patient: Patient) -> st
         if _z(s, var) > -cp.trend_item_z:
             continue
         b = ols_slope([p for p, _ in pts], [v for _, v in pts])
-        if b is not None and -7.0 * b >= cp.trend_item_min_rate:
+        if b is not None and -7.0 * b >= cp.trend_item_min_rate and _consistent(pts, b, o, cp.plateau_days, cp):
             return name
     if var_sum > 0 and _z(s_sum, var_sum) <= -cp.trend_item_z:
-        b = ols_slope([e[0] for e in rows], [e[1] for e in rows])
-        if b is not None and -7.0 * b >= cp.trend_index_min_rate:
+        idx = [(e[0], e[1]) for e in rows]
+        b = ols_slope([p for p, _ in idx], [v for _, v in idx])
+        if b is not None and -7.0 * b >= cp.trend_index_min_rate and _consistent(idx, b, o, cp.plateau_days, cp):
             return "symptoms"
-    return None
+    return _long_trend(sym, o, clock, lo, patient)
+
+
+def _long_trend(sym: SymptomState, o: int, clock: int, lo_short: int, patient: Patient) -> str | None:
+    """A slower trend, judged over trend_long_days (since the clock): the symptoms together
+    significantly improving (summed Kendall S, z <= -trend_item_z) with the index improving by at
+    least trend_long_min_rate points a week, and still improving over the last plateau_days at
+    least trend_consistency times that pace (a stall after an early improvement is not: its last
+    three weeks are flat)."""
+    cp = patient.clinical
+    lo = max(clock, o - cp.trend_long_days + 1)
+    if lo >= lo_short:
+        return None
+    rows = [e for e in sym.recent if e[0] >= lo]
+    s_sum = 0
+    var_sum = 0.0
+    for k in range(4):
+        if patient.weights[k] <= 0:
+            continue
+        vals = [v for e in rows if (v := e[2 + k]) is not None]
+        if len(vals) < cp.trend_item_min_points:
+            continue
+        s, var = mann_kendall(vals)
+        s_sum += s
+        var_sum += var
+    if var_sum <= 0 or _z(s_sum, var_sum) > -cp.trend_item_z:
+        return None
+    b_long = ols_slope([e[0] for e in rows], [e[1] for e in rows])
+    if b_long is None or -7.0 * b_long < cp.trend_long_min_rate:
+        return None
+    if not _consistent([(e[0], e[1]) for e in rows], b_long, o, cp.plateau_days, cp):
+        return None
+    return "symptoms"
+
+
+def _consistent(pts: list[tuple[int, float]], slope: float, o: int, days: int, cp: ClinicalProfile) -> bool:
+    """Whether the points of the last `days` days (ending on o) still fall at >= trend_consistency
+    times `slope` (per day, negative), or are flatter by less than trend_consistency_se standard
+    errors of their own slope (a noisy reporter): a trend that has clearly stopped (a stall after
+    an early improvement) is not a steady one."""
+    last = [p for p in pts if p[0] > o - days]
+    if len(last) >= len(pts):
+        return True  # the window is no longer than the plateau window: nothing older to compare
+    if len(last) < cp.trend_item_min_points:
+        return False
+    xs, ys = [p for p, _ in last], [v for _, v in last]
+    b = ols_slope(xs, ys)
+    if b is None:
+        return False
+    if b <= cp.trend_consistency * slope:
+        return True
+    # Flatter, but not clearly so for this reporter's noise: within trend_consistency_se standard
+    # errors of the window's slope.
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    ssr = sum((y - my - b * (x - mx)) ** 2 for x, y in zip(xs, ys, strict=True))
+    se = math.sqrt(ssr / max(1, n - 2) / sxx) if sxx > 0 else math.inf
+    return b - slope < cp.trend_consistency_se * se
 
 
 def mann_kendall(values: list[float]) -> tuple[int, float]:
@@ -207,6 +273,8 @@ def step(state: PlateauState, ctx: StepCtx) -> PlateauState:
             state.rec_since,
             function,
             heads,
+            state.ended,
+            state.ended_on,
         )
     course = patient.course
     proc = course.procedure
@@ -225,36 +293,45 @@ def step(state: PlateauState, ctx: StepCtx) -> PlateauState:
     item: str | None = None
     held = 0
     reg: RegressionState = ctx.now["regression"]
+    ended, ended_on = state.ended, state.ended_on
     if lv is None:
         pass
     elif reg.episode is not None:
         best = lv if best is None else min(best, lv)
-        clock, ep = o, None
+        clock, ep, ended, ended_on = o, None, None, None
     elif course.regenerating(o):
         best = lv if best is None else min(best, lv)
-        ep = None
+        ep, ended, ended_on = None, None, None
     else:
         best = lv if best is None else min(best, lv)
         baseline, _ = sym.baseline(patient)
         mcid = cp.index_mcid(baseline)
         if ep is None or lv <= ep.level_open - mcid / 2:
+            if ep is not None:
+                ended, ended_on = ep, o
             ep = None
             stalled, item = _stalled(sym, o, lv, mcid, clock, patient)
             if stalled:
                 held = state.held + 1
                 since = _last_better(sym, o, lv + mcid / 2, max(clock, o - cp.plateau_days))
                 level_since = sym.level_near(since, slack=0) or lv
-                improved_once = baseline is not None and best <= baseline - mcid / 2
+                improved_once = baseline is not None and best <= baseline - cp.plateau_improved_mcids * mcid
                 due = (
                     held >= cp.plateau_confirm_days
                     and _moderate(sym, o, lv, patient)
                     and (improved_once or o >= start + cp.review_after_days)
                 )
-                if due:
+                if due and ended is not None and ended_on is not None and o - ended_on <= cp.plateau_reopen_days:
+                    # The same plateau after a brief dip (noise): the signal keeps its since and
+                    # event time, so an open alert is not re-dated.
+                    ep = PlateauEpisode(
+                        ended.since, ended.raised, ended.level_since, lv, ended.event_time, ended.event_id
+                    )
+                elif due:
                     ep = PlateauEpisode(since, o, level_since, lv, rec.last_recorded_at, rec.last_event_id)
                 else:
                     cond = (since, level_since, lv)
-    return PlateauState(start, clock, best, ep, cond, item, held, rec_since, function, heads)
+    return PlateauState(start, clock, best, ep, cond, item, held, rec_since, function, heads, ended, ended_on)
 
 
 def _add_head(

@@ -6,7 +6,10 @@ On each scored day (stepped after the flare detector):
   course explains (incision and pillar pain, swelling and immobilisation, each up to its allowance; none for pain
   back at its pre-procedure level),
   >= reference + worsening_noise_z x the patient's noise SD, and above the recovered threshold
-  (a rise within mild residual symptoms is not a regression). After a nerve repair, while regrowth
+  (a rise within mild residual symptoms is not a regression); below worsening_mild_index it
+  must also show in one symptom rising by its own MCID on its reference-period median over two
+  scored days (a wobble
+  of a point in two or three items at mild residual levels is not a regression). After a nerve repair, while regrowth
   is on its way, the deterioration MCID is at least regen_deterioration_mcids index MCIDs;
 - B-day (return to baseline severity): the reference was >= 1 MCID better than baseline and the
   index is back within half a deterioration MCID of it; not in the first
@@ -120,6 +123,32 @@ def allowance(patient: Patient, o: int, rec: DayRecord, sym: SymptomState) -> fl
     return 10.0 * num / den if den > 0 else 0.0
 
 
+def item_rise(patient: Patient, o: int, rec: DayRecord, sym: SymptomState) -> bool:
+    """Whether one symptom (weighted in the index) is up by at least its own MCID (max(item_mcid,
+    item_mcid_pct of its baseline)) on its median over the reference period, on the mean of today
+    and the previous scored day (within 3 days)."""
+    cp = patient.clinical
+    lo, hi = o - cp.reference_gap_days - 7 * cp.reference_weeks + 1, o - cp.reference_gap_days
+    rows = [e for e in sym.recent if lo <= e[0] <= hi]
+    today = (rec.pain, rec.tingling, rec.numbness, rec.weakness)
+    prev = sym.recent[-2] if len(sym.recent) >= 2 and sym.recent[-2][0] >= o - 3 else None
+    for k in range(4):
+        v = today[k]
+        if v is None or patient.weights[k] <= 0:
+            continue
+        before = prev[2 + k] if prev is not None else None
+        if before is not None:
+            v = (v + before) / 2.0  # a rise that holds over two scored days, not one odd report
+        ref_vals = [x for e in rows if (x := e[2 + k]) is not None]
+        if not ref_vals:
+            continue
+        base = sym.item_baseline(patient, k)
+        mcid = max(cp.item_mcid, cp.item_mcid_pct / 100.0 * base) if base is not None else cp.item_mcid
+        if v - median(ref_vals) >= mcid:
+            return True
+    return False
+
+
 def step(state: RegressionState, ctx: StepCtx) -> RegressionState:
     sym: SymptomState = ctx.now["symptoms"]
     x = sym.x
@@ -142,7 +171,12 @@ def step(state: RegressionState, ctx: StepCtx) -> RegressionState:
     if ref is None:
         return RegressionState((*state.flags, (o, False, False))[-keep:], None, state.last_start)
     allow = allowance(patient, o, rec, sym)
-    a = x >= ref + det + allow and x >= ref + cp.worsening_noise_z * sym.sigma and x > cp.recovered_index
+    a = (
+        x >= ref + det + allow
+        and x >= ref + cp.worsening_noise_z * sym.sigma
+        and x > cp.recovered_index
+        and (x >= cp.worsening_mild_index or item_rise(patient, o, rec, sym))
+    )
     b = (
         baseline is not None
         and ref <= baseline - mcid
