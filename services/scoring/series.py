@@ -55,6 +55,8 @@ def to_trajectory(patient_id: str, a: Assessment, days: list[DayRecord]) -> Traj
         change_from_baseline_pct=a.change_from_baseline_pct,
         slope_per_week=a.slope_per_week,
         reasons=list(a.reasons),
+        engine_version=a.engine_version or None,
+        profile_version=a.profile_version or None,
         days=[
             TrajectoryDay(
                 date=d.date,

@@ -90,7 +90,7 @@ def _persisted(h: History) -> History:
     """What the shell would reload: state and snapshots through JSON."""
     state = from_json(json.loads(json.dumps(to_json(h.state))))
     snaps = [from_json(json.loads(json.dumps(to_json(s)))) for s in h.snapshots.states]
-    return replace(h, state=state, snapshots=Snapshots(h.snapshots.keep_days, tuple(snaps)))
+    return replace(h, state=state, snapshots=Snapshots(h.snapshots.keep_days, tuple(snaps), h.snapshots.every))
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -99,9 +99,10 @@ def _persisted(h: History) -> History:
     profile=PROFILES,
     data=st.data(),
     keep=st.sampled_from((3, 10, 35)),
+    every=st.sampled_from((1, 3, 7)),
 )
 def test_any_batching_and_late_order_equals_one_fold(
-    days: list[DayRecord], profile: PatientProfile, data: st.DataObject, keep: int
+    days: list[DayRecord], profile: PatientProfile, data: st.DataObject, keep: int, every: int
 ) -> None:
     eng = Engine.of(profile)
     revised = data.draw(st.sets(st.integers(0, len(days) - 1), min_size=min(1, len(days)), max_size=5), label="re-sent")
@@ -114,7 +115,7 @@ def test_any_batching_and_late_order_equals_one_fold(
         batches.append([versions[i] for i in order[prev:c]])
         prev = c
     days = dedupe(versions)
-    h = History.start(eng, keep_days=keep)
+    h = History.start(eng, keep_days=keep, every=every)
     for batch in batches:
         h = _persisted(h.ingest(batch))
     expected = eng.fold(eng.initial(), days)
