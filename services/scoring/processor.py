@@ -512,6 +512,8 @@ class ScoringProcessor:
         eng = plan.engine
         final_day = daily.local_day(as_of, eng.patient.tz)
         folded = eng.fold_states(plan.base, replay)
+        metrics.SCORING_RESCORES.labels(plan.path).inc()
+        metrics.SCORING_DAYS_FOLDED.labels(plan.path).inc(len(replay))
         by_date: dict[date, tuple[EngineState, DayRecord, datetime | None]] = {}
         checkin = plan.base_checkin
         for s, rec in zip(folded, replay, strict=True):
@@ -745,6 +747,7 @@ class _Plan:
     prev_days: list[dict[str, typing.Any]] | None
     read: bool
     read_after: date | None
+    path: str = "refold"  # forward, rewind or refold (the metrics label)
 
 
 def _plan(row: asyncpg.Record, w: _Work, changed: list[date]) -> _Plan:
@@ -772,7 +775,7 @@ def _plan(row: asyncpg.Record, w: _Work, changed: list[date]) -> _Plan:
         return refold
     snaps.append(_Snap(state.last_date, row["state_checkin"], None, state))
     if changed[0] > state.last_date:
-        return _Plan(eng, state, row["state_checkin"], snaps, prev_state, prev_days, False, None)
+        return _Plan(eng, state, row["state_checkin"], snaps, prev_state, prev_days, False, None, "forward")
     snap = next((s for s in reversed(snaps) if s.last_date < changed[0]), None)
     if snap is None:
         return refold
@@ -782,7 +785,7 @@ def _plan(row: asyncpg.Record, w: _Work, changed: list[date]) -> _Plan:
         return refold
     if not eng.compatible(base) or base.last_date != snap.last_date:
         return refold
-    return _Plan(eng, base, snap.checkin, snaps, prev_state, prev_days, True, snap.last_date)
+    return _Plan(eng, base, snap.checkin, snaps, prev_state, prev_days, True, snap.last_date, "rewind")
 
 
 def _merge_snapshots(old: list[_Snap], new: list[tuple[EngineState, datetime | None]]) -> list[_Snap]:
