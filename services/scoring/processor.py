@@ -422,7 +422,8 @@ class ScoringProcessor:
             return []
         rows = await conn.fetch(
             """SELECT p.tenant_id, p.patient_id, p.profile, t.state AS prev, t.data->'days' AS prev_days,
-                      s.state AS engine_state, s.snapshots, s.as_of AS stored_as_of, s.last_checkin_at AS state_checkin
+                      s.state AS engine_state, s.snapshots, s.snapshot_dates,
+                      s.snapshot_checkins, s.as_of AS stored_as_of, s.last_checkin_at AS state_checkin
                FROM scoring.patients p
                JOIN unnest($1::text[], $2::text[]) AS k(t, pid) ON p.tenant_id = k.t AND p.patient_id = k.pid
                LEFT JOIN scoring.trajectories t ON t.tenant_id = p.tenant_id AND t.patient_id = p.patient_id
@@ -482,17 +483,17 @@ class ScoringProcessor:
                  updated_at = now()""",
             trajectories,
         )
-        await conn.execute(
+        await conn.executemany(
             """INSERT INTO scoring.engine_states (tenant_id, patient_id, engine_version, profile_version, last_date,
-                                                  as_of, last_checkin_at, state, snapshots, updated_at)
-               SELECT t, p, ev, pv, ld, ao, lc, s::jsonb, sn::jsonb, now()
-               FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::date[], $6::timestamptz[],
-                           $7::timestamptz[], $8::text[], $9::text[]) AS x(t, p, ev, pv, ld, ao, lc, s, sn)
+                                                  as_of, last_checkin_at, state, snapshots, snapshot_dates,
+                                                  snapshot_checkins, updated_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9, $10, $11, now())
                ON CONFLICT (tenant_id, patient_id) DO UPDATE SET engine_version = EXCLUDED.engine_version,
                  profile_version = EXCLUDED.profile_version, last_date = EXCLUDED.last_date,
                  as_of = EXCLUDED.as_of, last_checkin_at = EXCLUDED.last_checkin_at, state = EXCLUDED.state,
-                 snapshots = EXCLUDED.snapshots, updated_at = now()""",
-            *(list(col) for col in zip(*states, strict=True)),
+                 snapshots = EXCLUDED.snapshots, snapshot_dates = EXCLUDED.snapshot_dates,
+                 snapshot_checkins = EXCLUDED.snapshot_checkins, updated_at = now()""",
+            states,
         )
         return out
 
@@ -569,7 +570,9 @@ class ScoringProcessor:
             as_of,
             checkin,
             json.dumps(to_json(final)),
-            json.dumps([{"state": s.raw(), "last_checkin_at": s.checkin_json()} for s in snapshots[:-1]]),
+            [s.dump() for s in snapshots[:-1]],
+            [s.last_date for s in snapshots[:-1]],
+            [s.checkin for s in snapshots[:-1]],
         )
         return out, trajectory_row, state_row
 
@@ -706,28 +709,29 @@ class ScoringProcessor:
 
 @dataclass(slots=True)
 class _Snap:
-    """One persisted snapshot: the state as stored (parsed only when a rewind needs it) or as
-    folded in this batch (serialised only if it is kept), with the newest check-in time as of it."""
+    """One persisted snapshot: the state as stored (JSON text, parsed only when a rewind needs it)
+    or as folded in this batch (serialised only if it is kept), with the newest check-in time as of it."""
 
     last_date: date
     checkin: datetime | None
-    data: dict[str, typing.Any] | None = None
+    text: str | None = None
     state: EngineState | None = None
 
     def load(self) -> EngineState:
         """The state; raises StateVersionError for one this engine cannot read."""
         if self.state is None:
-            self.state = from_json(self.data)
+            try:
+                data = json.loads(self.text or "")
+            except ValueError as exc:
+                raise StateVersionError("engine snapshot is not JSON") from exc
+            self.state = from_json(data)
         return self.state
 
-    def raw(self) -> dict[str, typing.Any]:
-        if self.data is None:
+    def dump(self) -> str:
+        if self.text is None:
             assert self.state is not None
-            self.data = to_json(self.state)
-        return self.data
-
-    def checkin_json(self) -> str | None:
-        return self.checkin.isoformat() if self.checkin is not None else None
+            self.text = json.dumps(to_json(self.state))
+        return self.text
 
 
 @dataclass(slots=True)
@@ -762,12 +766,8 @@ def _plan(row: asyncpg.Record, w: _Work, changed: list[date]) -> _Plan:
     try:
         state = from_json(_json_value(row["engine_state"]))
         snaps = [
-            _Snap(
-                date.fromisoformat(e["state"]["last_date"]),
-                datetime.fromisoformat(e["last_checkin_at"]) if e.get("last_checkin_at") else None,
-                e["state"],
-            )
-            for e in _json_value(row["snapshots"]) or []
+            _Snap(d, c, t)
+            for t, d, c in zip(row["snapshots"], row["snapshot_dates"], row["snapshot_checkins"], strict=True)
         ]
     except (StateVersionError, KeyError, TypeError, ValueError, AttributeError):
         return refold

@@ -183,14 +183,14 @@ async def test_in_order_and_late_batches_equal_one_fold(
         assert {**a, "patient_id": ""} == {**b, "patient_id": ""}
         assert without_ids(a_signals) == without_ids(b_signals)
         state = await db.fetchrow(
-            """SELECT last_date, engine_version, snapshots FROM scoring.engine_states
+            """SELECT last_date, engine_version, snapshots, snapshot_dates FROM scoring.engine_states
                WHERE tenant_id = $1 AND patient_id = $2""",
             tenant.tenant_id,
             late,
         )
         assert state is not None and state["engine_version"] == ENGINE_VERSION
         assert state["last_date"] == datetime.fromisoformat(items_b[-1]["recorded_at"]).date()
-        assert 1 <= len(json.loads(state["snapshots"])) <= 7
+        assert 1 <= len(state["snapshots"]) == len(state["snapshot_dates"]) <= 7
 
 
 @pytest.mark.parametrize("damage", ["engine_version", "schema_version"])
@@ -207,7 +207,7 @@ async def test_state_of_another_engine_version_is_refolded(
         # A state written by another engine (its counters deliberately wrong) or unreadable.
         if damage == "engine_version":
             sql = """UPDATE scoring.engine_states
-                     SET engine_version = 'engine-0', snapshots = '[]',
+                     SET engine_version = 'engine-0', snapshots = '{}', snapshot_dates = '{}', snapshot_checkins = '{}',
                          state = jsonb_set(jsonb_set(state, '{engine_version}', '"engine-0"'), '{symptoms,n}', '1')
                      WHERE tenant_id = $1 AND patient_id = $2"""
         else:
