@@ -85,18 +85,18 @@ class _NullOutbox:
 
 
 async def seed_history(
-    dsn: str, patients: Sequence[str], days: int, end: datetime, batch_size: int = 500
+    dsn: str, patients: Sequence[str], days: int, end: datetime, batch_size: int = 2000, *, enrol: bool = True
 ) -> tuple[int, float]:
     """Enrol `patients` and store `days` days of check-ins each (the series ends the day before
     `end`) through the scoring shell in this process, `batch_size` events per transaction.
-    Returns (events, seconds)."""
+    With `enrol` False the patients must be stored already. Returns (events, seconds)."""
     pool = await create_pool(dsn, min_size=1, max_size=2)
     try:
         proc = ScoringProcessor(pool, typing.cast(Outbox, _NullOutbox()))
         now = datetime.now(UTC)
-        enrol = [PatientUpserted(tenant_id=TENANT, patient=_patient(p, now)) for p in patients]
         started = time.perf_counter()
-        await proc.handle([_decoded(e) for e in enrol])
+        if enrol:
+            await proc.handle([_decoded(PatientUpserted(tenant_id=TENANT, patient=_patient(p, now))) for p in patients])
         events = series_events(patients, days, end, seed=len(patients) * 1000 + days)
         for i in range(0, len(events), batch_size):
             await proc.handle([_decoded(e) for e in events[i : i + batch_size]])
