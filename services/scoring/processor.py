@@ -56,8 +56,9 @@ from services.scoring.codec import (
     day_to_json,
     profile_from_patient,
 )
-from services.scoring.engine import EngineState, StateVersionError, from_json, thin, to_json
+from services.scoring.engine import EngineState, StateVersionError, from_json, thin
 from services.scoring.model import ActivityObs, Assessment, CheckinObs, DayRecord, RedFlagObs
+from services.scoring.state import to_json_text
 
 #: At most this many changed past local days get their own trajectory event per patient and batch
 #: (the newest ones: a late backfill of months publishes its last MAX_DAY_EVENTS days, then the final).
@@ -569,7 +570,7 @@ class ScoringProcessor:
             final.last_date,
             as_of,
             checkin,
-            json.dumps(to_json(final)),
+            to_json_text(final),
             [s.dump() for s in snapshots[:-1]],
             [s.last_date for s in snapshots[:-1]],
             [s.checkin for s in snapshots[:-1]],
@@ -730,7 +731,7 @@ class _Snap:
     def dump(self) -> str:
         if self.text is None:
             assert self.state is not None
-            self.text = json.dumps(to_json(self.state))
+            self.text = to_json_text(self.state)
         return self.text
 
 

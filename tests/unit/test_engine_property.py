@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from services.scoring.engine import Engine, History, Snapshots, dedupe, from_json, to_json
 from services.scoring.model import Baseline, DayRecord, PatientProfile, RedFlagObs
+from services.scoring.state import to_json_text
 
 START = date(2026, 1, 5)
 
@@ -123,3 +124,12 @@ def test_any_batching_and_late_order_equals_one_fold(
     as_of = max(d.last_sample_end for d in days if d.last_sample_end is not None) + timedelta(hours=1)
     got, want = eng.assess(h.state, as_of), eng.assess(expected, as_of)
     assert got.state == want.state and got.signals == want.signals and got.reasons == want.reasons
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(days=day_records(), profile=PROFILES)
+def test_state_json_text_reads_back(days: list[DayRecord], profile: PatientProfile) -> None:
+    state = Engine.of(profile).fold(Engine.of(profile).initial(), days)
+    text = to_json_text(state)
+    assert json.loads(text) == to_json(state)
+    assert from_json(json.loads(text)) == state
