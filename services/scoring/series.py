@@ -1,37 +1,20 @@
-"""Pure helpers that turn a patient's daily series into engine windows, triggers and API trajectories.
+"""Pure helpers that turn a patient's daily series and assessments into triggers and API trajectories.
 
-Shared by the scoring shell and the offline replay (`simulator/offline.py`) so both evaluate exactly
-the same windows.
+Shared by the scoring shell and the offline replay (`simulator/offline.py`) so both publish exactly
+the same trajectories.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import date
 from typing import Any
 
 from schemas.events import TriggerRef
 from schemas.trajectory import Trajectory, TrajectoryDay
 from services.scoring.model import Assessment, DayRecord
 
-HISTORY_DAYS = 180
-BASELINE_DAYS = 14
 API_DAYS = 28
-
-
-def last_checkin(days: Sequence[DayRecord]) -> datetime | None:
-    return max((d.last_recorded_at for d in days if d.last_recorded_at), default=None)
-
-
-def with_baseline(all_days: Sequence[DayRecord], window: list[DayRecord]) -> list[DayRecord]:
-    """The window plus the patient's earliest days (the engine's baseline), without repeats."""
-    head = [d for d in all_days[:BASELINE_DAYS] if not window or d.date < window[0].date]
-    return head + window
-
-
-def window_upto(days: Sequence[DayRecord], point: date) -> list[DayRecord]:
-    """What the engine sees when scoring as of local day `point`: the history window plus the baseline."""
-    return with_baseline(days, [d for d in days if point - timedelta(days=HISTORY_DAYS) <= d.date <= point])
 
 
 def day_trigger(day: DayRecord) -> TriggerRef | None:
