@@ -10,8 +10,12 @@
    hidden: its local day is rebuilt with them (`daily.aggregate_day(conflicting_red_flags=...)`),
    so the engine emits a `red_flag` signal for that version, and the patient is re-scored as of
    the newest of its event times, the conflicting version's included;
-3. every patient with new data gets its affected local days re-aggregated, is re-scored as of
-   its newest event time, and a trajectory event is queued in the outbox.
+3. every patient with new data gets its affected local days re-aggregated and is re-scored
+   incrementally from its persisted engine state (`scoring.engine_states`: the state after its
+   newest day plus bounded snapshots; see `_rescore_all` for forward steps, rewinds on late data
+   and whole re-folds), as of each changed day and as of its newest event time; the trajectory
+   events are queued in the outbox, the final trajectory (stamped with the engine and profile
+   versions) and the new state are written in the same transaction.
 After the commit the outbox is drained; the consumer then commits offsets. Observations of a
 patient who is not enrolled yet are stored with no local date (held) and scored on enrolment.
 """
