@@ -71,6 +71,8 @@ MAX_DAY_EVENTS = 120
 #: snapshot per SNAPSHOT_EVERY days at most (a rewind replays at most SNAPSHOT_EVERY - 1 extra days).
 SNAPSHOT_DAYS = 35
 SNAPSHOT_EVERY = 7
+#: First key of the transaction-scoped advisory locks that serialise re-scoring per patient.
+STATE_LOCK_CLASS = 0x5C0E
 
 _event_adapter: TypeAdapter[PatientUpserted | CheckInRecorded | ActivityRecorded] = TypeAdapter(IngestEvent)
 Key = tuple[str, str]
@@ -425,6 +427,16 @@ class ScoringProcessor:
         keys = [k for k, w in work.items() if w.dates or w.full]
         if not keys:
             return []
+        # Serialise re-scoring per patient (a zombie consumer after a rebalance must not overwrite the
+        # state another one just advanced): transaction-scoped locks, taken in one order.
+        await conn.execute(
+            """SELECT count(pg_advisory_xact_lock($3::int, h)) FROM (
+                   SELECT DISTINCT hashtext(k.t || '/' || k.pid) AS h FROM unnest($1::text[], $2::text[]) AS k(t, pid)
+                   ORDER BY 1) x""",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            STATE_LOCK_CLASS,
+        )
         rows = await conn.fetch(
             """SELECT p.tenant_id, p.patient_id, p.profile, t.state AS prev, t.data->'days' AS prev_days,
                       s.state AS engine_state, s.snapshots, s.snapshot_dates,
