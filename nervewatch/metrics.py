@@ -79,6 +79,15 @@ DIGESTS_RELEASED = Counter(
     "nervewatch_ingest_event_digests_released_total", "Event digests deleted again because publishing failed"
 )
 HELD_EVENTS = Gauge("nervewatch_scoring_held_events", "Observations held for a patient not yet enrolled")
+SCORING_RESCORES = Counter(
+    "nervewatch_scoring_rescores_total",
+    "Patients re-scored, by how the engine state was reached: forward (new days stepped onto the stored "
+    "state), rewind (late or changed day, replayed from a snapshot) or refold (whole stored series)",
+    ["path"],
+)
+SCORING_DAYS_FOLDED = Counter(
+    "nervewatch_scoring_days_folded_total", "Local days folded by the scoring engine, by re-scoring path", ["path"]
+)
 TRAJECTORY_STATES = Counter("nervewatch_trajectory_state_changes_total", "Trajectory state changes", ["state"])
 
 ALERTS_OPENED = Counter("nervewatch_alerts_opened_total", "Alerts opened", ["kind", "severity"])

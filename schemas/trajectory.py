@@ -69,6 +69,12 @@ class TrajectoryDay(BaseModel):
 
 
 class Trajectory(BaseModel):
+    """A patient's trajectory as of `as_of`.
+
+    `engine_version` and `profile_version` name the scoring engine and the clinical profile version
+    that produced it (absent on trajectories computed before they were recorded).
+    """
+
     patient_id: PatientId
     state: TrajectoryState
     as_of: UtcDatetime
@@ -78,3 +84,5 @@ class Trajectory(BaseModel):
     slope_per_week: float | None = None
     reasons: list[Reason] = Field(default_factory=list)
     days: list[TrajectoryDay] = Field(default_factory=list)
+    engine_version: str | None = None
+    profile_version: str | None = None

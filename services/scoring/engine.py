@@ -47,6 +47,7 @@ __all__ = [
     "from_json",
     "score",
     "symptom_index",
+    "thin",
     "to_json",
 ]
 
@@ -185,10 +186,16 @@ class Snapshots:
     snapshot whose last_date is before `day`; None when the change is older than every snapshot
     (replay the whole stored history from `Engine.initial()`). `with_states` records the states
     of a replay, dropping the snapshots it superseded. Serialise with `[to_json(s) for s in states]`.
+
+    `every` thins the snapshots: oldest first, a state is kept only if it is at least `every` days
+    after the previous kept one, and the newest state is always kept. With `every` k a rewind
+    replays at most k - 1 days more than with per-day snapshots, and at most about keep_days / k + 2
+    states are held.
     """
 
     keep_days: int = 35
     states: tuple[EngineState, ...] = ()
+    every: int = 1
 
     def before(self, day: date) -> EngineState | None:
         for s in reversed(self.states):
@@ -206,7 +213,24 @@ class Snapshots:
         if newest is not None:
             horizon = newest.toordinal() - self.keep_days
             merged = [s for s in merged if s.last_date is not None and s.last_date.toordinal() > horizon]
-        return Snapshots(self.keep_days, tuple(merged))
+        keep = thin([s.last_date for s in merged], self.every)
+        return Snapshots(self.keep_days, tuple(merged[i] for i in keep), self.every)
+
+
+def thin(dates: Sequence[date | None], every: int) -> list[int]:
+    """Indexes of the snapshots `Snapshots` keeps out of `dates` (oldest first): the first, every
+    later one at least `every` days after the previous kept one, and always the newest."""
+    if every <= 1 or len(dates) <= 1:
+        return list(range(len(dates)))
+    out: list[int] = []
+    prev: int | None = None
+    for i, d in enumerate(dates[:-1]):
+        o = d.toordinal() if d is not None else None
+        if o is None or prev is None or o - prev >= every:
+            out.append(i)
+            prev = o
+    out.append(len(dates) - 1)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,8 +249,8 @@ class History:
     days: Mapping[date, DayRecord] = field(default_factory=dict)
 
     @staticmethod
-    def start(engine: Engine, keep_days: int = 35) -> History:
-        return History(engine, engine.initial(), Snapshots(keep_days), {})
+    def start(engine: Engine, keep_days: int = 35, every: int = 1) -> History:
+        return History(engine, engine.initial(), Snapshots(keep_days, (), every), {})
 
     def ingest(self, batch: Iterable[DayRecord]) -> History:
         new = dedupe(batch)

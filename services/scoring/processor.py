@@ -10,8 +10,12 @@
    hidden: its local day is rebuilt with them (`daily.aggregate_day(conflicting_red_flags=...)`),
    so the engine emits a `red_flag` signal for that version, and the patient is re-scored as of
    the newest of its event times, the conflicting version's included;
-3. every patient with new data gets its affected local days re-aggregated, is re-scored as of
-   its newest event time, and a trajectory event is queued in the outbox.
+3. every patient with new data gets its affected local days re-aggregated and is re-scored
+   incrementally from its persisted engine state (`scoring.engine_states`: the state after its
+   newest day plus bounded snapshots; see `_rescore_all` for forward steps, rewinds on late data
+   and whole re-folds), as of each changed day and as of its newest event time; the trajectory
+   events are queued in the outbox, the final trajectory (stamped with the engine and profile
+   versions) and the new state are written in the same transaction.
 After the commit the outbox is drained; the consumer then commits offsets. Observations of a
 patient who is not enrolled yet are stored with no local date (held) and scored on enrolment.
 """
@@ -24,7 +28,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -56,11 +60,20 @@ from services.scoring.codec import (
     day_to_json,
     profile_from_patient,
 )
+from services.scoring.engine import EngineState, StateVersionError, from_json, thin
 from services.scoring.model import ActivityObs, Assessment, CheckinObs, DayRecord, RedFlagObs
 from services.scoring.profile import ProfileOverride
+from services.scoring.state import to_json_text
 
-# At most this many past local days are re-evaluated per patient and batch (a late backfill of months).
-REPLAY_POINTS = 120
+#: At most this many changed past local days get their own trajectory event per patient and batch
+#: (the newest ones: a late backfill of months publishes its last MAX_DAY_EVENTS days, then the final).
+MAX_DAY_EVENTS = 120
+#: Snapshots persisted per patient: rewinds reach SNAPSHOT_DAYS days back without a re-fold; one
+#: snapshot per SNAPSHOT_EVERY days at most (a rewind replays at most SNAPSHOT_EVERY - 1 extra days).
+SNAPSHOT_DAYS = 35
+SNAPSHOT_EVERY = 7
+#: First key of the transaction-scoped advisory locks that serialise re-scoring per patient.
+STATE_LOCK_CLASS = 0x5C0E
 
 _event_adapter: TypeAdapter[PatientUpserted | CheckInRecorded | ActivityRecorded] = TypeAdapter(IngestEvent)
 Key = tuple[str, str]
@@ -78,6 +91,11 @@ class _Work:
     dates: set[date] = field(default_factory=set)
     full: bool = False
     trigger: TriggerRef | None = None
+    newest: datetime | None = None  # the newest event time of the batch's new dated observations
+
+    def offer_time(self, t: datetime) -> None:
+        if self.newest is None or t > self.newest:
+            self.newest = t
 
     def offer_trigger(self, event_id: str, recorded_at: datetime, received_at: datetime) -> None:
         if self.trigger is None or recorded_at >= self.trigger.recorded_at:
@@ -121,7 +139,9 @@ class ScoringProcessor:
             if activity:
                 await self._store_activity(conn, activity, zones, work)
             records = await self._rescore_all(conn, work)
-            await self.outbox.add(conn, records)  # drained by the consumer's commit path (step 3)
+            await self.outbox.add(conn, records)
+        if records:
+            await self.outbox.drain()
         now = self.clock()
         for ev in checkins:
             metrics.END_TO_END_LATENCY.labels("scored", "received_at").observe((now - ev.received_at).total_seconds())
@@ -240,6 +260,7 @@ class ScoringProcessor:
                     w = work[_key(ev)]
                     w.dates.add(local)
                     w.offer_trigger(str(ev.checkin.event_id), ev.checkin.recorded_at, ev.received_at)
+                    w.offer_time(ev.checkin.recorded_at)
             else:
                 c = ev.checkin
                 dups.append(
@@ -309,7 +330,9 @@ class ScoringProcessor:
             if ident in new and ident not in seen:
                 seen.add(ident)
                 if isinstance(local, date):
-                    work[_key(ev)].dates.add(local)
+                    w = work[_key(ev)]
+                    w.dates.add(local)
+                    w.offer_time(samples[i].end)
             else:
                 s = samples[i]
                 dups.append(
@@ -377,41 +400,68 @@ class ScoringProcessor:
                 w = work[(d.tenant_id, d.patient_id)]
                 w.dates.add(d.local_date)
                 w.offer_trigger(str(d.event_id), d.recorded_at, d.received_at)
+                w.offer_time(d.recorded_at)
         if recorded:
             metrics.EVENT_CONFLICTS.labels(kind).inc(recorded)
 
     # -- scoring -----------------------------------------------------------------------------
 
     async def _rescore_all(self, conn: asyncpg.Connection, work: dict[Key, _Work]) -> list[tuple[str, bytes, bytes]]:
-        """Re-score every patient the batch touched, with one query per kind for the whole batch.
+        """Re-score every patient the batch touched from its persisted engine state.
 
-        Each patient is evaluated as of each new local day in event-time order, then as of its
-        newest event time. Evaluating every new day (not only the newest) makes the published
-        sequence independent of how events were batched: a red flag or a flare in the middle of
-        a backfilled week reaches alerts exactly as it would have live. Only the final
-        trajectory is stored. Patients not enrolled yet are skipped (their events are held).
+        One query per kind for the whole batch: the patients with their stored state, snapshots
+        and trajectory; the newest event time of patients without a stored one; the re-aggregated
+        days; the stored days that rewinds and re-folds replay. Per patient (`_plan`): new days
+        after the state's last day are stepped onto it; a late or changed day rewinds to the
+        snapshot before it and replays the stored days from there; a patient without a usable
+        state (none yet, another engine or profile version, re-enrolled, or a change older than
+        every snapshot) is re-folded from its whole stored series.
+
+        Each changed local day before the final one is then assessed as of its newest observation,
+        in event-time order (its state comes from the replay, nothing is re-folded), and the
+        patient once more as of its newest event time. The published sequence is independent of
+        batching: a red flag in the middle of a backfilled week reaches alerts exactly as it would
+        have live. The final trajectory, the new state and its snapshots are written in the
+        caller's transaction, one statement per table. Patients not enrolled yet are skipped
+        (their events are held).
         """
         keys = [k for k, w in work.items() if w.dates or w.full]
         if not keys:
             return []
+        # Serialise re-scoring per patient (a zombie consumer after a rebalance must not overwrite the
+        # state another one just advanced): transaction-scoped locks, taken in one order.
+        await conn.execute(
+            """SELECT count(pg_advisory_xact_lock($3::int, h)) FROM (
+                   SELECT DISTINCT hashtext(k.t || '/' || k.pid) AS h FROM unnest($1::text[], $2::text[]) AS k(t, pid)
+                   ORDER BY 1) x""",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            STATE_LOCK_CLASS,
+        )
         rows = await conn.fetch(
-            """SELECT p.tenant_id, p.patient_id, p.profile, t.state AS prev,
-                      greatest((SELECT max(recorded_at) FROM scoring.checkins c
-                                WHERE c.tenant_id = p.tenant_id AND c.patient_id = p.patient_id),
-                               (SELECT max(end_at) FROM scoring.activity a
-                                WHERE a.tenant_id = p.tenant_id AND a.patient_id = p.patient_id),
-                               (SELECT max(recorded_at) FROM scoring.event_conflicts e
-                                WHERE e.tenant_id = p.tenant_id AND e.patient_id = p.patient_id
-                                  AND e.red_flags <> '{}')) AS as_of
+            """SELECT p.tenant_id, p.patient_id, p.profile, t.state AS prev, t.data->'days' AS prev_days,
+                      s.state AS engine_state, s.snapshots, s.snapshot_dates,
+                      s.snapshot_checkins, s.as_of AS stored_as_of, s.last_checkin_at AS state_checkin
                FROM scoring.patients p
                JOIN unnest($1::text[], $2::text[]) AS k(t, pid) ON p.tenant_id = k.t AND p.patient_id = k.pid
                LEFT JOIN scoring.trajectories t ON t.tenant_id = p.tenant_id AND t.patient_id = p.patient_id
+               LEFT JOIN scoring.engine_states s ON s.tenant_id = p.tenant_id AND s.patient_id = p.patient_id
                WHERE p.profile IS NOT NULL""",
             [k[0] for k in keys],
             [k[1] for k in keys],
         )
-        patients = {(r["tenant_id"], r["patient_id"]): r for r in rows if r["as_of"] is not None}
-        full = [k for k in patients if work[k].full]
+        found: dict[Key, asyncpg.Record] = {(r["tenant_id"], r["patient_id"]): r for r in rows}
+        as_of: dict[Key, datetime] = {}
+        scan: list[Key] = []
+        for k, r in found.items():
+            w = work[k]
+            if w.full or r["stored_as_of"] is None:
+                scan.append(k)
+            else:
+                as_of[k] = max(r["stored_as_of"], w.newest) if w.newest is not None else r["stored_as_of"]
+        if scan:
+            as_of.update(await self._newest_event_times(conn, scan))
+        full = [k for k in as_of if work[k].full]
         if full:
             for r in await conn.fetch(
                 """SELECT DISTINCT x.tenant_id, x.patient_id, x.local_date FROM (
@@ -425,95 +475,172 @@ class ScoringProcessor:
                 [k[1] for k in full],
             ):
                 work[(r["tenant_id"], r["patient_id"])].dates.add(r["local_date"])
-        targets = {k: sorted(work[k].dates) for k in patients if work[k].dates}
+        targets = {k: sorted(work[k].dates) for k in as_of if work[k].dates}
         if not targets:
             return []
-        await self._rebuild_days(conn, targets)
-        since: dict[Key, date] = {}
-        finals: dict[Key, tuple[Patient, ZoneInfo, datetime, date]] = {}
-        for k in targets:
-            patient = Patient.model_validate(patients[k]["profile"])
-            tz = ZoneInfo(patient.timezone)
-            as_of = patients[k]["as_of"]
-            final_day = daily.local_day(as_of, tz)
-            finals[k] = (patient, tz, as_of, final_day)
-            since[k] = min(final_day, min(targets[k])) - timedelta(days=series.HISTORY_DAYS)
-        windows = await self._windows(conn, since)
-        # tenant-profiles: the current clinical-profile overrides of the batch's tenants, one query.
-        overrides = await profiles_store.current_overrides(conn, {k[0] for k in finals})
+        rebuilt = await self._rebuild_days(conn, targets)
+        # The current clinical-profile overrides of the batch's tenants, one query.
+        overrides = await profiles_store.current_overrides(conn, {k[0] for k in targets})
+        plans = {k: _plan(found[k], work[k], targets[k], overrides.get(k[0])) for k in targets}
+        stored = await self._days_after(conn, {k: p.read_after for k, p in plans.items() if p.read})
         out: list[tuple[str, bytes, bytes]] = []
-        stored: list[tuple[object, ...]] = []
-        for k, (patient, _tz, as_of, final_day) in finals.items():
-            days = windows.get(k, [])
-            events, final = self._evaluate(
-                k, patient, days, as_of, final_day, targets[k], patients[k]["prev"], work[k], overrides.get(k[0])
-            )
+        trajectories: list[tuple[object, ...]] = []
+        states: list[tuple[object, ...]] = []
+        for k, plan in plans.items():
+            days = {**stored.get(k, {}), **rebuilt[k]}
+            replay = [days[d] for d in sorted(days)]
+            events, trajectory_row, state_row = self._replay(k, plan, replay, targets[k], as_of[k], work[k])
             out.extend(events)
-            a, trajectory, recent = final
-            stored.append(
-                (
-                    k[0],
-                    k[1],
-                    a.state.value,
-                    a.as_of,
-                    json.dumps(trajectory.model_dump(mode="json")),
-                    json.dumps([s.model_dump(mode="json") for s in a.signals]),
-                    series.last_checkin(recent),
-                )
-            )
+            trajectories.append(trajectory_row)
+            states.append(state_row)
         await conn.executemany(
             """INSERT INTO scoring.trajectories (tenant_id, patient_id, state, as_of, data, signals, last_checkin_at,
-                                                 updated_at)
-               VALUES ($1, $2, $3, $4, $5::text::jsonb, $6::text::jsonb, $7, now())
+                                                 engine_version, profile_version, updated_at)
+               VALUES ($1, $2, $3, $4, $5::text::jsonb, $6::text::jsonb, $7, $8, $9, now())
                ON CONFLICT (tenant_id, patient_id) DO UPDATE SET state = EXCLUDED.state, as_of = EXCLUDED.as_of,
                  data = EXCLUDED.data, signals = EXCLUDED.signals, last_checkin_at = EXCLUDED.last_checkin_at,
+                 engine_version = EXCLUDED.engine_version, profile_version = EXCLUDED.profile_version,
                  updated_at = now()""",
-            stored,
+            trajectories,
+        )
+        await conn.executemany(
+            """INSERT INTO scoring.engine_states (tenant_id, patient_id, engine_version, profile_version, last_date,
+                                                  as_of, last_checkin_at, state, snapshots, snapshot_dates,
+                                                  snapshot_checkins, updated_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9, $10, $11, now())
+               ON CONFLICT (tenant_id, patient_id) DO UPDATE SET engine_version = EXCLUDED.engine_version,
+                 profile_version = EXCLUDED.profile_version, last_date = EXCLUDED.last_date,
+                 as_of = EXCLUDED.as_of, last_checkin_at = EXCLUDED.last_checkin_at, state = EXCLUDED.state,
+                 snapshots = EXCLUDED.snapshots, snapshot_dates = EXCLUDED.snapshot_dates,
+                 snapshot_checkins = EXCLUDED.snapshot_checkins, updated_at = now()""",
+            states,
         )
         return out
 
-    def _evaluate(
+    def _replay(
         self,
         key: Key,
-        patient: Patient,
-        days: list[DayRecord],
+        plan: _Plan,
+        replay: list[DayRecord],
+        changed: list[date],
         as_of: datetime,
-        final_day: date,
-        new_dates: list[date],
-        prev: str | None,
         w: _Work,
-        override: ProfileOverride | None = None,
-    ) -> tuple[list[tuple[str, bytes, bytes]], tuple[Assessment, Trajectory, list[DayRecord]]]:
-        """Pure part of re-scoring one patient (under the tenant's profile `override`): the events
-        to publish and the final trajectory."""
+    ) -> tuple[list[tuple[str, bytes, bytes]], tuple[object, ...], tuple[object, ...]]:
+        """Pure part of re-scoring one patient: fold `replay` (the stored days after the plan's base,
+        sorted) onto the base, assess each changed day and the final state. Returns the events to
+        publish, the trajectories row and the engine_states row."""
         tenant, pid = key
-        profile = profile_from_patient(patient)
-        clinical = profiles_store.effective(profile, override)  # tenant-profiles
-        by_date = {d.date: d for d in days}
-        points = [d for d in new_dates if d < final_day and d in by_date][-REPLAY_POINTS:]
+        eng = plan.engine
+        final_day = daily.local_day(as_of, eng.patient.tz)
+        folded = eng.fold_states(plan.base, replay)
+        metrics.SCORING_RESCORES.labels(plan.path).inc()
+        metrics.SCORING_DAYS_FOLDED.labels(plan.path).inc(len(replay))
+        by_date: dict[date, tuple[EngineState, DayRecord, datetime | None]] = {}
+        checkin = plan.base_checkin
+        for s, rec in zip(folded, replay, strict=True):
+            if rec.last_recorded_at is not None and (checkin is None or rec.last_recorded_at > checkin):
+                checkin = rec.last_recorded_at
+            by_date[rec.date] = (s, rec, checkin)
+        prev: str | None = plan.prev_state
         out: list[tuple[str, bytes, bytes]] = []
+        points = [d for d in changed if d < final_day and d in by_date][-MAX_DAY_EVENTS:]
         for point in points:
-            rec = by_date[point]
+            s, rec, point_checkin = by_date[point]
             # A day may hold only a conflicting version's red flags (no stored check-in or sample).
             point_as_of = max(
                 t
                 for t in (rec.last_recorded_at, rec.last_sample_end, *(o.recorded_at for o in rec.red_flag_obs))
                 if t is not None
             )
-            upto = series.window_upto(days, point)
-            a = engine.score(profile, upto, point_as_of, clinical)
-            trajectory = series.to_trajectory(pid, a, upto)
-            out.append(self._event(tenant, pid, a, trajectory, prev, series.day_trigger(rec), upto))
+            a = eng.assess(s, point_as_of)
+            out.append(
+                self._event(
+                    tenant, pid, a, series.to_trajectory(pid, a, []), prev, series.day_trigger(rec), point_checkin
+                )
+            )
             prev = a.state.value
-        recent = series.window_upto(days, final_day)
-        assessment = engine.score(profile, recent, as_of, clinical)
-        trajectory = series.to_trajectory(pid, assessment, recent)
-        trigger = w.trigger or (series.day_trigger(recent[-1]) if recent else None)
-        out.append(self._event(tenant, pid, assessment, trajectory, prev, trigger, recent))
-        return out, (assessment, trajectory, recent)
+        final = folded[-1] if folded else plan.base
+        assessment = eng.assess(final, as_of)
+        trajectory = series.to_trajectory(pid, assessment, [])
+        trigger = w.trigger or (series.day_trigger(replay[-1]) if replay else None)
+        out.append(self._event(tenant, pid, assessment, trajectory, prev, trigger, checkin))
+        data = trajectory.model_dump(mode="json")
+        if plan.prev_days is None:
+            data["days"] = [d.model_dump(mode="json") for d in series.to_trajectory(pid, assessment, replay).days]
+        else:
+            data["days"] = series.merge_api_days(plan.prev_days, replay, assessment.day_index)
+        trajectory_row = (
+            tenant,
+            pid,
+            assessment.state.value,
+            assessment.as_of,
+            json.dumps(data),
+            json.dumps([sig.model_dump(mode="json") for sig in assessment.signals]),
+            checkin,
+            assessment.engine_version,
+            assessment.profile_version,
+        )
+        snapshots = _merge_snapshots(plan.snapshots, [(s, c) for s, _, c in by_date.values()])
+        state_row = (
+            tenant,
+            pid,
+            final.engine_version,
+            final.profile_version,
+            final.last_date,
+            as_of,
+            checkin,
+            to_json_text(final),
+            [s.dump() for s in snapshots[:-1]],
+            [s.last_date for s in snapshots[:-1]],
+            [s.checkin for s in snapshots[:-1]],
+        )
+        return out, trajectory_row, state_row
 
-    async def _rebuild_days(self, conn: asyncpg.Connection, targets: dict[Key, list[date]]) -> None:
-        """Re-aggregate the given local days of each patient from its stored observations."""
+    async def _newest_event_times(self, conn: asyncpg.Connection, keys: list[Key]) -> dict[Key, datetime]:
+        """The newest event time of each patient's stored observations (red-flag conflicting versions
+        included), by scanning them: for patients without a stored one, or re-enrolled."""
+        rows = await conn.fetch(
+            """SELECT k.t AS tenant_id, k.pid AS patient_id,
+                      greatest((SELECT max(recorded_at) FROM scoring.checkins c
+                                WHERE c.tenant_id = k.t AND c.patient_id = k.pid),
+                               (SELECT max(end_at) FROM scoring.activity a
+                                WHERE a.tenant_id = k.t AND a.patient_id = k.pid),
+                               (SELECT max(recorded_at) FROM scoring.event_conflicts e
+                                WHERE e.tenant_id = k.t AND e.patient_id = k.pid
+                                  AND e.red_flags <> '{}')) AS as_of
+               FROM unnest($1::text[], $2::text[]) AS k(t, pid)""",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+        )
+        return {(r["tenant_id"], r["patient_id"]): r["as_of"] for r in rows if r["as_of"] is not None}
+
+    async def _days_after(
+        self, conn: asyncpg.Connection, after: dict[Key, date | None]
+    ) -> dict[Key, dict[date, DayRecord]]:
+        """Each patient's stored days after its date (all of them for None), one query."""
+        if not after:
+            return {}
+        keys = list(after)
+        rows = await conn.fetch(
+            """SELECT d.tenant_id, d.patient_id, d.data FROM scoring.daily d
+               JOIN unnest($1::text[], $2::text[], $3::date[]) AS k(t, pid, after)
+                 ON d.tenant_id = k.t AND d.patient_id = k.pid
+               WHERE k.after IS NULL OR d.day > k.after""",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [after[k] for k in keys],
+        )
+        out: dict[Key, dict[date, DayRecord]] = defaultdict(dict)
+        for r in rows:
+            rec = day_from_json(_json_value(r["data"]))
+            out[(r["tenant_id"], r["patient_id"])][rec.date] = rec
+        return out
+
+    async def _rebuild_days(
+        self, conn: asyncpg.Connection, targets: dict[Key, list[date]]
+    ) -> dict[Key, dict[date, DayRecord]]:
+        """Re-aggregate the given local days of each patient from its stored observations, store
+        them in scoring.daily and return them."""
         triples = [(k[0], k[1], d) for k, ds in targets.items() for d in ds]
         cols = ([t[0] for t in triples], [t[1] for t in triples], [t[2] for t in triples])
         c_rows = await conn.fetch(
@@ -559,41 +686,18 @@ class ScoringProcessor:
                     received_at=r["received_at"],
                 )
             )
+        out: dict[Key, dict[date, DayRecord]] = defaultdict(dict)
+        rows: list[tuple[str, str, date, str]] = []
+        for t, p, d in triples:
+            rec = daily.aggregate_day(d, by_c[(t, p, d)], by_a[(t, p, d)], by_f[(t, p, d)])
+            out[(t, p)][d] = rec
+            rows.append((t, p, d, json.dumps(day_to_json(rec))))
         await conn.executemany(
             """INSERT INTO scoring.daily (tenant_id, patient_id, day, data, updated_at)
                VALUES ($1, $2, $3, $4::text::jsonb, now())
                ON CONFLICT (tenant_id, patient_id, day) DO UPDATE SET data = EXCLUDED.data, updated_at = now()""",
-            [
-                (
-                    t,
-                    p,
-                    d,
-                    json.dumps(day_to_json(daily.aggregate_day(d, by_c[(t, p, d)], by_a[(t, p, d)], by_f[(t, p, d)]))),
-                )
-                for t, p, d in triples
-            ],
+            rows,
         )
-
-    async def _windows(self, conn: asyncpg.Connection, since: dict[Key, date]) -> dict[Key, list[DayRecord]]:
-        """Each patient's days since its date, plus its earliest days (the baseline)."""
-        keys = list(since)
-        rows = await conn.fetch(
-            """SELECT tenant_id, patient_id, day, data FROM (
-                   SELECT d.tenant_id, d.patient_id, d.day, d.data, k.since,
-                          row_number() OVER (PARTITION BY d.tenant_id, d.patient_id ORDER BY d.day) AS rn
-                   FROM scoring.daily d
-                   JOIN unnest($1::text[], $2::text[], $3::date[]) AS k(t, pid, since)
-                     ON d.tenant_id = k.t AND d.patient_id = k.pid) x
-               WHERE rn <= $4 OR day >= since
-               ORDER BY tenant_id, patient_id, day""",
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [since[k] for k in keys],
-            series.BASELINE_DAYS,
-        )
-        out: dict[Key, list[DayRecord]] = defaultdict(list)
-        for r in rows:
-            out[(r["tenant_id"], r["patient_id"])].append(day_from_json(r["data"]))
         return out
 
     def _event(
@@ -604,7 +708,7 @@ class ScoringProcessor:
         trajectory: Trajectory,
         prev: str | None,
         trigger: TriggerRef | None,
-        days: list[DayRecord],
+        last_checkin: datetime | None,
     ) -> tuple[str, bytes, bytes]:
         changed = prev != a.state.value
         if changed:
@@ -612,15 +716,118 @@ class ScoringProcessor:
         event = TrajectoryUpdated(
             tenant_id=tenant,
             event_id=uuid.uuid4(),
-            trajectory=trajectory.model_copy(update={"days": []}),
+            trajectory=trajectory if not trajectory.days else trajectory.model_copy(update={"days": []}),
             previous_state=TrajectoryState(prev) if prev else None,
             state_changed=changed,
             signals=list(a.signals),
             trigger=trigger,
-            last_checkin_at=series.last_checkin(days),
+            last_checkin_at=last_checkin,
             computed_at=self.clock(),
         )
         return Topics.trajectories, event_key(tenant, pid), event.model_dump_json().encode()
+
+
+@dataclass(slots=True)
+class _Snap:
+    """One persisted snapshot: the state as stored (JSON text, parsed only when a rewind needs it)
+    or as folded in this batch (serialised only if it is kept), with the newest check-in time as of it."""
+
+    last_date: date
+    checkin: datetime | None
+    text: str | None = None
+    state: EngineState | None = None
+
+    def load(self) -> EngineState:
+        """The state; raises StateVersionError for one this engine cannot read."""
+        if self.state is None:
+            try:
+                data = json.loads(self.text or "")
+            except ValueError as exc:
+                raise StateVersionError("engine snapshot is not JSON") from exc
+            self.state = from_json(data)
+        return self.state
+
+    def dump(self) -> str:
+        if self.text is None:
+            assert self.state is not None
+            self.text = to_json_text(self.state)
+        return self.text
+
+
+@dataclass(slots=True)
+class _Plan:
+    """How one patient is re-scored: fold the stored days after `base` onto it.
+
+    `read` says whether stored days after `read_after` (all for None) must be read first;
+    `prev_days` are the stored trajectory's API days (None: rebuild them from the replay, which
+    then covers the whole series).
+    """
+
+    engine: engine.Engine
+    base: EngineState
+    base_checkin: datetime | None
+    snapshots: list[_Snap]
+    prev_state: str | None
+    prev_days: list[dict[str, typing.Any]] | None
+    read: bool
+    read_after: date | None
+    path: str = "refold"  # forward, rewind or refold (the metrics label)
+
+
+def _plan(row: asyncpg.Record, w: _Work, changed: list[date], override: ProfileOverride | None = None) -> _Plan:
+    """Forward step, rewind to a snapshot, or whole re-fold (see `_rescore_all`), under the
+    tenant's clinical-profile `override` (a changed override changes the profile version, so a
+    stored state of the previous version is re-folded)."""
+    patient = Patient.model_validate(_json_value(row["profile"]))
+    profile = profile_from_patient(patient)
+    eng = engine.Engine.of(profile, profiles_store.effective(profile, override))
+    prev_state = row["prev"]
+    refold = _Plan(eng, eng.initial(), None, [], prev_state, None, True, None)
+    prev_days = _json_value(row["prev_days"])
+    if w.full or row["engine_state"] is None or not isinstance(prev_days, list):
+        return refold
+    try:
+        state = from_json(_json_value(row["engine_state"]))
+        snaps = [
+            _Snap(d, c, t)
+            for t, d, c in zip(row["snapshots"], row["snapshot_dates"], row["snapshot_checkins"], strict=True)
+        ]
+    except (StateVersionError, KeyError, TypeError, ValueError, AttributeError):
+        return refold
+    if not eng.compatible(state) or state.last_date is None:
+        return refold
+    snaps.append(_Snap(state.last_date, row["state_checkin"], None, state))
+    if changed[0] > state.last_date:
+        return _Plan(eng, state, row["state_checkin"], snaps, prev_state, prev_days, False, None, "forward")
+    snap = next((s for s in reversed(snaps) if s.last_date < changed[0]), None)
+    if snap is None:
+        return refold
+    try:
+        base = snap.load()
+    except StateVersionError:
+        return refold
+    if not eng.compatible(base) or base.last_date != snap.last_date:
+        return refold
+    return _Plan(eng, base, snap.checkin, snaps, prev_state, prev_days, True, snap.last_date, "rewind")
+
+
+def _merge_snapshots(old: list[_Snap], new: list[tuple[EngineState, datetime | None]]) -> list[_Snap]:
+    """The snapshots after a replay: those before its first day, then its states, within
+    SNAPSHOT_DAYS of the newest, thinned to one per SNAPSHOT_EVERY days (newest always kept)."""
+    if not new:
+        return old
+    first = new[0][0].last_date
+    assert first is not None
+    merged = [s for s in old if s.last_date < first]
+    merged.extend(_Snap(s.last_date, c, None, s) for s, c in new if s.last_date is not None)
+    horizon = merged[-1].last_date.toordinal() - SNAPSHOT_DAYS
+    merged = [s for s in merged if s.last_date.toordinal() > horizon]
+    return [merged[i] for i in thin([s.last_date for s in merged], SNAPSHOT_EVERY)]
+
+
+def _json_value(value: typing.Any) -> typing.Any:
+    """A jsonb value as asyncpg returns it (decoded by the pool's codec, or text without one)."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def _key(ev: CheckInRecorded | ActivityRecorded) -> Key:

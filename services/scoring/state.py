@@ -1,7 +1,7 @@
 """The engine's per-patient state: plain, immutable, versioned and serialisable.
 
 `EngineState` holds one state per detector plus the newest folded date and the versions that
-produced it. `to_json` / `from_json` convert it to and from JSON-compatible dicts (what the shell
+produced it. `to_json` (`to_json_text`) / `from_json` convert it to and from JSON-compatible dicts (what the shell
 persists); a dict of an unknown `schema_version` raises `StateVersionError` rather than being
 misread. Bump STATE_SCHEMA_VERSION whenever a state dataclass changes shape.
 """
@@ -57,6 +57,11 @@ def to_json(state: EngineState) -> dict[str, Any]:
     """The state as a JSON-compatible dict (dates and datetimes as RFC 3339 strings)."""
     out: dict[str, Any] = _ADAPTER.dump_python(state, mode="json")
     return out
+
+
+def to_json_text(state: EngineState) -> str:
+    """`to_json(state)` as JSON text (serialised in one pass, several times faster than json.dumps of it)."""
+    return _ADAPTER.dump_json(state).decode()
 
 
 def from_json(data: Any) -> EngineState:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from services.scoring.engine import Engine, History, Snapshots, dedupe, from_json, to_json
 from services.scoring.model import Baseline, DayRecord, PatientProfile, RedFlagObs
+from services.scoring.state import to_json_text
 
 START = date(2026, 1, 5)
 
@@ -90,7 +91,7 @@ def _persisted(h: History) -> History:
     """What the shell would reload: state and snapshots through JSON."""
     state = from_json(json.loads(json.dumps(to_json(h.state))))
     snaps = [from_json(json.loads(json.dumps(to_json(s)))) for s in h.snapshots.states]
-    return replace(h, state=state, snapshots=Snapshots(h.snapshots.keep_days, tuple(snaps)))
+    return replace(h, state=state, snapshots=Snapshots(h.snapshots.keep_days, tuple(snaps), h.snapshots.every))
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -99,9 +100,10 @@ def _persisted(h: History) -> History:
     profile=PROFILES,
     data=st.data(),
     keep=st.sampled_from((3, 10, 35)),
+    every=st.sampled_from((1, 3, 7)),
 )
 def test_any_batching_and_late_order_equals_one_fold(
-    days: list[DayRecord], profile: PatientProfile, data: st.DataObject, keep: int
+    days: list[DayRecord], profile: PatientProfile, data: st.DataObject, keep: int, every: int
 ) -> None:
     eng = Engine.of(profile)
     revised = data.draw(st.sets(st.integers(0, len(days) - 1), min_size=min(1, len(days)), max_size=5), label="re-sent")
@@ -114,7 +116,7 @@ def test_any_batching_and_late_order_equals_one_fold(
         batches.append([versions[i] for i in order[prev:c]])
         prev = c
     days = dedupe(versions)
-    h = History.start(eng, keep_days=keep)
+    h = History.start(eng, keep_days=keep, every=every)
     for batch in batches:
         h = _persisted(h.ingest(batch))
     expected = eng.fold(eng.initial(), days)
@@ -122,3 +124,12 @@ def test_any_batching_and_late_order_equals_one_fold(
     as_of = max(d.last_sample_end for d in days if d.last_sample_end is not None) + timedelta(hours=1)
     got, want = eng.assess(h.state, as_of), eng.assess(expected, as_of)
     assert got.state == want.state and got.signals == want.signals and got.reasons == want.reasons
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(days=day_records(), profile=PROFILES)
+def test_state_json_text_reads_back(days: list[DayRecord], profile: PatientProfile) -> None:
+    state = Engine.of(profile).fold(Engine.of(profile).initial(), days)
+    text = to_json_text(state)
+    assert json.loads(text) == to_json(state)
+    assert from_json(json.loads(text)) == state

@@ -158,18 +158,20 @@ async def test_real_run_with_a_profile_file_is_refused() -> None:
 
 
 def test_live_scoring_applies_the_tenant_override() -> None:
-    """The processor's (isolated) wiring: `_evaluate` scores with `override`."""
-    from services.scoring.processor import ScoringProcessor, _Work
+    """The processor's per-patient plan scores under the tenant's override (a new profile version)."""
+    from services.scoring.processor import _plan, _Work
 
     p = patient("lumbar_radiculopathy")
     series_days = list(days(22))
     as_of = series_days[-1].last_recorded_at
     assert as_of is not None
-    proc = ScoringProcessor(None, None)  # type: ignore[arg-type]
-    args = (("t1", "pt-1"), p, series_days, as_of, series_days[-1].date, [series_days[-1].date], None, _Work())
-    _, (plain, _, _) = proc._evaluate(*args)
+    row = {"profile": p.model_dump(mode="json"), "prev": None, "prev_days": None, "engine_state": None}
     override = ps.override_of([("lumbar_radiculopathy", "conservative", {"review_after_days": 14, "plateau_days": 14})])
-    _, (tuned, _, _) = proc._evaluate(*args, override)
+    results = []
+    for o in (None, override):
+        plan = _plan(row, _Work(), [series_days[-1].date], o)  # type: ignore[arg-type]
+        results.append(plan.engine.assess(plan.engine.fold(plan.base, series_days), as_of))
+    plain, tuned = results
     assert [s.code for s in plain.signals] == []
     assert [s.code for s in tuned.signals] == [SignalCode.plateau]
     assert tuned.profile_version != plain.profile_version

@@ -62,7 +62,7 @@ from services.alerts.model import (
     Suppressed,
     SuppressReason,
 )
-from services.scoring import daily, engine, series
+from services.scoring import daily, engine
 from services.scoring.model import ActivityObs, CheckinObs, DayRecord, PatientProfile, RedFlagObs
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -115,8 +115,7 @@ UTC_ZONE = ZoneInfo("UTC")
 
 def assess(profile: PatientProfile, days: Sequence[DayRecord], as_of: datetime) -> list[Signal]:
     """The scoring engine's signals for the patient as of `as_of` (what the shell publishes)."""
-    window = series.window_upto(days, as_of.date())
-    return list(engine.score(profile, window, as_of).signals)
+    return list(engine.score(profile, days, as_of).signals)
 
 
 def legacy_evaluate(
