@@ -16,7 +16,7 @@
    and whole re-folds), as of each changed day and as of its newest event time; the trajectory
    events are queued in the outbox, the final trajectory (stamped with the engine and profile
    versions) and the new state are written in the same transaction.
-After the commit the outbox is drained; the consumer then commits offsets. Observations of a
+After the commit the consumer's commit path drains the outbox, then commits offsets. Observations of a
 patient who is not enrolled yet are stored with no local date (held) and scored on enrolment.
 """
 
@@ -139,9 +139,7 @@ class ScoringProcessor:
             if activity:
                 await self._store_activity(conn, activity, zones, work)
             records = await self._rescore_all(conn, work)
-            await self.outbox.add(conn, records)
-        if records:
-            await self.outbox.drain()
+            await self.outbox.add(conn, records)  # drained by the consumer's commit path (step 3)
         now = self.clock()
         for ev in checkins:
             metrics.END_TO_END_LATENCY.labels("scored", "received_at").observe((now - ev.received_at).total_seconds())

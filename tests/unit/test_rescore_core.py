@@ -169,7 +169,7 @@ def test_live_scoring_applies_the_tenant_override() -> None:
     override = ps.override_of([("lumbar_radiculopathy", "conservative", {"review_after_days": 14, "plateau_days": 14})])
     results = []
     for o in (None, override):
-        plan = _plan(row, _Work(), [series_days[-1].date], o)  # type: ignore[arg-type]
+        plan = _plan(row, _Work(), [series_days[-1].date], o)
         results.append(plan.engine.assess(plan.engine.fold(plan.base, series_days), as_of))
     plain, tuned = results
     assert [s.code for s in plain.signals] == []
