@@ -74,10 +74,12 @@ class TrajectoryReads:
         rows = await self.pool.fetch(
             """SELECT p.patient_id, p.profile->>'condition' AS condition,
                       coalesce(t.state, 'insufficient_data') AS state, coalesce(t.as_of, p.updated_at) AS as_of,
-                      p.latest_event_at, t.data->'symptom_index' AS symptom_index,
+                      coalesce(p.latest_event_at, es.as_of) AS latest_event_at,
+                      t.data->'symptom_index' AS symptom_index,
                       t.data->'change_from_baseline_pct' AS change_pct
                FROM scoring.patients p
                LEFT JOIN scoring.trajectories t ON t.tenant_id = p.tenant_id AND t.patient_id = p.patient_id
+               LEFT JOIN scoring.engine_states es ON es.tenant_id = p.tenant_id AND es.patient_id = p.patient_id
                WHERE p.tenant_id = $1 AND p.profile IS NOT NULL AND p.patient_id COLLATE "C" > $2
                  AND ($3::text IS NULL OR coalesce(t.state, 'insufficient_data') = $3)
                  AND ($4::text IS NULL OR p.profile->>'condition' = $4)
