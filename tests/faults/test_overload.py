@@ -244,4 +244,4 @@ async def test_twice_capacity_is_shed_with_bounded_memory(isolated: Isolated) ->
     assert ingest_max < RSS_BOUND_MIB and scoring_max < RSS_BOUND_MIB, row
     assert ingest_growth < RSS_GROWTH_MIB and scoring_growth < RSS_GROWTH_MIB, row
     assert accepted <= logged, row
-    assert len(logged) - scored > 100_000, f"scoring was never under backlog {row}"
+    assert len(logged) - scored > len(logged) // 2, f"scoring was never under backlog {row}"

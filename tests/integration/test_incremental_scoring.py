@@ -22,6 +22,7 @@ from schemas.patients import Patient
 from services.scoring import engine, series
 from services.scoring.codec import day_from_json, profile_from_patient
 from services.scoring.profile import ENGINE_VERSION
+from services.scoring.state import STATE_SCHEMA_VERSION
 from tests.support import Services, Tenant, enrol, get_json, poll
 
 pytestmark = pytest.mark.integration
@@ -226,5 +227,5 @@ async def test_state_of_another_engine_version_is_refolded(
     )
     assert row is not None and row["engine_version"] == ENGINE_VERSION
     state = json.loads(row["state"])
-    assert state["engine_version"] == ENGINE_VERSION and state["schema_version"] == 1
+    assert state["engine_version"] == ENGINE_VERSION and state["schema_version"] == STATE_SCHEMA_VERSION
     assert state["symptoms"]["n"] == DAYS
