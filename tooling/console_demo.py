@@ -190,6 +190,10 @@ async def _screenshots(stack: DemoStack, chromium: str, out: Path, per_archetype
         "typical_ctr",
     ]
     cohort = generate_cohort(per_archetype, seed, datetime.now(UTC), archetypes)
+    async with aiohttp.ClientSession() as http:
+        # The cohort's history is a backfill from before enrolment: count it, so the billing panel has figures.
+        settings = {"count_data_before_enrolment": True}
+        await _put(http, f"{stack.urls['scoring']}/v1/admin/billing-settings", settings, stack.headers)
     await replay(cohort, stack.urls["ingest"], stack.key, progress=False)
     async with aiohttp.ClientSession() as http:
         await _settle(http, stack)
@@ -224,6 +228,12 @@ def screenshots(out: Path, per_archetype: int = 1, seed: int = 11) -> int:
 
 def _checkin(pid: str, at: datetime, **extra: Any) -> dict[str, Any]:
     return {"event_id": str(uuid.uuid4()), "patient_id": pid, "recorded_at": at.isoformat(), **extra}
+
+
+async def _put(http: aiohttp.ClientSession, url: str, body: Any, headers: dict[str, str]) -> None:
+    async with http.put(url, json=body, headers=headers) as r:
+        if r.status >= 300:
+            raise RuntimeError(f"PUT {url}: {r.status}")
 
 
 async def _post(http: aiohttp.ClientSession, url: str, body: Any, headers: dict[str, str]) -> None:
