@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def http_server() -> AsyncIterator[str]:
     seen: list[dict[str, str]] = []
+    released = asyncio.Event()  # set at teardown, so the hanging handler does not hold up cleanup
 
     async def ok(request: web.Request) -> web.Response:
         seen.append(dict(request.headers))
@@ -29,7 +30,7 @@ async def http_server() -> AsyncIterator[str]:
         return web.Response(status=500)
 
     async def hang(_: web.Request) -> web.Response:
-        await asyncio.sleep(30)
+        await released.wait()
         return web.Response(status=200)
 
     async def redirect(_: web.Request) -> web.Response:
@@ -47,6 +48,7 @@ async def http_server() -> AsyncIterator[str]:
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
+        released.set()
         await runner.cleanup()
 
 

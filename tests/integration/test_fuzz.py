@@ -54,7 +54,7 @@ from tests.support import SERVICES, Services, Tenant, create_tenant, enrol, post
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = 25  # per operation and generation mode (positive, negative)
+EXAMPLES = 15  # per operation and generation mode (positive, negative)
 SKIP = {("get", "/v1/alerts/stream")}  # endless; covered by test_stream_answers_and_closes
 PATIENT = "fz-patient-1"
 UNKNOWN_ENTRY = "te_000000000000000000000000"  # a well-formed time entry id that does not exist
