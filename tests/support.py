@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -106,6 +107,20 @@ async def create_tenant(dsn: str, tenant_id: str, scopes: frozenset[str] | None 
     """Tenant `tenant_id` (named after itself) with a new key of `scopes` (default: all)."""
     secret, key = await create_tenant_key(dsn, tenant_id, tenant_id, scopes)
     return Tenant(tenant_id, key, secret)
+
+
+async def run_cli(database_url: str, *args: str) -> tuple[int, str, str]:
+    """`nervewatch *args` as an operator runs it: a subprocess with `DATABASE_URL` and none of this
+    process's `NERVEWATCH_*` settings; returns (exit code, stdout, stderr)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NERVEWATCH_")}
+    env["DATABASE_URL"] = database_url
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tooling.cli", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
 
 
 @dataclass
