@@ -12,19 +12,21 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
 from aiohttp import web
 
 from nervewatch import paging
-from nervewatch.http import Handler, body_limit, read_body
+from nervewatch.http import Handler, authenticate, body_limit, read_body
+from nervewatch.identity.store import Principal
 from nervewatch.problems import ProblemError, parse_json
 from schemas.common import PATIENT_ID_PATTERN
 from schemas.fhir import codes as c
 from schemas.fhir.capability import capability_json
 from schemas.fhir.inbound import FhirInputError, Issue
-from schemas.fhir.outbound import operation_outcome, status_outcome
+from schemas.fhir.outbound import operation_outcome, searchset, status_outcome
 
 log = logging.getLogger(__name__)
 
@@ -164,3 +166,39 @@ def page_links(request: web.Request, next_position: list[Any] | None) -> tuple[s
     query = [(k, v) for k, v in request.query.items() if k != "_cursor"]
     query.append(("_cursor", encode_cursor(next_position)))
     return self_url, f"{request.scheme}://{request.host}{request.path}?{urlencode(query)}"
+
+
+# --- patient searches -------------------------------------------------------------------------------
+
+
+class PatientSearch(NamedTuple):
+    """The common part of a `care` search of one patient's resources; `page_size` is `_count`."""
+
+    principal: Principal
+    patient_id: str
+    page_size: int
+
+
+async def patient_search(request: web.Request, allowed: frozenset[str], patient: str) -> PatientSearch:
+    """Authenticate with scope `care` (401/403), then `check_params(allowed)`, the required patient
+    parameter named `patient` (marked for the access audit, `mark_patient`) and `_count`, in that
+    order: the first that fails is the answer."""
+    principal = await authenticate(request, "care")
+    check_params(request, allowed)
+    patient_id = patient_param(request, patient)
+    mark_patient(request, patient_id)
+    return PatientSearch(principal, patient_id, count_param(request))
+
+
+def unknown_patient(param: str) -> FhirInputError:
+    """The 404 of a patient that is not the caller tenant's (or not known), on parameter `param`."""
+    return FhirInputError([Issue("not-found", "no such patient", param, 404)])
+
+
+def searchset_response(
+    request: web.Request, resource_type: str, resources: Sequence[dict[str, Any]], next_position: list[Any] | None
+) -> web.Response:
+    """The `searchset` Bundle of a page of `resource_type` resources, with its self link and, when
+    `next_position` is given, a next link to the page after it (`page_links`)."""
+    self_url, next_url = page_links(request, next_position)
+    return fhir_response(searchset(base_url(request), resource_type, resources, self_url, next_url))

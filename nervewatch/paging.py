@@ -54,6 +54,19 @@ def decode_text_cursor(cursor: str, max_length: int) -> str:
         raise CursorError("not a cursor") from None
 
 
+def decode_matching_cursor(cursor: str, pattern: re.Pattern[str], max_length: int) -> str:
+    """The text of `encode_text_cursor` when it is at most `max_length` long (as a cursor) and
+    wholly matches `pattern` (e.g. the last id of the previous page); `bad_param("cursor")` for
+    anything else."""
+    try:
+        value = decode_text_cursor(cursor, max_length)
+    except CursorError:
+        raise bad_param("cursor") from None
+    if not pattern.fullmatch(value):
+        raise bad_param("cursor")
+    return value
+
+
 def encode_cursor(position: Any) -> str:
     """A cursor holding the JSON value `position` (compact)."""
     return encode_text_cursor(json.dumps(position, separators=(",", ":")))

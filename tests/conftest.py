@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 
 from nervewatch.kafka import workarounds
-from tests.support import SERVICES, Services, Tenant, create_tenant, fresh_database, service_env
-from tooling.devstack import EmbeddedStack, free_port, start_embedded
+from tests.support import SERVICES, Services, Tenant, create_tenant, service_env
+from tooling.devstack import EmbeddedStack, free_port, fresh_database, start_embedded
 
 
 @pytest.fixture(scope="session", autouse=True)

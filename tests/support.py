@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 from aiohttp import web
 
-from tooling.devstack import EmbeddedStack, free_port
+from tooling.devstack import EmbeddedStack, create_tenant_key, free_port
 from tooling.supervisor import spawn_service, stop_process, wait_ready
 
 SERVICES = ("ingest", "scoring", "alerts")
@@ -104,33 +103,24 @@ def service_env(stack: EmbeddedStack, ports: dict[str, int], extra: dict[str, st
     return env
 
 
-async def fresh_database(server_url: str, prefix: str) -> str:
-    """Create a database named `<prefix>_<random>` on the server of `server_url`, migrate it, return its URL."""
-    from nervewatch.db import migrate
-
-    name = f"{prefix}_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base, _, query = server_url.partition("?")
-    dsn = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
-    await migrate(dsn)
-    return dsn
-
-
 async def create_tenant(dsn: str, tenant_id: str, scopes: frozenset[str] | None = None) -> Tenant:
-    from nervewatch.identity.store import SCOPES, IdentityStore
-
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-    try:
-        store = IdentityStore(pool)
-        secret = await store.ensure_tenant(tenant_id, tenant_id, secrets.token_hex(16), allow_private_webhooks=True)
-        _, key = await store.create_key(tenant_id, scopes or SCOPES)
-    finally:
-        await pool.close()
+    """Tenant `tenant_id` (named after itself) with a new key of `scopes` (default: all)."""
+    secret, key = await create_tenant_key(dsn, tenant_id, tenant_id, scopes)
     return Tenant(tenant_id, key, secret)
+
+
+async def run_cli(database_url: str, *args: str) -> tuple[int, str, str]:
+    """`nervewatch *args` as an operator runs it: a subprocess with `DATABASE_URL` and none of this
+    process's `NERVEWATCH_*` settings; returns (exit code, stdout, stderr)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NERVEWATCH_")}
+    env["DATABASE_URL"] = database_url
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tooling.cli", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
 
 
 @dataclass

@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 
 from tooling.browser import CHROMIUM_ARGS, find_chromium
-from tooling.devstack import free_port, start_embedded
+from tooling.devstack import create_tenant_key, free_port, fresh_database, start_embedded
 from tooling.supervisor import spawn_service, stop_all, wait_ready
 
 SERVICES = ("ingest", "scoring", "alerts", "console")
@@ -49,38 +49,6 @@ class DemoStack:
         return {"Authorization": f"Bearer {self.key}"}
 
 
-async def _fresh_database(server_url: str) -> str:
-    import asyncpg
-
-    from nervewatch.db import migrate
-
-    name = f"nwdemo_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base, _, query = server_url.partition("?")
-    dsn = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
-    await migrate(dsn)
-    return dsn
-
-
-async def _tenant_key(dsn: str) -> str:
-    import asyncpg
-
-    from nervewatch.identity.store import SCOPES, IdentityStore
-
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-    try:
-        store = IdentityStore(pool)
-        await store.ensure_tenant("demo-clinic", "Demo clinic", secrets.token_hex(16), allow_private_webhooks=True)
-        _, key = await store.create_key("demo-clinic", SCOPES)
-    finally:
-        await pool.close()
-    return key
-
-
 @contextlib.contextmanager
 def demo_stack(log_dir: Path) -> Iterator[DemoStack]:
     """Stack + the four services on free ports; everything is stopped on exit."""
@@ -92,8 +60,8 @@ def demo_stack(log_dir: Path) -> Iterator[DemoStack]:
     )
     procs = []
     try:
-        dsn = asyncio.run(_fresh_database(stack.database_url))
-        key = asyncio.run(_tenant_key(dsn))
+        dsn = asyncio.run(fresh_database(stack.database_url, "nwdemo"))
+        _, key = asyncio.run(create_tenant_key(dsn, "demo-clinic", "Demo clinic"))
         ports = {s: free_port() for s in SERVICES}
         env = {k: v for k, v in os.environ.items() if not k.startswith("NERVEWATCH_")}
         env.update(

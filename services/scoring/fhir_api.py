@@ -17,19 +17,13 @@ from aiohttp import web
 from nervewatch.fhir_http import (
     BASE_PATH,
     bad_param,
-    base_url,
-    check_params,
-    count_param,
     decode_cursor,
-    fhir_response,
     install,
-    mark_patient,
-    page_links,
-    patient_param,
+    patient_search,
+    searchset_response,
+    unknown_patient,
 )
-from nervewatch.http import authenticate
 from schemas.fhir import outbound
-from schemas.fhir.inbound import FhirInputError, Issue
 
 _PARAMS = frozenset({"patient", "code", "date", "_count", "_cursor"})
 _DATE = re.compile(r"^(eq|ge|gt|le|lt)?(\d{4}-\d{2}-\d{2})$")
@@ -74,13 +68,9 @@ class FhirScoring:
         install(app, "scoring", [web.get(f"{BASE_PATH}/Observation", self.search_observations)])
 
     async def search_observations(self, request: web.Request) -> web.Response:
-        principal = await authenticate(request, "care")
-        check_params(request, _PARAMS)
-        patient_id = patient_param(request, "patient")
-        mark_patient(request, patient_id)
-        count = count_param(request)
-        fields = code_fields(request.query.getall("code", []))
+        principal, patient_id, count = await patient_search(request, _PARAMS, "patient")
         tenant = principal.tenant_id
+        fields = code_fields(request.query.getall("code", []))
         clauses, args = date_clauses(request.query.getall("date", []), 3)
         cursor = decode_cursor(request)
         after: tuple[date, int] | None = None
@@ -99,7 +89,7 @@ class FhirScoring:
                 patient_id,
             )
             if known is None:
-                raise FhirInputError([Issue("not-found", "no such patient", "patient", 404)])
+                raise unknown_patient("patient")
             upper = after[0] if after else None
             while True:
                 extra = f" AND day <= ${3 + len(args)}" if upper is not None else ""
@@ -135,5 +125,4 @@ class FhirScoring:
                 upper = rows[-1]["day"]
                 after = (upper, len(outbound.DAILY_ORDER))
         position = [last[0].isoformat(), last[1]] if more and last is not None else None
-        self_url, next_url = page_links(request, position)
-        return fhir_response(outbound.searchset(base_url(request), "Observation", out, self_url, next_url))
+        return searchset_response(request, "Observation", out, position)

@@ -30,25 +30,6 @@ _CONDITIONS = frozenset(c.value for c in Condition)
 _STATES = frozenset(s.value for s in TrajectoryState)
 
 
-def encode_cursor(patient_id: str) -> str:
-    return paging.encode_text_cursor(patient_id)
-
-
-def decode_cursor(cursor: str) -> str:
-    """The last patient id of the previous page; a 400 problem for anything this API did not issue."""
-    try:
-        value = paging.decode_text_cursor(cursor, 100)
-    except paging.CursorError:
-        raise bad_param("cursor") from None
-    if not _ID.fullmatch(value):
-        raise bad_param("cursor")
-    return value
-
-
-def parse_limit(raw: str | None) -> int:
-    return paging.parse_limit(raw, DEFAULT_LIMIT, MAX_LIMIT)
-
-
 class TrajectoryReads:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -68,8 +49,8 @@ class TrajectoryReads:
         prefix = q.get("q")
         if prefix is not None and not _ID.fullmatch(prefix):
             raise bad_param("q")
-        limit = parse_limit(q.get("limit"))
-        after = decode_cursor(q["cursor"]) if "cursor" in q else ""
+        limit = paging.parse_limit(q.get("limit"), DEFAULT_LIMIT, MAX_LIMIT)
+        after = paging.decode_matching_cursor(q["cursor"], _ID, 100) if "cursor" in q else ""
         like = None if prefix is None else prefix.replace("_", r"\_") + "%"
         rows = await self.pool.fetch(
             """SELECT p.patient_id, p.profile->>'condition' AS condition,
@@ -107,5 +88,5 @@ class TrajectoryReads:
         ]
         for item in items:
             record_access(request, principal, patient_id=item.patient_id, alert_id=None)
-        next_cursor = encode_cursor(page[-1]["patient_id"]) if len(rows) > limit else None
+        next_cursor = paging.encode_text_cursor(page[-1]["patient_id"]) if len(rows) > limit else None
         return json_response(TrajectoryPage(items=items, next_cursor=next_cursor).model_dump_json())

@@ -25,11 +25,10 @@ from tests.support import (
     Services,
     Tenant,
     create_tenant,
-    fresh_database,
     service_env,
     webhook_receiver,
 )
-from tooling.devstack import EmbeddedStack, free_port, start_embedded
+from tooling.devstack import EmbeddedStack, free_port, fresh_database, start_embedded
 from tooling.supervisor import spawn_service
 
 pytestmark = pytest.mark.integration

@@ -38,8 +38,8 @@ import pytest
 
 from schemas.events import Topics
 from tests.faults.load import REPORT, committed_offsets, enrol_cohort, logged_event_ids, wait_scored
-from tests.support import Receiver, Services, Tenant, create_tenant, fresh_database, service_env
-from tooling.devstack import EmbeddedStack, free_port
+from tests.support import Receiver, Services, Tenant, create_tenant, service_env
+from tooling.devstack import EmbeddedStack, free_port, fresh_database
 
 OVERLOAD_S = float(os.environ.get("NERVEWATCH_OVERLOAD_SECONDS", "30"))
 BATCH = 100

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,24 +20,12 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.support import Services, Tenant, create_tenant, get_json, poll, webhook_receiver
+from tests.support import Services, Tenant, create_tenant, get_json, poll, run_cli, webhook_receiver
 
 pytestmark = pytest.mark.integration
 
 PAIR = "lumbar_radiculopathy/conservative"
 OVERRIDE = {"review_after_days": 14, "plateau_days": 14}
-
-
-async def cli(database_url: str, *args: str) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NERVEWATCH_")}
-    env["DATABASE_URL"] = database_url
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tooling.cli", "rescore", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def put_profile(
@@ -149,8 +135,8 @@ async def test_rescore_dry_run_then_real_run_pages_nobody(
         profile.write_text(json.dumps({PAIR: OVERRIDE}))
 
         # Dry run with the candidate profile: reports the plateau alert, writes nothing.
-        code, out, err = await cli(
-            database_url, "--tenant", t.tenant_id, "--profile", str(profile), "--dry-run", "--json"
+        code, out, err = await run_cli(
+            database_url, "rescore", "--tenant", t.tenant_id, "--profile", str(profile), "--dry-run", "--json"
         )
         assert code == 0, err
         dry = json.loads(out)
@@ -164,15 +150,16 @@ async def test_rescore_dry_run_then_real_run_pages_nobody(
             await db.fetchval("SELECT count(*) FROM scoring.outbox WHERE key = $1", f"{t.tenant_id}:{pid}".encode())
             == 0
         )
-        code, out, err = await cli(database_url, "--tenant", t.tenant_id, "--dry-run")  # text report, defaults
+        # Text report, defaults.
+        code, out, err = await run_cli(database_url, "rescore", "--tenant", t.tenant_id, "--dry-run")
         assert code == 0 and "0 would change" in out and "nothing written" in out, (out, err)
 
         # A real run with a file is refused; the tenant stores the profile, then the real run writes.
-        code, out, err = await cli(database_url, "--tenant", t.tenant_id, "--profile", str(profile))
+        code, out, err = await run_cli(database_url, "rescore", "--tenant", t.tenant_id, "--profile", str(profile))
         assert code == 1 and out == "" and "dry runs only" in err
         status, stored = await put_profile(http, services.url("scoring"), t, OVERRIDE)
         assert status == 201
-        code, out, err = await cli(database_url, "--tenant", t.tenant_id, "--json")
+        code, out, err = await run_cli(database_url, "rescore", "--tenant", t.tenant_id, "--json")
         assert code == 0, err
         real = json.loads(out)
         assert not real["dry_run"] and real["events"] == 1 and real["profile_source"] == "tenant-current"

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
-import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -15,20 +13,9 @@ import asyncpg
 import pytest
 
 from nervewatch.identity.store import REVOCATION_BOUND_S, IdentityStore
+from tests.support import run_cli
 
 pytestmark = pytest.mark.integration
-
-
-async def cli(database_url: str, *args: str) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NERVEWATCH_")}
-    env["DATABASE_URL"] = database_url
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tooling.cli", "tenants", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 def parse_created(out: str) -> tuple[str, str]:
@@ -54,23 +41,23 @@ async def store(database_url: str) -> AsyncIterator[IdentityStore]:
 
 async def test_create_list_disable(database_url: str, store: IdentityStore) -> None:
     name = f"Clinic {secrets.token_hex(3)}"
-    code, out, err = await cli(database_url, "create", name)
+    code, out, err = await run_cli(database_url, "tenants", "create", name)
     assert code == 0, err
     tenant_id, key = parse_created(out)
     assert key not in err
     principal = await store.authenticate(key)
     assert principal is not None and principal.tenant_id == tenant_id and principal.scopes == {"admin"}
 
-    code, out, _ = await cli(database_url, "list", "--json")
+    code, out, _ = await run_cli(database_url, "tenants", "list", "--json")
     assert code == 0
     assert key not in out and key[:8] not in out
     (row,) = [r for r in json.loads(out) if r["tenant_id"] == tenant_id]
     assert row["name"] == name and row["disabled_at"] is None and row["keys"] == 1 and row["active_keys"] == 1
-    code, out, _ = await cli(database_url, "list")
+    code, out, _ = await run_cli(database_url, "tenants", "list")
     assert code == 0 and tenant_id in out and name in out and key not in out
 
     assert await store.authenticate(key) is not None  # now served from the cache
-    code, out, err = await cli(database_url, "disable", name)
+    code, out, err = await run_cli(database_url, "tenants", "disable", name)
     committed = time.monotonic()
     assert code == 0, err
     assert tenant_id in out and "1 key(s) revoked" in out
@@ -78,22 +65,22 @@ async def test_create_list_disable(database_url: str, store: IdentityStore) -> N
         assert time.monotonic() - committed < REVOCATION_BOUND_S, "revoked key still accepted"
         await asyncio.sleep(0.02)
 
-    code, out, _ = await cli(database_url, "list", "--json")
+    code, out, _ = await run_cli(database_url, "tenants", "list", "--json")
     (row,) = [r for r in json.loads(out) if r["tenant_id"] == tenant_id]
     assert row["disabled_at"] is not None and row["keys"] == 1 and row["active_keys"] == 0
-    code, out, _ = await cli(database_url, "list")
+    code, out, _ = await run_cli(database_url, "tenants", "list")
     (line,) = [ln for ln in out.splitlines() if ln.startswith(tenant_id)]
     assert line.split("\t")[-2:] == ["1", "0"]
-    code, out, err = await cli(database_url, "disable", tenant_id)  # idempotent, by id
+    code, out, err = await run_cli(database_url, "tenants", "disable", tenant_id)  # idempotent, by id
     assert code == 0 and "0 key(s) revoked" in out, err
 
 
 async def test_duplicate_name_and_unknown_tenant_exit_1(database_url: str) -> None:
     name = f"Dup {secrets.token_hex(3)}"
-    assert (await cli(database_url, "create", name))[0] == 0
-    code, out, err = await cli(database_url, "create", name.upper())
+    assert (await run_cli(database_url, "tenants", "create", name))[0] == 0
+    code, out, err = await run_cli(database_url, "tenants", "create", name.upper())
     assert code == 1 and out == ""
     assert len(err.strip().splitlines()) == 1 and "already exists" in err
-    code, out, err = await cli(database_url, "disable", f"nobody-{secrets.token_hex(3)}")
+    code, out, err = await run_cli(database_url, "tenants", "disable", f"nobody-{secrets.token_hex(3)}")
     assert code == 1 and out == ""
     assert len(err.strip().splitlines()) == 1 and "no tenant" in err

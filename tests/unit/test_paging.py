@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import pytest
 
@@ -89,3 +90,12 @@ def test_problems() -> None:
     assert paging.bad_param("limit", "has an invalid value").detail == "'limit' has an invalid value"
     c = paging.invalid_cursor()
     assert c.status == 400 and c.response().status == 400
+
+
+def test_matching_text_cursors_refuse_what_does_not_match_without_echoing() -> None:
+    pattern = re.compile(r"[a-z0-9-]{1,64}")
+    assert paging.decode_matching_cursor(paging.encode_text_cursor("pt-0042"), pattern, 100) == "pt-0042"
+    for cursor in (paging.encode_text_cursor("SECRET"), paging.encode_text_cursor("x" * 90), "_w", "%%%"):
+        with pytest.raises(ProblemError) as err:
+            paging.decode_matching_cursor(cursor, pattern, 100)
+        assert err.value.status == 400 and err.value.detail == "'cursor' is not valid"

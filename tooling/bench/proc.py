@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -15,19 +14,12 @@ from pathlib import Path
 
 import asyncpg
 
-from nervewatch.db import migrate
 from nervewatch.settings import Settings
-from tooling.devstack import EmbeddedStack, free_port, start_embedded
+from tooling.devstack import EmbeddedStack, create_database, free_port, start_embedded
 from tooling.supervisor import spawn_service, stop_all, wait_ready
 
 SERVICES = ("ingest", "scoring", "alerts")
 _TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _dsn_for(database_url: str, name: str) -> str:
-    base, _, query = database_url.partition("?")
-    root = base.rsplit("/", 1)[0]
-    return f"{root}/{name}" + (f"?{query}" if query else "")
 
 
 @dataclass
@@ -118,18 +110,6 @@ def rss_mib(pid: int) -> float | None:
     return None
 
 
-async def _create_database(admin_dsn: str) -> tuple[str, str]:
-    name = f"nwbench_{secrets.token_hex(4)}"
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    dsn = _dsn_for(admin_dsn, name)
-    await migrate(dsn)
-    return name, dsn
-
-
 async def _drop_database(admin_dsn: str, name: str) -> None:
     conn = await asyncpg.connect(admin_dsn)
     try:
@@ -146,7 +126,7 @@ async def open_env(settings: Settings, partitions: int) -> BenchEnv:
         stack = start_embedded(
             workdir / "stack", settings.database_url, settings.kafka_bootstrap_servers, pg_cleanup="delete"
         )
-        db_name, dsn = await _create_database(stack.database_url)
+        db_name, dsn = await create_database(stack.database_url, "nwbench")
     except BaseException:
         if stack is not None:
             stack.stop()

@@ -38,7 +38,6 @@ import asyncpg
 from aiohttp import web
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from nervewatch.identity.store import SCOPES, IdentityStore
 from nervewatch.settings import Settings
 from schemas.events import Topics
 from tooling.bench import fhir as bench_fhir
@@ -46,7 +45,7 @@ from tooling.bench import load
 from tooling.bench import rescore as bench_rescore
 from tooling.bench import scoring as bench_scoring
 from tooling.bench.proc import BenchEnv, close_env, cpu_seconds, machine_description, open_env, rss_mib
-from tooling.devstack import free_port
+from tooling.devstack import create_tenant_key, free_port
 
 KEEP_MARKER = "<!-- bench: text below this line is kept when the report is rewritten -->"
 
@@ -269,15 +268,7 @@ class Bench:
         self.e.check_services()
 
     async def _tenant(self) -> None:
-        pool = await asyncpg.create_pool(self.e.dsn, min_size=1, max_size=2)
-        try:
-            store = IdentityStore(pool)
-            await store.ensure_tenant(
-                load.TENANT, "Benchmark clinic", secrets.token_hex(16), allow_private_webhooks=True
-            )
-            _, self.key = await store.create_key(load.TENANT, SCOPES)
-        finally:
-            await pool.close()
+        _, self.key = await create_tenant_key(self.e.dsn, load.TENANT, "Benchmark clinic")
 
     async def _create_topic(self, name: str) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.e.stack.bootstrap)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,10 +21,10 @@ from pathlib import Path
 
 import asyncpg
 
-from nervewatch.identity.store import SCOPES, IdentityStore
 from nervewatch.settings import Settings
 from tooling.bench import load
 from tooling.bench.proc import close_env, open_env, rss_mib
+from tooling.devstack import create_tenant_key
 
 BATCH = 500
 CLIENTS = 3
@@ -118,9 +117,7 @@ async def soak(settings: Settings, events: int, interval_s: float, timeout_s: fl
         env.start_services(SERVICES)
         pool = await asyncpg.create_pool(env.dsn, min_size=1, max_size=2)
         try:
-            store = IdentityStore(pool)
-            await store.ensure_tenant(load.TENANT, "Soak clinic", secrets.token_hex(16), allow_private_webhooks=True)
-            _, key = await store.create_key(load.TENANT, SCOPES)
+            _, key = await create_tenant_key(env.dsn, load.TENANT, "Soak clinic")
             patients = [f"soak-{i:05d}" for i in range(PATIENTS)]
             await load.enrol(key, f"{env.url('ingest')}/v1/patients", patients)
             pids = {name: env.procs[name].pid for name in SERVICES}

@@ -43,7 +43,7 @@ from schemas.common import PATIENT_ID_PATTERN
 from services.scoring.billing import engine, store, views
 from services.scoring.billing.entries import EntryFields, EntryProblem, check_editable, check_entry
 from services.scoring.billing.figures import periods_of
-from services.scoring.billing.model import Activity, BillingSummary, Month
+from services.scoring.billing.model import Activity, BillingSettings, BillingSummary, Month
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +179,22 @@ class BillingHandlers:
             raise not_found("patient")
         return info
 
+    async def _editable_entry(
+        self, conn: asyncpg.Connection, tenant_id: str, patient_id: str, entry_id: str, now: datetime
+    ) -> tuple[store.PatientInfo, asyncpg.Record, BillingSettings]:
+        """The patient, its entry (locked for the caller's transaction) and the tenant's billing
+        settings, when the entry's month is still open at `now`; 404 for an unknown patient or
+        entry, the `check_editable` refusal (month closed) otherwise."""
+        info = await self._patient(conn, tenant_id, patient_id)
+        row = await store.entry_for_update(conn, tenant_id, patient_id, entry_id)
+        if row is None:
+            raise not_found("time entry")
+        settings = await store.load_settings(conn, tenant_id)
+        problem = check_editable(row["started_at"], tz=info.tz, now=now, grace_days=settings.grace_days)
+        if problem is not None:
+            raise _refuse(problem)
+        return info, row, settings
+
     # -- time entries -----------------------------------------------------------------------------
 
     async def create_entry(self, request: web.Request) -> web.Response:
@@ -257,14 +273,7 @@ class BillingHandlers:
             return validation_problem(exc)
         now = self.clock()
         async with self.pool.acquire() as conn, conn.transaction():
-            info = await self._patient(conn, principal.tenant_id, patient_id)
-            row = await store.entry_for_update(conn, principal.tenant_id, patient_id, entry_id)
-            if row is None:
-                raise not_found("time entry")
-            settings = await store.load_settings(conn, principal.tenant_id)
-            problem = check_editable(row["started_at"], tz=info.tz, now=now, grace_days=settings.grace_days)
-            if problem is not None:
-                raise _refuse(problem)
+            info, row, settings = await self._editable_entry(conn, principal.tenant_id, patient_id, entry_id, now)
             before = {f: row[f] for f in (*_AUDITED, "note")}
             before["activity"] = Activity(before["activity"])
             after = {**before, **data.changes()}
@@ -312,14 +321,7 @@ class BillingHandlers:
             return validation_problem(exc)
         now = self.clock()
         async with self.pool.acquire() as conn, conn.transaction():
-            info = await self._patient(conn, principal.tenant_id, patient_id)
-            row = await store.entry_for_update(conn, principal.tenant_id, patient_id, entry_id)
-            if row is None:
-                raise not_found("time entry")
-            settings = await store.load_settings(conn, principal.tenant_id)
-            problem = check_editable(row["started_at"], tz=info.tz, now=now, grace_days=settings.grace_days)
-            if problem is not None:
-                raise _refuse(problem)
+            await self._editable_entry(conn, principal.tenant_id, patient_id, entry_id, now)
             await store.delete_entry(conn, principal.tenant_id, entry_id, now)
             await store.audit(
                 conn,

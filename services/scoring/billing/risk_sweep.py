@@ -28,7 +28,8 @@ from nervewatch import metrics
 from nervewatch.outbox import Outbox
 from schemas.events import DataDaysAtRisk, DataDaysRiskEnded, Topics, event_key
 from services.scoring.billing import engine, store
-from services.scoring.billing.risk import End, Raise, plan
+from services.scoring.billing.model import BillingSettings
+from services.scoring.billing.risk import End, RiskAction, plan
 
 log = logging.getLogger(__name__)
 _NAMESPACE = uuid.UUID("6f1d2a8e-3c1b-4f0e-9b7a-5d2c8e4f1a90")
@@ -103,41 +104,57 @@ class RiskSweeper:
             )
             actions = plan(figures, today, settings, unended.get(pid, ()), frozenset(starts.get(pid, ())))
             for action in actions:
+                done = await _record(conn, tenant_id, pid, action, settings, now)
+                if done is None:
+                    continue
+                label, event = done
+                records.append((Topics.billing, event_key(tenant_id, pid), event.model_dump_json().encode()))
+                metrics.BILLING_AT_RISK.labels(label).inc()
                 if isinstance(action, End):
-                    r = action.raised
-                    if not await store.end_raise(conn, tenant_id, pid, r.period_start, action.reason.value, now):
-                        continue
-                    ended_ev = DataDaysRiskEnded(
-                        tenant_id=tenant_id,
-                        event_id=_event_id(tenant_id, pid, r.period_start.isoformat(), "ended"),
-                        patient_id=pid,
-                        period_start=r.period_start,
-                        period_end=r.period_end,
-                        raised_at=r.raised_at,
-                        reason=action.reason.value,
-                        ended_at=now,
-                    )
-                    records.append((Topics.billing, event_key(tenant_id, pid), ended_ev.model_dump_json().encode()))
-                    metrics.BILLING_AT_RISK.labels(action.reason.value).inc()
                     ended += 1
-                elif isinstance(action, Raise):
-                    risk = action.risk
-                    if not await store.insert_raise(conn, tenant_id, pid, risk, now):
-                        continue
-                    raised_ev = DataDaysAtRisk(
-                        tenant_id=tenant_id,
-                        event_id=_event_id(tenant_id, pid, risk.period_start.isoformat(), "raised"),
-                        patient_id=pid,
-                        period_start=risk.period_start,
-                        period_end=risk.period_end,
-                        data_days=risk.data_days,
-                        data_days_possible=risk.data_days_possible,
-                        needed=risk.needed,
-                        lead_days=settings.at_risk_lead_days,
-                        raised_at=now,
-                    )
-                    records.append((Topics.billing, event_key(tenant_id, pid), raised_ev.model_dump_json().encode()))
-                    metrics.BILLING_AT_RISK.labels("raised").inc()
+                else:
                     raised += 1
         await self.outbox.add(conn, records)
         return raised, ended
+
+
+async def _record(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    pid: str,
+    action: RiskAction,
+    settings: BillingSettings,
+    now: datetime,
+) -> tuple[str, DataDaysAtRisk | DataDaysRiskEnded] | None:
+    """Write `action` (a raise or its end) in `scoring.billing_risk`; its `BILLING_AT_RISK` label
+    (`raised` or the end's reason) and event, or None when the row was already written (nothing
+    to queue)."""
+    if isinstance(action, End):
+        r = action.raised
+        if not await store.end_raise(conn, tenant_id, pid, r.period_start, action.reason.value, now):
+            return None
+        return action.reason.value, DataDaysRiskEnded(
+            tenant_id=tenant_id,
+            event_id=_event_id(tenant_id, pid, r.period_start.isoformat(), "ended"),
+            patient_id=pid,
+            period_start=r.period_start,
+            period_end=r.period_end,
+            raised_at=r.raised_at,
+            reason=action.reason.value,
+            ended_at=now,
+        )
+    risk = action.risk
+    if not await store.insert_raise(conn, tenant_id, pid, risk, now):
+        return None
+    return "raised", DataDaysAtRisk(
+        tenant_id=tenant_id,
+        event_id=_event_id(tenant_id, pid, risk.period_start.isoformat(), "raised"),
+        patient_id=pid,
+        period_start=risk.period_start,
+        period_end=risk.period_end,
+        data_days=risk.data_days,
+        data_days_possible=risk.data_days_possible,
+        needed=risk.needed,
+        lead_days=settings.at_risk_lead_days,
+        raised_at=now,
+    )
