@@ -2,11 +2,18 @@
 
 `DigestStore.claim` takes a request's (event_id, digest) pairs and answers, per pair, whether it is
 new (this call recorded it), the same content as recorded before, or a conflict (the event id was
-accepted before with other content). It costs one multi-row `INSERT ... ON CONFLICT DO NOTHING`
-statement per request (autocommit; no transaction is held while publishing). A pair whose
-competitor was being recorded by a concurrent request at the same moment is looked up again (at
-most `CLAIM_ATTEMPTS` rounds). Within one request every occurrence of an event id is judged
-against the digest on record, which for an id new to the record is that of its first occurrence.
+accepted before with other content). Claims are group-committed: a claim made while none is being
+written is written at once; the claims that arrive while a write is in flight wait for it and are
+then written together, one multi-row `INSERT ... ON CONFLICT DO NOTHING` statement per tenant and
+kind (autocommit; no transaction is held while publishing), at most `FLUSH_MAX_PAIRS` pairs per
+round. Under concurrent single-event posts this turns one statement and one commit per request into
+one per round. Within a round an event id claimed by several requests is recorded for the first of
+them; the others are judged against its digest, exactly as if they had come after it. A pair whose
+competitor was being recorded by another process at the same moment is looked up again (at most
+`CLAIM_ATTEMPTS` rounds). Within one request every occurrence of an event id is judged against the
+digest on record, which for an id new to the record is that of its first occurrence. A claim
+cancelled while it waits (the request's timeout) may still be recorded by its round, which is what
+a cancellation after the statement meant before: an identical retry is `same` and is published.
 
 When publishing then fails the handler calls `release` with what this call inserted, so that a
 retry with corrected content is not refused as a conflict.
@@ -22,7 +29,9 @@ patient or tenant label; logs name counts and error classes only.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -37,6 +46,7 @@ from nervewatch.retention import purge_expired
 log = logging.getLogger(__name__)
 
 CLAIM_ATTEMPTS = 3
+FLUSH_MAX_PAIRS = 5_000  # per round of group-committed claims (one request's pairs are never split)
 PURGE_BATCH = 10_000
 PURGE_INTERVAL_S = 3600.0
 PURGE_FIRST_DELAY_S = 60.0
@@ -95,34 +105,102 @@ LEFT JOIN ingest.event_digests d ON d.tenant_id = $1 AND d.event_id = i.event_id
 """
 
 
+@dataclass(eq=False)
+class _Waiter:
+    """One claim waiting for its round: its pairs (first occurrence of each event id) and the
+    future that receives (the digest on record per event id, the ids this claim recorded)."""
+
+    tenant_id: str
+    kind: str
+    pending: dict[UUID, bytes]
+    future: asyncio.Future[tuple[dict[UUID, bytes], set[UUID]]]
+
+
 class DigestStore:
+    """Claims of one process, group-committed (see the module doc). One writer task runs while
+    claims are queued and ends when the queue is empty; it never outlives the pool's use."""
+
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        self._queue: list[_Waiter] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def claim(self, tenant_id: str, kind: str, pairs: Sequence[tuple[UUID, bytes]]) -> Claim:
         """Record the new pairs and judge every pair (see the module doc). Raises on database errors
-        (nothing is half-recorded: the statement is atomic)."""
+        (nothing is half-recorded: each statement is atomic)."""
         pending: dict[UUID, bytes] = {}
         for event_id, digest in pairs:
             pending.setdefault(event_id, digest)  # the first occurrence in the request is the one recorded
+        if not pending:
+            return Claim([])
+        waiter = _Waiter(tenant_id, kind, pending, asyncio.get_running_loop().create_future())
+        self._queue.append(waiter)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_rounds(), name="event-digest-writer")
+        reference, recorded = await waiter.future
+        inserted = [(e, d) for e, d in pending.items() if e in recorded]
+        return Claim(judge(pairs, reference, recorded), inserted)
+
+    async def _write_rounds(self) -> None:
+        """Write queued claims round after round until the queue is empty; a round's failure goes
+        to the claims of its tenant and kind, never to the writer."""
+        while self._queue:
+            take, size = 0, 0
+            while take < len(self._queue) and (take == 0 or size + len(self._queue[take].pending) <= FLUSH_MAX_PAIRS):
+                size += len(self._queue[take].pending)
+                take += 1
+            round_, self._queue = self._queue[:take], self._queue[take:]
+            groups: dict[tuple[str, str], list[_Waiter]] = defaultdict(list)
+            for w in round_:
+                groups[(w.tenant_id, w.kind)].append(w)
+            await asyncio.gather(*(self._write_group(t, k, ws) for (t, k), ws in groups.items()))
+
+    async def _write_group(self, tenant_id: str, kind: str, waiters: list[_Waiter]) -> None:
+        try:
+            result = await self._record(tenant_id, kind, waiters)
+        except Exception as exc:  # handed to every claim of the group (each answers 503)
+            for w in waiters:
+                if not w.future.done():
+                    w.future.set_exception(exc)
+            return
+        for w, answer in zip(waiters, result, strict=True):
+            if not w.future.done():  # a cancelled claim gets nothing
+                w.future.set_result(answer)
+
+    async def _record(
+        self, tenant_id: str, kind: str, waiters: list[_Waiter]
+    ) -> list[tuple[dict[UUID, bytes], set[UUID]]]:
+        """One round of one tenant and kind: record the first claim of each event id, read back
+        the digests on record, and answer each claim with its reference and what it recorded."""
+        first: dict[UUID, bytes] = {}
+        owner: dict[UUID, _Waiter] = {}
+        for w in waiters:
+            for event_id, digest in w.pending.items():
+                if event_id not in first:
+                    first[event_id] = digest
+                    owner[event_id] = w
         reference: dict[UUID, bytes] = {}
-        inserted: list[tuple[UUID, bytes]] = []
+        recorded: set[UUID] = set()
+        todo = dict(first)
         for _ in range(CLAIM_ATTEMPTS):
-            if not pending:
+            if not todo:
                 break
-            rows = await self.pool.fetch(_CLAIM_SQL, tenant_id, list(pending), list(pending.values()), kind)
+            rows = await self.pool.fetch(_CLAIM_SQL, tenant_id, list(todo), list(todo.values()), kind)
             for r in rows:
                 event_id = r["event_id"]
                 if r["inserted"]:
-                    reference[event_id] = pending[event_id]
-                    inserted.append((event_id, pending[event_id]))
+                    reference[event_id] = todo[event_id]
+                    recorded.add(event_id)
                 elif r["stored"] is not None:
                     reference[event_id] = bytes(r["stored"])
-                # else: a concurrent request recorded it after this statement's snapshot: ask again
-            pending = {e: d for e, d in pending.items() if e not in reference}
-        if pending:
-            raise RuntimeError(f"{len(pending)} event digest(s) undecided after {CLAIM_ATTEMPTS} attempts")
-        return Claim(judge(pairs, reference, {e for e, _ in inserted}), inserted)
+                # else: another process recorded it after this statement's snapshot: ask again
+            todo = {e: d for e, d in todo.items() if e not in reference}
+        if todo:
+            raise RuntimeError(f"{len(todo)} event digest(s) undecided after {CLAIM_ATTEMPTS} attempts")
+        return [
+            ({e: reference[e] for e in w.pending}, {e for e in w.pending if e in recorded and owner[e] is w})
+            for w in waiters
+        ]
 
     async def release(self, tenant_id: str, inserted: Sequence[tuple[UUID, bytes]]) -> None:
         """Delete the pairs a claim recorded (publishing failed). Best effort: a failure is logged

@@ -11,10 +11,10 @@ again (`model_construct`: their parts are validated models already).
 Before an event is validated its patient is looked up (one query per request at most, see
 `PatientRegistry.facts`) for the plausibility floor of its event times, passed to the models through
 the validation context together with the clock. A valid event of an enrolled patient is then judged
-against the record of accepted events' digests (`DigestStore.claim`, one statement per request): an
-`event_id` accepted before with other content is refused (`409`, problem type `event-conflict`; in
-a batch or an activity post the item is rejected by index with error type `event_conflict` and the
-rest accepted; 409 when nothing was accepted and something conflicted), an identical repost is
+against the record of accepted events' digests (`DigestStore.claim`; concurrent requests share one
+statement per round): an `event_id` accepted before with other content is refused (`409`, problem
+type `event-conflict`; in a batch or an activity post the item is rejected by index with error type
+`event_conflict` and the rest accepted; 409 when nothing was accepted and something conflicted), an identical repost is
 accepted and published again (harmless). When publishing fails, the digests this request recorded
 are forgotten again. If the digest record cannot be consulted the answer is 503 (nothing accepted).
 

@@ -11,6 +11,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import cast
 
 import asyncpg
 import pytest
@@ -89,3 +90,49 @@ async def test_purge_deletes_digests_older_than_the_retention_in_batches(pool: a
     assert {r["event_id"] for r in left} == {e for e, _ in recent}
     # After the purge an old event id is new again (scoring catches a conflict from then on).
     assert (await store.claim(t, "checkin", [(old[0][0], Y)])).outcomes == [Outcome.new]
+
+
+async def test_one_round_judges_claims_of_several_tenants_and_kinds_apart(pool: asyncpg.Pool) -> None:
+    store, t, other = DigestStore(pool), tenant(), tenant()
+    e, sample = uuid.uuid4(), uuid.uuid4()
+    # Gathered, these are written in one round: one statement per tenant and kind.
+    claims = await asyncio.gather(
+        store.claim(t, "checkin", [(e, X)]),
+        store.claim(t, "sample", [(sample, Y)]),
+        store.claim(other, "checkin", [(e, Y)]),
+        store.claim(t, "checkin", [(e, Y)]),
+        store.claim(t, "checkin", [(e, X), (e, Y)]),
+    )
+    assert [c.outcomes for c in claims] == [
+        [Outcome.new],
+        [Outcome.new],
+        [Outcome.new],
+        [Outcome.conflict],
+        [Outcome.same, Outcome.conflict],
+    ]
+    assert [c.inserted for c in claims] == [[(e, X)], [(sample, Y)], [(e, Y)], [], []]
+    # Event ids are the tenant's, whatever the kind: the same id as a check-in and a sample in one
+    # round is recorded once (the two statements race in PostgreSQL and the loser reads it back).
+    shared = uuid.uuid4()
+    both = await asyncio.gather(store.claim(t, "checkin", [(shared, X)]), store.claim(t, "sample", [(shared, Y)]))
+    assert sorted(c.outcomes[0].value for c in both) == ["conflict", "new"]
+
+
+async def test_two_processes_racing_on_new_event_ids_record_each_once(pool: asyncpg.Pool) -> None:
+    # Two stores are two ingest replicas: their rounds race in PostgreSQL, not in Python.
+    a, b, t = DigestStore(pool), DigestStore(pool), tenant()
+    ids = [uuid.uuid4() for _ in range(50)]
+    claims = await asyncio.gather(
+        *(store.claim(t, "checkin", [(e, X if store is a else Y)]) for e in ids for store in (a, b))
+    )
+    for i in range(len(ids)):
+        first, second = claims[2 * i].outcomes[0], claims[2 * i + 1].outcomes[0]
+        assert sorted((first.value, second.value)) == ["conflict", "new"], (first, second)
+
+
+async def test_a_failed_round_fails_its_claims_and_the_next_round_works(pool: asyncpg.Pool) -> None:
+    store, t = DigestStore(pool), tenant()
+    good = uuid.uuid4()
+    with pytest.raises(asyncpg.NotNullViolationError):  # the round's statement fails (kind is NOT NULL)
+        await store.claim(t, cast(str, None), [(good, X)])
+    assert (await store.claim(t, "checkin", [(good, X)])).outcomes == [Outcome.new]
