@@ -19,6 +19,7 @@ from typing import Any, cast
 import pytest
 from aiohttp import web
 
+from nervewatch.http import Handler
 from nervewatch.identity.store import IdentityStore
 from nervewatch.runtime import Runtime
 from nervewatch.settings import Settings
@@ -101,7 +102,7 @@ async def _handler(_: web.Request) -> web.Response:
     return web.Response()
 
 
-def _full(service: str) -> dict[str, object]:
+def _full(service: str) -> dict[str, Handler]:
     return {r.operation_id: _handler for r in ROUTES if r.service == service}
 
 
