@@ -1,9 +1,18 @@
-"""The OpenAPI 3.1 description of the public HTTP API, built from the contract models and a route table.
+"""The public HTTP API from one source: `ROUTES` is both the OpenAPI 3.1 description and the
+registration of every documented route, so that a route and its description cannot drift apart.
 
 `build()` returns the document; `openapi_json()` its canonical bytes, which `schemas.export` writes to
 `schemas/json/openapi.json` and every service serves at `GET /openapi.json`. Request and response
 bodies are the pydantic models of `schemas/` (their JSON Schemas go under `components/schemas`);
 every error is an RFC 9457 problem (`application/problem+json`, schema `Problem`).
+
+`bind(router, service, handlers)` is the only way a service registers its documented routes: every
+`Route` of that service, in table order, with the handler named by its `operation_id`; a missing or
+an unknown handler fails the app build. Routes of service `"all"` (`/healthz`, `/readyz`,
+`/metrics`, `/openapi.json`) are registered by the plumbing every app is built on
+(`nervewatch.http.create_app`); FHIR routes (`/fhir/r4...`) are described by each service's
+CapabilityStatement instead. This module holds no web framework: `bind` takes any router with
+aiohttp's `add_route(method, path, handler)`.
 
 Each path item names its service's default local server; `ROUTES[i].service` says the same for code.
 """
@@ -11,9 +20,10 @@ Each path item names its service's default local server; `ROUTES[i].service` say
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
@@ -1000,3 +1010,42 @@ def route_for(method: str, path: str) -> Route:
         if route.method == method.lower() and route.path == path:
             return route
     raise KeyError((method, path))
+
+
+H = TypeVar("H", bound=Callable[..., Any])
+
+
+class Router(Protocol):
+    """What `bind` needs of a router (aiohttp's `UrlDispatcher` is one)."""
+
+    def add_route(self, method: str, path: str, handler: Any) -> object: ...
+
+
+def bind(router: Router, service: Service, *handlers: Mapping[str, H]) -> None:
+    """Register every route of `service` (not those of `"all"`) on `router`, in `ROUTES` order, each
+    with the handler of its `operation_id` from the merged `handlers`; a `GET` also answers `HEAD`
+    (as aiohttp's `add_get` does).
+
+    Raises ValueError, before registering anything, naming the operation ids of routes without a
+    handler, of handlers for operations `service` does not have, and of ids given more than once.
+    """
+    merged: dict[str, H] = {}
+    twice: set[str] = set()
+    for mapping in handlers:
+        for operation_id, handler in mapping.items():
+            if operation_id in merged:
+                twice.add(operation_id)
+            merged[operation_id] = handler
+    routes = [r for r in ROUTES if r.service == service]
+    described = {r.operation_id for r in routes}
+    missing, extra = sorted(described - merged.keys()), sorted(merged.keys() - described)
+    if missing or extra or twice:
+        raise ValueError(
+            f"{service} handlers do not match the route table: missing {missing}, "
+            f"not described {extra}, given twice {sorted(twice)}"
+        )
+    for route in routes:
+        handler = merged[route.operation_id]
+        if route.method == "get":
+            router.add_route("HEAD", route.path, handler)
+        router.add_route(route.method.upper(), route.path, handler)

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from nervewatch import metrics, paging
 from nervewatch.http import (
+    Handler,
     authenticate,
     authenticate_key_id,
     json_response,
@@ -138,22 +139,23 @@ class AlertsApi:
         self.policies = policies
         self.wake_dispatcher = wake_dispatcher
 
-    def routes(self) -> list[web.RouteDef]:
-        return [
-            web.get("/v1/alerts", self.list_alerts),
-            web.get("/v1/alerts/stream", self.stream),
-            web.post("/v1/alerts/stream-tickets", self.stream_ticket),
-            web.get("/v1/alerts/{alert_id}", self.get_alert),
-            web.get("/v1/alerts/{alert_id}/audit", self.audit),
-            web.post("/v1/alerts/{alert_id}/acknowledge", self.acknowledge),
-            web.post("/v1/alerts/{alert_id}/resolve", self.resolve),
-            web.post("/v1/patients/{patient_id}/snoozes", self.snooze),
-            web.get("/v1/patients/{patient_id}/snoozes", self.list_snoozes),
-            web.delete("/v1/patients/{patient_id}/snoozes/{snooze_id}", self.end_snooze),
-            web.get("/v1/patients/{patient_id}/audit", self.patient_audit),
-            web.get("/v1/admin/alert-policy", self.get_policy),
-            web.put("/v1/admin/alert-policy", self.put_policy),
-        ]
+    def handlers(self) -> dict[str, Handler]:
+        """The handlers of this module's routes, by operation id (`schemas.openapi.bind` registers them)."""
+        return {
+            "listAlerts": self.list_alerts,
+            "streamAlerts": self.stream,
+            "createStreamTicket": self.stream_ticket,
+            "getAlert": self.get_alert,
+            "getAlertAudit": self.audit,
+            "acknowledgeAlert": self.acknowledge,
+            "resolveAlert": self.resolve,
+            "snoozeAlerts": self.snooze,
+            "listSnoozes": self.list_snoozes,
+            "endSnooze": self.end_snooze,
+            "patientAlertAudit": self.patient_audit,
+            "getAlertPolicy": self.get_policy,
+            "putAlertPolicy": self.put_policy,
+        }
 
     async def get_policy(self, request: web.Request) -> web.Response:
         """The tenant's alerting policy (escalation chain, quiet hours, repeat interval...), defaults filled in."""

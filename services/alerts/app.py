@@ -24,6 +24,7 @@ from nervewatch.consumer_service import ConsumerSpec, consumer_app
 from nervewatch.outbox import Outbox
 from nervewatch.runtime import Runtime, retry_until_ready
 from schemas.events import Topics
+from schemas.openapi import bind
 from services.alerts.api import AlertsApi, Broadcaster
 from services.alerts.counts import AlertCountsApi
 from services.alerts.delivery import Deliverer
@@ -87,7 +88,11 @@ async def build_app(rt: Runtime) -> web.Application:
         on_close=[deliverer.close],
     )
     app, _ = consumer_app(rt, spec)
-    AlertCountsApi(rt.pool).register(app)  # before /v1/alerts/{alert_id}
-    app.add_routes(AlertsApi(rt.pool, outbox, broadcaster, policies, wake).routes())
+    bind(
+        app.router,
+        "alerts",
+        AlertCountsApi(rt.pool).handlers(),
+        AlertsApi(rt.pool, outbox, broadcaster, policies, wake).handlers(),
+    )
     FhirAlerts(rt.pool).register(app)
     return app

@@ -16,7 +16,7 @@ from collections import defaultdict
 import asyncpg
 from aiohttp import web
 
-from nervewatch.http import authenticate, json_response, record_access
+from nervewatch.http import Handler, authenticate, json_response, record_access
 from nervewatch.paging import bad_param
 from schemas.alerts import AlertStatus
 from schemas.care_read import AlertCount, AlertCounts, SeverityCounts
@@ -30,8 +30,9 @@ class AlertCountsApi:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    def register(self, app: web.Application) -> None:
-        app.add_routes([web.get("/v1/alerts/counts", self.counts)])
+    def handlers(self) -> dict[str, Handler]:
+        """The handlers of this module's routes, by operation id (`schemas.openapi.bind` registers them)."""
+        return {"countAlerts": self.counts}
 
     async def counts(self, request: web.Request) -> web.Response:
         principal = await authenticate(request, "care")

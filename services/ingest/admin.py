@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from nervewatch.http import authenticate, json_response
+from nervewatch.http import Handler, authenticate, json_response
 from nervewatch.identity.store import IdentityStore, KeyInactive, KeyInfo, KeyNotFound
 from nervewatch.problems import ProblemError, not_found, read_json, validation_problem
 from schemas.admin import (
@@ -89,15 +89,16 @@ class AdminHandlers:
     def __init__(self, identity: IdentityStore) -> None:
         self.identity = identity
 
-    def routes(self) -> list[web.RouteDef]:
-        return [
-            web.post("/v1/admin/keys", self.create_key),
-            web.get("/v1/admin/keys", self.list_keys),
-            web.post("/v1/admin/keys/{key_id}/rotate", self.rotate_key),
-            web.delete("/v1/admin/keys/{key_id}", self.revoke_key),
-            web.post("/v1/admin/webhook-secret/rotate", self.rotate_webhook_secret),
-            web.get("/v1/admin/access-log", self.access_log),
-        ]
+    def handlers(self) -> dict[str, Handler]:
+        """The handlers of this module's routes, by operation id (`schemas.openapi.bind` registers them)."""
+        return {
+            "createApiKey": self.create_key,
+            "listApiKeys": self.list_keys,
+            "rotateApiKey": self.rotate_key,
+            "revokeApiKey": self.revoke_key,
+            "rotateWebhookSecret": self.rotate_webhook_secret,
+            "getAccessLog": self.access_log,
+        }
 
     async def create_key(self, request: web.Request) -> web.Response:
         principal = await authenticate(request, "admin")

@@ -9,6 +9,7 @@ from aiohttp import web
 from nervewatch.identity.access_log import retention_loop as access_log_retention_loop
 from nervewatch.retention import retention_loop
 from nervewatch.runtime import Runtime
+from schemas.openapi import bind
 from services.ingest.admin import AdminHandlers
 from services.ingest.digests import PURGE_FIRST_DELAY_S, PURGE_INTERVAL_S, DigestStore, purge_event_digests
 from services.ingest.fhir_api import FhirIngest
@@ -20,10 +21,14 @@ from services.ingest.read_api import PatientReads
 def build_app(rt: Runtime) -> web.Application:
     app = rt.create_app("ingest")
     handlers = IngestHandlers(rt.settings, PatientRegistry(rt.pool, rt.producer), rt.producer, DigestStore(rt.pool))
-    app.add_routes(handlers.routes())
-    app.add_routes(AdminHandlers(rt.identity).routes())
+    bind(
+        app.router,
+        "ingest",
+        handlers.handlers(),
+        AdminHandlers(rt.identity).handlers(),
+        PatientReads(rt.pool).handlers(),
+    )
     FhirIngest(handlers).register(app)
-    PatientReads(rt.pool).register(app)
 
     async def start(_: web.Application) -> None:
         # Ingest administers identity (keys, access-log reads), so it also purges the access audit.

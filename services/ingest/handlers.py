@@ -41,7 +41,7 @@ from aiokafka import AIOKafkaProducer
 from pydantic import TypeAdapter, ValidationError
 
 from nervewatch import metrics
-from nervewatch.http import authenticate, authenticate_either, body_limit, json_response
+from nervewatch.http import Handler, authenticate, authenticate_either, body_limit, json_response
 from nervewatch.kafka import produce_many
 from nervewatch.problems import ProblemError, item_error, item_errors, not_found, read_json, validation_problem
 from nervewatch.settings import Settings
@@ -77,14 +77,15 @@ class IngestHandlers:
         self.in_flight = 0
         self.in_flight_bytes = 0
 
-    def routes(self) -> list[web.RouteDef]:
-        return [
-            web.post("/v1/patients", self._admitted(self.upsert_patient)),
-            web.get("/v1/patients/{patient_id}", self.get_patient),
-            web.post("/v1/checkins", self._admitted(self.post_checkin)),
-            web.post("/v1/checkins/batch", self._admitted(self.post_checkin_batch)),
-            web.post("/v1/activity", self._admitted(self.post_activity)),
-        ]
+    def handlers(self) -> dict[str, Handler]:
+        """The handlers of this module's routes, by operation id (`schemas.openapi.bind` registers them)."""
+        return {
+            "upsertPatient": self._admitted(self.upsert_patient),
+            "getPatient": self.get_patient,
+            "postCheckin": self._admitted(self.post_checkin),
+            "postCheckinBatch": self._admitted(self.post_checkin_batch),
+            "postActivity": self._admitted(self.post_activity),
+        }
 
     def _admitted(
         self, handler: Callable[[web.Request], Awaitable[web.Response]]

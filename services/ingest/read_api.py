@@ -17,7 +17,7 @@ import asyncpg
 from aiohttp import web
 
 from nervewatch import paging
-from nervewatch.http import authenticate, json_response, record_access
+from nervewatch.http import Handler, authenticate, json_response, record_access
 from nervewatch.paging import bad_param
 from schemas.care_read import PatientPage, PatientSummary
 from schemas.common import PATIENT_ID_PATTERN, Condition
@@ -33,8 +33,9 @@ class PatientReads:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    def register(self, app: web.Application) -> None:
-        app.add_routes([web.get("/v1/patients", self.list_patients)])
+    def handlers(self) -> dict[str, Handler]:
+        """The handlers of this module's routes, by operation id (`schemas.openapi.bind` registers them)."""
+        return {"listPatients": self.list_patients}
 
     async def list_patients(self, request: web.Request) -> web.Response:
         principal = await authenticate(request, "care")

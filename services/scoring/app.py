@@ -17,6 +17,7 @@ from nervewatch.consumer_service import ConsumerSpec, consumer_app
 from nervewatch.outbox import Outbox
 from nervewatch.runtime import Runtime
 from schemas.events import Topics
+from schemas.openapi import bind
 from services.scoring.billing.api import BillingHandlers
 from services.scoring.billing.risk_sweep import RiskSweeper
 from services.scoring.checkin_reads import CheckinReads
@@ -50,11 +51,15 @@ async def build_app(rt: Runtime) -> web.Application:
     )
     app, _ = consumer_app(rt, spec)
     app[RUNTIME] = rt
-    TrajectoryRange(rt.pool).register(app)
-    app.add_routes(ConflictHandlers(rt.pool).routes())
-    app.add_routes(BillingHandlers(rt.pool).routes())
-    app.add_routes(ProfileHandlers(rt.pool).routes())
+    bind(
+        app.router,
+        "scoring",
+        TrajectoryReads(rt.pool).handlers(),
+        CheckinReads(rt.pool).handlers(),
+        TrajectoryRange(rt.pool).handlers(),
+        ConflictHandlers(rt.pool).handlers(),
+        ProfileHandlers(rt.pool).handlers(),
+        BillingHandlers(rt.pool).handlers(),
+    )
     FhirScoring(rt.pool).register(app)
-    TrajectoryReads(rt.pool).register(app)
-    CheckinReads(rt.pool).register(app)
     return app

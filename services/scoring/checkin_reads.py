@@ -20,7 +20,7 @@ import asyncpg
 from aiohttp import web
 
 from nervewatch import paging
-from nervewatch.http import authenticate
+from nervewatch.http import Handler, authenticate
 from nervewatch.paging import bad_param
 from nervewatch.problems import not_found
 from schemas.common import PATIENT_ID_PATTERN
@@ -62,8 +62,9 @@ class CheckinReads:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    def register(self, app: web.Application) -> None:
-        app.add_routes([web.get("/v1/patients/{patient_id}/checkins", self.list_checkins)])
+    def handlers(self) -> dict[str, Handler]:
+        """The handlers of this module's routes, by operation id (`schemas.openapi.bind` registers them)."""
+        return {"listCheckins": self.list_checkins}
 
     async def list_checkins(self, request: web.Request) -> web.Response:
         principal = await authenticate(request, "care")

@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic_core import PydanticCustomError
 
 from nervewatch import paging
-from nervewatch.http import authenticate, json_response
+from nervewatch.http import Handler, authenticate, json_response
 from nervewatch.problems import ProblemError
 from schemas.common import rfc3339
 from schemas.conflicts import MAX_CONFLICTS_LIMIT, EventConflict, EventConflictPage
@@ -88,8 +88,9 @@ class ConflictHandlers:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    def routes(self) -> list[web.RouteDef]:
-        return [web.get("/v1/conflicts", self.list_conflicts)]
+    def handlers(self) -> dict[str, Handler]:
+        """The handlers of this module's routes, by operation id (`schemas.openapi.bind` registers them)."""
+        return {"listConflicts": self.list_conflicts}
 
     async def list_conflicts(self, request: web.Request) -> web.Response:
         principal = await authenticate(request, "admin")

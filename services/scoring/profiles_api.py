@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
-from nervewatch.http import authenticate, json_response
+from nervewatch.http import Handler, authenticate, json_response
 from nervewatch.problems import not_found, problem_response, read_json
 from schemas.checkins import ItemError
 from schemas.clinical_profiles import EffectiveProfile, ProfileVersion, ProfileVersionList
 from services.scoring import profiles_store as store
 from services.scoring.profile import ENGINE_VERSION, profile_for
-
-BASE = "/v1/admin/clinical-profiles"
 
 
 def _pair(request: web.Request) -> tuple[str, str]:
@@ -46,13 +44,14 @@ class ProfileHandlers:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    def routes(self) -> list[web.RouteDef]:
-        return [
-            web.get(BASE, self.list_current),
-            web.put(BASE + "/{condition}/{treatment}", self.put),
-            web.get(BASE + "/{condition}/{treatment}", self.get),
-            web.get(BASE + "/{condition}/{treatment}/versions", self.versions),
-        ]
+    def handlers(self) -> dict[str, Handler]:
+        """The handlers of this module's routes, by operation id (`schemas.openapi.bind` registers them)."""
+        return {
+            "listClinicalProfiles": self.list_current,
+            "putClinicalProfile": self.put,
+            "getClinicalProfile": self.get,
+            "listClinicalProfileVersions": self.versions,
+        }
 
     async def put(self, request: web.Request) -> web.Response:
         principal = await authenticate(request, "admin")

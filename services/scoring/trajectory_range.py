@@ -25,7 +25,7 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 from aiohttp import web
 
-from nervewatch.http import authenticate, json_response
+from nervewatch.http import Handler, authenticate, json_response
 from nervewatch.paging import bad_param
 from nervewatch.problems import ProblemError, not_found
 from schemas.common import PATIENT_ID_PATTERN
@@ -85,8 +85,9 @@ class TrajectoryRange:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    def register(self, app: web.Application) -> None:
-        app.router.add_get("/v1/patients/{patient_id}/trajectory", self.get_trajectory)
+    def handlers(self) -> dict[str, Handler]:
+        """The handlers of this module's routes, by operation id (`schemas.openapi.bind` registers them)."""
+        return {"getTrajectory": self.get_trajectory}
 
     async def get_trajectory(self, request: web.Request) -> web.Response:
         principal = await authenticate(request, "care")

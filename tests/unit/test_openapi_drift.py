@@ -1,5 +1,7 @@
 """The OpenAPI description and the routers cannot drift apart: every route a service registers is
 described in `schemas/openapi.py` (for that service), and every described route is registered.
+The `/v1` routes hold by construction (`schemas.openapi.bind` registers them from the table and
+refuses a missing or an unknown handler); the `"all"` routes are the plumbing's (`create_app`).
 
 FHIR routes (`/fhir/r4...`) are described by each service's CapabilityStatement instead (the
 contract's FHIR section): every registered FHIR resource route names a resource type the
@@ -9,17 +11,20 @@ routers are read.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import pytest
 from aiohttp import web
 
+from nervewatch.http import Handler
 from nervewatch.identity.store import IdentityStore
 from nervewatch.runtime import Runtime
 from nervewatch.settings import Settings
 from schemas.fhir.capability import capability_statement
-from schemas.openapi import ROUTES, openapi_json
+from schemas.openapi import ROUTES, Route, bind, openapi_json
 from services.alerts.app import build_app as build_alerts
 from services.ingest.app import build_app as build_ingest
 from services.scoring.app import build_app as build_scoring
@@ -91,3 +96,73 @@ async def test_every_registered_route_is_described_and_every_described_route_reg
                 "described, not registered": sorted(described - registered),
             }
     assert not drift, drift
+
+
+async def _handler(_: web.Request) -> web.Response:
+    return web.Response()
+
+
+def _full(service: str) -> dict[str, Handler]:
+    return {r.operation_id: _handler for r in ROUTES if r.service == service}
+
+
+def test_bind_registers_the_services_routes_in_table_order_with_head_for_get() -> None:
+    app = web.Application()
+    bind(app.router, "alerts", _full("alerts"))
+    expected = []
+    for r in ROUTES:
+        if r.service == "alerts":
+            expected += [("HEAD", r.path)] if r.method == "get" else []
+            expected.append((r.method.upper(), r.path))
+    registered = [(route.method, route.resource.canonical) for route in app.router.routes() if route.resource]
+    assert registered == expected
+
+
+def test_bind_refuses_a_missing_handler() -> None:
+    handlers = _full("scoring")
+    del handlers["getTrajectory"]
+    app = web.Application()
+    with pytest.raises(ValueError, match="missing \\['getTrajectory'\\]"):
+        bind(app.router, "scoring", handlers)
+    assert not list(app.router.routes())  # nothing registered
+
+
+def test_bind_refuses_a_handler_the_table_does_not_describe() -> None:
+    app = web.Application()
+    with pytest.raises(ValueError, match="not described \\['getAlert', 'undocumented'\\]"):
+        bind(app.router, "ingest", _full("ingest"), {"undocumented": _handler, "getAlert": _handler})
+    assert not list(app.router.routes())
+
+
+def test_bind_refuses_an_operation_given_twice() -> None:
+    with pytest.raises(ValueError, match="given twice \\['postActivity'\\]"):
+        bind(web.Application().router, "ingest", _full("ingest"), {"postActivity": _handler})
+
+
+def test_bind_does_not_register_the_routes_every_service_has() -> None:
+    with pytest.raises(ValueError, match="not described \\['healthz'\\]"):
+        bind(web.Application().router, "ingest", _full("ingest"), {"healthz": _handler})
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.operation_id)
+def test_path_parameters_are_the_declared_path_params(route: Route) -> None:
+    in_path = re.findall(r"\{([^}:]+)\}", route.path)
+    declared = [p.name for p in route.params if p.where == "path"]
+    assert sorted(in_path) == sorted(declared)
+    assert len(set(in_path)) == len(in_path)
+
+
+def test_operation_ids_are_unique() -> None:
+    ids = [r.operation_id for r in ROUTES]
+    assert len(set(ids)) == len(ids)
+
+
+def test_no_route_is_shadowed_by_an_earlier_template_of_its_service() -> None:
+    """`bind` registers in table order and aiohttp matches in registration order, so a literal
+    path (`/v1/alerts/counts`) must come before a template that matches it (`/v1/alerts/{alert_id}`)."""
+    for i, later in enumerate(ROUTES):
+        for earlier in ROUTES[:i]:
+            if earlier.service != later.service or earlier.method != later.method or "{" not in earlier.path:
+                continue
+            pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(earlier.path))
+            assert not re.fullmatch(pattern, later.path), (earlier.path, later.path)

@@ -24,7 +24,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from nervewatch import metrics
-from nervewatch.http import authenticate, json_response, record_access
+from nervewatch.http import Handler, authenticate, json_response, record_access
 from nervewatch.problems import ProblemError, not_found, read_json, validation_problem
 from schemas.billing import (
     ENTRY_ID_PATTERN,
@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 
 _PATIENT_ID = re.compile(PATIENT_ID_PATTERN)
 _ENTRY_ID = re.compile(ENTRY_ID_PATTERN)
-REPORT_ROUTE = "/v1/billing/report"
 # The widest UTC offsets (-12:00 and +14:00): a local month lies within its UTC month widened by these.
 _WIDEN = timedelta(hours=15)
 
@@ -159,19 +158,19 @@ class BillingHandlers:
         self.pool = pool
         self.clock = clock or (lambda: datetime.now(UTC))
 
-    def routes(self) -> list[web.RouteDef]:
-        entries = "/v1/patients/{patient_id}/time-entries"
-        return [
-            web.post(entries, self.create_entry),
-            web.get(entries, self.list_entries),
-            web.patch(entries + "/{entry_id}", self.update_entry),
-            web.delete(entries + "/{entry_id}", self.delete_entry),
-            web.get(entries + "/{entry_id}/audit", self.entry_audit),
-            web.get("/v1/patients/{patient_id}/billing", self.patient_billing),
-            web.get(REPORT_ROUTE, self.report),
-            web.get("/v1/admin/billing-settings", self.get_settings),
-            web.put("/v1/admin/billing-settings", self.put_settings),
-        ]
+    def handlers(self) -> dict[str, Handler]:
+        """The handlers of this module's routes, by operation id (`schemas.openapi.bind` registers them)."""
+        return {
+            "createTimeEntry": self.create_entry,
+            "listTimeEntries": self.list_entries,
+            "updateTimeEntry": self.update_entry,
+            "deleteTimeEntry": self.delete_entry,
+            "getTimeEntryAudit": self.entry_audit,
+            "getPatientBilling": self.patient_billing,
+            "getBillingReport": self.report,
+            "getBillingSettings": self.get_settings,
+            "putBillingSettings": self.put_settings,
+        }
 
     async def _patient(self, conn: asyncpg.Connection, tenant_id: str, patient_id: str) -> store.PatientInfo:
         info = await store.patient(conn, tenant_id, patient_id)
