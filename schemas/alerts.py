@@ -87,6 +87,11 @@ class Alert(BaseModel):
     # Red-flag alerts: every red flag this alert has paged (a re-page adds the new ones).
     red_flags: list[str] = Field(default_factory=list)
     notifications: list[NotificationSummary] = Field(default_factory=list)
+    # The scoring engine and clinical-profile version of the trajectory update that opened the alert
+    # (`Trajectory.engine_version` / `profile_version`); null when it was opened by something else
+    # (disengagement, data days at risk), by an update without them, or before they were recorded.
+    engine_version: str | None = None
+    profile_version: str | None = None
 
 
 class AlertDelivery(Alert):

@@ -39,17 +39,18 @@ from services.alerts.store import ALERT_COLUMNS, NOTIFY_CHANNEL, alerts_from_row
 _COLUMNS = (
     "id, tenant_id, patient_id, kind, severity, status, summary, reasons, trajectory_state, event_time, opened_at, "
     "updated_at, retrospective, acknowledged_by, acknowledged_at, resolved_at, resolution, escalation_level, "
-    "last_notified_at, clear_since, paged_flags, paged_at"
+    "last_notified_at, clear_since, paged_flags, paged_at, engine_version, profile_version"
 )
 _UNNEST = """unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
     $9::text[], $10::timestamptz[], $11::timestamptz[], $12::timestamptz[], $13::bool[], $14::text[],
     $15::timestamptz[], $16::timestamptz[], $17::text[], $18::int[], $19::timestamptz[], $20::timestamptz[],
-    $21::text[], $22::timestamptz[])"""
+    $21::text[], $22::timestamptz[], $23::text[], $24::text[])"""
 _SELECT = (
     """SELECT id, tenant_id, patient_id, kind, severity, status, summary, reasons::jsonb AS reasons,
         trajectory_state, event_time, opened_at, updated_at, retrospective, acknowledged_by, acknowledged_at,
         resolved_at, resolution,
-        escalation_level, last_notified_at, clear_since, paged_flags::text[] AS paged_flags, paged_at
+        escalation_level, last_notified_at, clear_since, paged_flags::text[] AS paged_flags, paged_at,
+        engine_version, profile_version
     FROM """
     + _UNNEST
     + " AS u("
@@ -59,6 +60,7 @@ _SELECT = (
 _INSERT = f"""INSERT INTO alerts.alerts ({_COLUMNS}) {_SELECT}
     ON CONFLICT (tenant_id, patient_id, kind) WHERE status <> 'resolved' DO NOTHING
     RETURNING id"""
+# `engine_version` and `profile_version` are written by the insert only: what opened an alert never changes.
 _UPDATE = f"""UPDATE alerts.alerts a SET opened_at = u.opened_at, severity = u.severity, status = u.status,
         summary = u.summary, reasons = u.reasons, trajectory_state = u.trajectory_state, event_time = u.event_time,
         updated_at = u.updated_at, retrospective = u.retrospective, acknowledged_by = u.acknowledged_by,
@@ -240,7 +242,7 @@ class EffectWriter:
 
 def _columns(alerts: Sequence[tuple[str, AlertState]]) -> list[list[object]]:
     """Column arrays of the alert rows, in `_COLUMNS` order."""
-    cols: list[list[object]] = [[] for _ in range(22)]
+    cols: list[list[object]] = [[] for _ in range(24)]
     for tenant, a in alerts:
         row = (
             a.id,
@@ -265,6 +267,8 @@ def _columns(alerts: Sequence[tuple[str, AlertState]]) -> list[list[object]]:
             a.clear_since,
             "{" + ",".join(sorted(a.paged_flags)) + "}",
             a.paged_at,
+            a.engine_version,
+            a.profile_version,
         )
         for col, value in zip(cols, row, strict=True):
             col.append(value)

@@ -51,6 +51,10 @@ class AlertState:
     resolution: str | None = None
     paged_flags: frozenset[str] = frozenset()
     paged_at: datetime | None = None
+    # What produced the trajectory update that opened the alert (None: opened by a timer, a billing
+    # event, an update without versions, or before versions were recorded). Never changed after.
+    engine_version: str | None = None
+    profile_version: str | None = None
 
     @property
     def escalation_base(self) -> datetime:
@@ -75,6 +79,8 @@ class AlertState:
             trajectory_state=decision.trajectory_state,
             paged_flags=frozenset() if decision.retrospective else decision.paged_flags,
             paged_at=None if decision.retrospective else now,
+            engine_version=decision.engine_version,
+            profile_version=decision.profile_version,
         )
 
 
@@ -151,6 +157,9 @@ class AlertPolicy:
 
 @dataclass(frozen=True, slots=True)
 class OpenAlert:
+    """A new alert. `engine_version` and `profile_version` are the trajectory's that decided it
+    (None when the decision did not come from a trajectory update, or the update had none)."""
+
     kind: AlertKind
     severity: Severity
     summary: str
@@ -163,6 +172,8 @@ class OpenAlert:
     red_flags_seen: Mapping[str, RedFlagSeen] = field(default_factory=dict)
     # The re-scoring run whose event decided this (audited), None for live updates.
     rescore_run: str | None = None
+    engine_version: str | None = None
+    profile_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

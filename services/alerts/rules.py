@@ -167,6 +167,8 @@ def _open(kind: AlertKind, evidence: Evidence, event: TrajectoryUpdated, policy:
         trajectory_state=event.trajectory.state,
         event_time=evidence.event_time,
         retrospective=is_retrospective(evidence.event_time, event.trigger, policy),
+        engine_version=event.trajectory.engine_version,
+        profile_version=event.trajectory.profile_version,
     )
 
 
@@ -272,6 +274,7 @@ def evaluate(
       - disengagement: only `ResolveAlert` when `event.last_checkin_at` is newer than the
         alert's `event_time` (opening is `timers.disengagement`).
       - data_days_at_risk: nothing (`billing_risk` decides it from the billing topic).
+    Every `OpenAlert` carries the event trajectory's `engine_version` and `profile_version`.
     """
     require_aware(now, "now")
     handled = resolved_through or {}
@@ -429,6 +432,8 @@ def _red_flag(
             retrospective=not live,
             paged_flags=frozenset().union(*(o.flags for o in live)),
             red_flags_seen=_seen(new, ledger),
+            engine_version=event.trajectory.engine_version,
+            profile_version=event.trajectory.profile_version,
         )
     if not new:
         return None  # nothing it has not handled: a replayed or repeated event changes nothing

@@ -23,7 +23,7 @@ from services.alerts.model import AlertState, Member, RedFlagSeen
 NOTIFY_CHANNEL = "nervewatch_alerts"
 ALERT_COLUMNS = """id, tenant_id, patient_id, kind, severity, status, summary, reasons, trajectory_state, event_time,
     opened_at, updated_at, retrospective, acknowledged_by, acknowledged_at, resolved_at, resolution,
-    escalation_level, last_notified_at, clear_since, paged_flags, paged_at"""
+    escalation_level, last_notified_at, clear_since, paged_flags, paged_at, engine_version, profile_version"""
 
 
 def new_alert_id(now: datetime) -> str:
@@ -74,6 +74,8 @@ def state_from_row(r: asyncpg.Record) -> AlertState:
         resolution=r["resolution"],
         paged_flags=frozenset(r["paged_flags"] or ()),
         paged_at=r["paged_at"],
+        engine_version=r["engine_version"],
+        profile_version=r["profile_version"],
     )
 
 
@@ -157,6 +159,8 @@ async def alerts_from_rows(conn: asyncpg.Connection, rows: Sequence[asyncpg.Reco
             resolution=r["resolution"],
             red_flags=sorted(r["paged_flags"] or ()) if r["kind"] == AlertKind.red_flag.value else [],
             notifications=notes[r["id"]],
+            engine_version=r["engine_version"],
+            profile_version=r["profile_version"],
         )
         for r in rows
     ]

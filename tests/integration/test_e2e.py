@@ -94,6 +94,10 @@ async def test_red_flag_checkin_becomes_a_signed_webhook(
 
         status, trajectory = await get_json(http, f"{scoring}/v1/patients/{pid}/trajectory", tenant.headers)
         assert status == 200 and trajectory["state"] == "red_flag"
+        # The alert (listed and webhooked) records the engine and profile version that opened it.
+        versions = (trajectory["engine_version"], trajectory["profile_version"])
+        assert all(versions) and (alert["engine_version"], alert["profile_version"]) == versions
+        assert all((h["json"]["engine_version"], h["json"]["profile_version"]) == versions for h in hooks)
 
         # Reposting the same event changes nothing.
         async with http.post(f"{ingest}/v1/checkins", json=checkin, headers=tenant.headers) as resp:

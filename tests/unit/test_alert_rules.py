@@ -17,6 +17,7 @@ from schemas.alerts import DEFAULT_SEVERITY, AlertKind, AlertStatus, Channel
 from schemas.common import Reason, Role, Severity
 from schemas.events import TrajectoryUpdated, TriggerRef
 from schemas.trajectory import Signal, SignalCode, Trajectory, TrajectoryState
+from services.alerts.book import PatientBook, StoreAlert, apply_decisions
 from services.alerts.model import (
     AlertPolicy,
     AlertState,
@@ -79,13 +80,21 @@ def ev(
     state: TrajectoryState = TrajectoryState.worsening,
     trigger: TriggerRef | Literal["fresh"] | None = "fresh",
     last_checkin_at: datetime | None = None,
+    engine_version: str | None = None,
+    profile_version: str | None = None,
 ) -> TrajectoryUpdated:
     if trigger == "fresh":
         trigger = TriggerRef(event_id="obs-1", recorded_at=as_of, received_at=as_of + timedelta(minutes=1))
     return TrajectoryUpdated(
         tenant_id="t1",
         event_id=UUID(int=1),
-        trajectory=Trajectory(patient_id=PID, state=state, as_of=as_of),
+        trajectory=Trajectory(
+            patient_id=PID,
+            state=state,
+            as_of=as_of,
+            engine_version=engine_version,
+            profile_version=profile_version,
+        ),
         state_changed=False,
         signals=list(signals),
         trigger=trigger,
@@ -171,6 +180,39 @@ def test_signal_without_alert_opens_with_default_severity(kind: AlertKind) -> No
             red_flags_seen={key: RedFlagSeen(at, frozenset({UNNAMED_RED_FLAG}))} if red else {},
         )
     ]
+
+
+@pytest.mark.parametrize("kind", SIGNAL_DRIVEN)
+@pytest.mark.parametrize("run", [None, "run-1"])
+def test_openings_record_the_trajectory_engine_and_profile_versions(kind: AlertKind, run: str | None) -> None:
+    event = ev(sig(kind, at=T0 - H), engine_version="engine-7", profile_version="prof-abc")
+    [d] = evaluate(event.model_copy(update={"rescore_run": run}), [], [], POLICY, T0)
+    assert isinstance(d, OpenAlert)
+    assert (d.engine_version, d.profile_version) == ("engine-7", "prof-abc")
+    state = stored(d)
+    assert (state.engine_version, state.profile_version) == ("engine-7", "prof-abc")
+    # An update without versions opens alerts without them.
+    [bare] = evaluate(ev(sig(kind, at=T0 - H)), [], [], POLICY, T0)
+    assert isinstance(bare, OpenAlert) and bare.engine_version is None and bare.profile_version is None
+
+
+def test_later_updates_keep_the_versions_of_the_opening() -> None:
+    kind = AlertKind.regression
+    first = ev(sig(kind, at=T0 - 2 * H), as_of=T0 - 2 * H, engine_version="engine-7", profile_version="prof-a")
+    book = PatientBook(tenant_id="t1", patient_id=PID)
+    book, _ = apply_decisions(book, evaluate(first, [], [], POLICY, T0 - 2 * H), POLICY, T0 - 2 * H, lambda: "al-1")
+    later = ev(sig(kind, at=T0, reasons=[reason("new")]), engine_version="engine-8", profile_version="prof-b")
+    [d] = evaluate(later, book.active(), [], POLICY, T0)
+    assert isinstance(d, UpdateAlert)
+    book, effects = apply_decisions(book, [d], POLICY, T0, lambda: "al-2")
+    [alert] = book.active()
+    assert alert.reasons == (reason("new"),) and alert.updated_at == T0
+    assert (alert.engine_version, alert.profile_version) == ("engine-7", "prof-a")
+    assert all(
+        (e.state.engine_version, e.state.profile_version) == ("engine-7", "prof-a")
+        for e in effects
+        if isinstance(e, StoreAlert)
+    )
 
 
 def test_summaries_are_short_fixed_sentences() -> None:
