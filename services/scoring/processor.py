@@ -74,6 +74,8 @@ SNAPSHOT_DAYS = 35
 SNAPSHOT_EVERY = 7
 #: First key of the transaction-scoped advisory locks that serialise re-scoring per patient.
 STATE_LOCK_CLASS = 0x5C0E
+#: Check-in rows read per round trip while days are rebuilt (bounds the rebuild's memory).
+REBUILD_FETCH = 2000
 
 _event_adapter: TypeAdapter[PatientUpserted | CheckInRecorded | ActivityRecorded] = TypeAdapter(IngestEvent)
 Key = tuple[str, str]
@@ -638,15 +640,14 @@ class ScoringProcessor:
         self, conn: asyncpg.Connection, targets: dict[Key, list[date]]
     ) -> dict[Key, dict[date, DayRecord]]:
         """Re-aggregate the given local days of each patient from its stored observations, store
-        them in scoring.daily and return them."""
-        triples = [(k[0], k[1], d) for k, ds in targets.items() for d in ds]
+        them in scoring.daily and return them.
+
+        Memory is bounded by the days, not by the check-ins they hold: the check-ins (without their
+        notes, which scoring never reads) are streamed in `REBUILD_FETCH` rows at a time, ordered by
+        day, and each day is aggregated as soon as its last check-in has been read. Must run inside
+        the caller's transaction (the cursor needs one)."""
+        triples = sorted({(k[0], k[1], d) for k, ds in targets.items() for d in ds})
         cols = ([t[0] for t in triples], [t[1] for t in triples], [t[2] for t in triples])
-        c_rows = await conn.fetch(
-            """SELECT c.tenant_id, c.patient_id, c.local_date, c.received_at, c.data FROM scoring.checkins c
-               JOIN unnest($1::text[], $2::text[], $3::date[]) AS k(t, pid, d)
-                 ON c.tenant_id = k.t AND c.patient_id = k.pid AND c.local_date = k.d""",
-            *cols,
-        )
         a_rows = await conn.fetch(
             """SELECT a.tenant_id, a.patient_id, a.local_date, a.event_id, a.type, a.start_at, a.end_at, a.value,
                       a.device_id, a.received_at
@@ -663,15 +664,12 @@ class ScoringProcessor:
                WHERE e.red_flags <> '{}'""",
             *cols,
         )
-        by_c: dict[tuple[str, str, date], list[CheckinObs]] = defaultdict(list)
         by_a: dict[tuple[str, str, date], list[ActivityObs]] = defaultdict(list)
         by_f: dict[tuple[str, str, date], list[RedFlagObs]] = defaultdict(list)
         for r in f_rows:
             by_f[(r["tenant_id"], r["patient_id"], r["local_date"])].append(
                 RedFlagObs(str(r["event_id"]), r["recorded_at"], r["received_at"], tuple(r["red_flags"]))
             )
-        for r in c_rows:
-            by_c[(r["tenant_id"], r["patient_id"], r["local_date"])].append(checkin_obs(r["data"], r["received_at"]))
         for r in a_rows:
             by_a[(r["tenant_id"], r["patient_id"], r["local_date"])].append(
                 ActivityObs(
@@ -686,10 +684,34 @@ class ScoringProcessor:
             )
         out: dict[Key, dict[date, DayRecord]] = defaultdict(dict)
         rows: list[tuple[str, str, date, str]] = []
-        for t, p, d in triples:
-            rec = daily.aggregate_day(d, by_c[(t, p, d)], by_a[(t, p, d)], by_f[(t, p, d)])
+
+        def aggregate(t: str, p: str, d: date, checkins: list[CheckinObs]) -> None:
+            rec = daily.aggregate_day(d, checkins, by_a.pop((t, p, d), []), by_f.pop((t, p, d), []))
             out[(t, p)][d] = rec
             rows.append((t, p, d, json.dumps(day_to_json(rec))))
+
+        current: tuple[str, str, date] | None = None
+        checkins: list[CheckinObs] = []
+        async for r in conn.cursor(
+            """SELECT c.tenant_id, c.patient_id, c.local_date, c.received_at, c.data - 'notes' AS data
+               FROM scoring.checkins c
+               JOIN unnest($1::text[], $2::text[], $3::date[]) AS k(t, pid, d)
+                 ON c.tenant_id = k.t AND c.patient_id = k.pid AND c.local_date = k.d
+               ORDER BY c.tenant_id, c.patient_id, c.local_date""",
+            *cols,
+            prefetch=REBUILD_FETCH,
+        ):
+            day = (r["tenant_id"], r["patient_id"], r["local_date"])
+            if day != current:
+                if current is not None:
+                    aggregate(*current, checkins)
+                current, checkins = day, []
+            checkins.append(checkin_obs(_json_value(r["data"]), r["received_at"]))
+        if current is not None:
+            aggregate(*current, checkins)
+        for t, p, d in triples:
+            if d not in out[(t, p)]:  # a day without check-ins: samples or conflicting red flags only
+                aggregate(t, p, d, [])
         await conn.executemany(
             """INSERT INTO scoring.daily (tenant_id, patient_id, day, data, updated_at)
                VALUES ($1, $2, $3, $4::text::jsonb, now())

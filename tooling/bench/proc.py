@@ -44,6 +44,22 @@ class BenchEnv:
             self.procs[name] = spawn_service(name, self.env, self.workdir / f"{name}.log")
         wait_ready([f"{self.url(s)}/readyz" for s in services], timeout_s=120)
 
+    def start_replica(self, service: str, name: str) -> None:
+        """Start one more process of `service` (another member of its consumer group) as `name`,
+        on a port of its own; blocks until it is ready."""
+        port = free_port()
+        env = {**self.env, f"NERVEWATCH_{service.upper()}_PORT": str(port)}
+        self.ports[name] = port
+        self.procs[name] = spawn_service(service, env, self.workdir / f"{name}.log")
+        wait_ready([f"{self.url(name)}/readyz"], timeout_s=120)
+
+    def stop_replica(self, name: str) -> None:
+        """Stop the process started by `start_replica` (SIGTERM: it leaves its group cleanly)."""
+        proc = self.procs.pop(name, None)
+        self.ports.pop(name, None)
+        if proc is not None:
+            stop_all([proc])
+
     def check_services(self) -> None:
         for name, proc in self.procs.items():
             if proc.poll() is not None:

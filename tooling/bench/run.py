@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 from aiohttp import web
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -233,8 +234,11 @@ class Bench:
         self.webhook_port = free_port()
         self.webhook_url = f"http://127.0.0.1:{self.webhook_port}/hook"
         self.webhook_patients = [f"wh-{i:06d}" for i in range(int(sizes.webhook_rate * sizes.webhook_s))]
+        # Red-flag patients of each end-to-end row, keyed by _e2e_key(rate, scoring processes).
+        runs = [(rate, 1) for rate in sizes.e2e_rates] + [(max(sizes.e2e_rates), 2)]
         self.e2e_patients = {
-            rate: [f"rf-{int(rate)}-{i:06d}" for i in range(int(rate * sizes.e2e_s))] for rate in sizes.e2e_rates
+            _e2e_key(rate, n): [f"rf-{_e2e_key(rate, n)}-{i:06d}" for i in range(int(rate * sizes.e2e_s))]
+            for rate, n in runs
         }
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -457,9 +461,10 @@ class Bench:
         if not await self._quiesce(self.sizes.consumer_timeout_s):
             raise TimeoutError("scoring/alerts did not catch up with the enrolments")
 
-    async def end_to_end(self, rate: float) -> None:
+    async def end_to_end(self, rate: float, scoring_processes: int = 1) -> None:
         s = self.sizes
-        patients = self.e2e_patients[rate]
+        patients = self.e2e_patients[_e2e_key(rate, scoring_processes)]
+        procs = f", {scoring_processes} scoring processes" if scoring_processes > 1 else ""
         sent_at: dict[str, float] = {}
         res = await load.open_loop(
             self.key,
@@ -489,7 +494,7 @@ class Bench:
         p50, p99 = load.percentile(lat, 50), load.percentile(lat, 99)
         self.report.add(
             Row(
-                f"End to end at {rate:,.0f}/s: check-in POST to alert row, p50 / p99",
+                f"End to end at {rate:,.0f}/s{procs}: check-in POST to alert row, p50 / p99",
                 f"{_ms(p50)} / {_ms(p99)}",
                 target="p99 < 500 ms at 1,000/s",
                 status=_status(p99 < 0.5 and len(rows) == len(patients)) if rate >= 1000 else "",
@@ -709,6 +714,55 @@ class Bench:
             )
         )
 
+    async def scoring_two_processes(self) -> None:
+        """A second scoring process joins the group: the in-order history row and the top end-to-end
+        rate again, then the second process leaves (the later phases run as before)."""
+        s = self.sizes
+        first = s.history_days[0]
+        self.e.start_replica("scoring", "scoring-2")
+        try:
+            await self._wait_assigned(("scoring", "scoring-2"), s.consumer_timeout_s)
+            rate, note = await self._history_workload("x2", first, 0.0)
+            base = self.history_rates.get(first, float("nan"))
+            target, label = self._scoring_target()
+            self.report.add(
+                Row(
+                    f"Scoring consumer with {first} days of prior history per patient, 2 scoring processes",
+                    _rate(rate, "events/s"),
+                    _rate(self.copy_ceiling, "rows/s COPY"),
+                    _ratio(rate, self.copy_ceiling),
+                    label,
+                    _status(rate >= target),
+                    note + f"; {_ratio(rate, base)} of the 1-process rate",
+                )
+            )
+            await self.end_to_end(max(s.e2e_rates), scoring_processes=2)
+        finally:
+            self.e.stop_replica("scoring-2")
+        await self._quiesce(s.consumer_timeout_s)
+
+    async def _wait_assigned(self, names: tuple[str, ...], timeout_s: float) -> None:
+        """Block until every process in `names` reports a check-ins partition of its own (the group
+        has rebalanced onto them)."""
+        marker = f'topic="{Topics.checkins}"'
+        deadline = time.monotonic() + timeout_s
+        async with aiohttp.ClientSession() as http:
+            while True:
+                owners = 0
+                for name in names:
+                    with contextlib.suppress(aiohttp.ClientError):
+                        async with http.get(f"{self.e.url(name)}/metrics") as resp:
+                            text = await resp.text()
+                        owners += any(
+                            line.startswith("nervewatch_consumer_lag_messages{") and marker in line
+                            for line in text.splitlines()
+                        )
+                if owners == len(names):
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the check-in partitions were not spread over {', '.join(names)}")
+                await asyncio.sleep(0.5)
+
     def scoring_memory(self) -> None:
         """Scoring RSS after the events it consumed here, extrapolated linearly to 1 million events."""
         proc = self.e.procs.get("scoring")
@@ -814,6 +868,7 @@ class Bench:
             await self.phase("scoring consumer", self.scoring_throughput)
             await self.phase("scoring with prior history", self.scoring_history)
             await self.phase("scoring with late data", self.scoring_late)
+            await self.phase("scoring, 2 processes", self.scoring_two_processes)
             await self.phase("alerts consumer", self.alerts_throughput)
             self.scoring_memory()
             self.memory()
@@ -854,3 +909,7 @@ def run_bench(settings: Settings, *, smoke: bool, write: Path | None) -> int:
         write.write_text(report.markdown() + "\n" + KEEP_MARKER + keep if keep else report.markdown())
         print(f"report written to {write}")
     return 1 if report.failures else 0
+
+
+def _e2e_key(rate: float, scoring_processes: int) -> str:
+    return f"{int(rate)}" + (f"x{scoring_processes}" if scoring_processes > 1 else "")

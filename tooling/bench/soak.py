@@ -1,7 +1,8 @@
 """`nervewatch soak`: a long run through the whole stack with the memory of every service sampled.
 
 Against a private stack (as `nervewatch bench`): the three services run as child processes; check-ins
-are posted to ingest in batches of `BATCH` by `CLIENTS` clients until `events` were accepted, flow
+are posted to ingest in batches of `BATCH` by `CLIENTS` clients until `events` were accepted (one a day per
+patient, days advancing, one in 20 a late second check-in: `_body`), flow
 through scoring (trajectories) and alerts; the run ends when scoring has stored every check-in and
 its outbox is empty (or at `timeout_s`). The RSS of every service is sampled every `interval_s`;
 the report gives, per service, the RSS at the end of warm-up (the first `WARMUP_SHARE` of the
@@ -44,11 +45,20 @@ class Samples:
     rows: list[tuple[float, int, dict[str, float]]] = field(default_factory=list)
 
 
-def _body(patients: list[str], start: int, now: datetime) -> bytes:
-    items = [
-        load.checkin_dict(patients[(start + i) % len(patients)], now - timedelta(minutes=(start + i) % 40_000), seq=i)
-        for i in range(BATCH)
-    ]
+def _body(patients: list[str], start: int, days: int, now: datetime) -> bytes:
+    """Events `start`..`start + BATCH - 1` of the soak, as a batch body.
+
+    Event j is patient j mod P's check-in of history day j div P (P patients, `days` days of history
+    ending today): every patient checks in once a day, the days advancing through the run, as a
+    platform posting its patients' daily check-ins does. One event in 20 is instead a second
+    check-in of a day 1-7 days earlier, arriving late."""
+    items = []
+    for j in range(start, start + BATCH):
+        day = j // len(patients)
+        if j % 20 == 7:
+            day = max(0, day - 1 - j % 7)
+        recorded = now - timedelta(days=days - day) + timedelta(hours=7 + j % 13, minutes=j % 60)
+        items.append(load.checkin_dict(patients[j % len(patients)], min(recorded, now), seq=j))
     return json.dumps({"items": items}).encode()
 
 
@@ -126,13 +136,14 @@ async def soak(settings: Settings, events: int, interval_s: float, timeout_s: fl
             started = time.monotonic()
             url = f"{env.url('ingest')}/v1/checkins/batch"
             now = datetime.now(UTC)
+            days = -(-events // PATIENTS)
             next_start = iter(range(0, events, BATCH))
             async with load.session_for(key, CLIENTS) as session:
 
                 async def client() -> None:
                     res = load.HttpResult()
                     for start in next_start:
-                        while not await load._post(session, url, _body(patients, start, now), res, 202):
+                        while not await load._post(session, url, _body(patients, start, days, now), res, 202):
                             env.check_services()
                             await asyncio.sleep(0.5)  # 503 under backpressure: retry the same batch
                         accepted[0] += BATCH
